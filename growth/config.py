@@ -1,0 +1,343 @@
+"""Run configuration: dataclasses, YAML, dotted ``key=value`` overrides, validation.
+
+The dataclass defaults *are* the embedded default run (a tiny model on the bundled corpus), so
+``load_config()`` with no path needs no file. Every component is chosen by a string so a config
+serializes to YAML and a checkpoint records exactly what was built.
+
+Errors are :class:`ConfigError` with a one-line message that names the key, e.g.
+``model.n_heads * model.head_dim must equal model.d_model (4 * 8 != 48)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be built; the message names the key and what to do."""
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 1024
+    d_model: int = 128
+    n_layers: int = 4
+    max_seq_len: int = 256
+    layer: str = "transformer"  # transformer (MHA + FFN) | gau (one gated attention unit per layer)
+    # transformer layers
+    n_heads: int = 4
+    head_dim: int = 32
+    d_ff: int = 384
+    ffn: str = "swiglu"  # gelu | swiglu
+    # GAU layers (Hua et al. 2022, "Transformer Quality in Linear Time")
+    gau_expansion: int = 0  # e; 0 means 2 * d_model (the paper's default)
+    gau_key_size: int = 128  # s
+    gau_attention: str = "softmax"  # relu2 (the paper) | softmax (GAU-alpha)
+    chunk_size: int = 0  # 0: dense GAU; c > 0: FLASH mixed-chunk attention with chunks of c tokens
+    # positions and attention scale
+    position: str = "rope"  # rope | none
+    rope_base: float = 10000.0
+    rope_dim: int = 0  # rotated dimensions per head (partial rotary); 0 means all of them
+    attention_scale: str = "sqrt"  # sqrt | logn (entropy-invariant, log(n)/log(logn_base) / sqrt(d))
+    logn_base: int = 512
+    logn_min_keys: int = 1  # clamp n >= this in the log-n scale (bert4keras uses 16)
+    # residual stream
+    residual: str = "pre"  # pre | post | deepnorm
+    norm: str = "rmsnorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    tie_embeddings: bool = False
+    objective: str = "clm"  # clm (causal) | mlm (bidirectional)
+    pooling: str = "mean"  # sentence embedding: mean over real tokens | first token
+    init_std: float = 0.02
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "bundled:tinyshakespeare"  # a text file, or bundled:<name> for a corpus in the package
+    tokenizer: str = ""  # a sentencepiece .model; empty: train one on the corpus on first use (cached)
+    seq_len: int = 128
+    val_fraction: float = 0.05
+    mlm_probability: float = 0.15
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    out_dir: str = ""  # empty: runs/<name>
+    max_steps: int = 300
+    micro_batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    save_interval: int = 100
+    eval_interval: int = 50
+    eval_batches: int = 8
+    log_interval: int = 10
+    resume: str = "auto"  # auto (continue from the latest checkpoint in out_dir) | none
+    init_from: str = ""  # start from another checkpoint's weights (after growth)
+    zero_stage: int = 0
+    deepspeed_config: str = ""  # a DeepSpeed JSON; overrides zero_stage when set
+    precision: str = "fp32"  # fp32 | bf16
+    seed: int = 1234
+    ema_decay: float = 0.0  # 0 disables EMA
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as YAML atomically (temporary name, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        tmp.replace(path)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.layer": ("transformer", "gau"),
+    "model.ffn": ("gelu", "swiglu"),
+    "model.gau_attention": ("relu2", "softmax"),
+    "model.position": ("rope", "none"),
+    "model.attention_scale": ("sqrt", "logn"),
+    "model.residual": ("pre", "post", "deepnorm"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.objective": ("clm", "mlm"),
+    "model.pooling": ("mean", "first"),
+    "train.resume": ("auto", "none"),
+    "train.precision": ("fp32", "bf16"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Load YAML at ``path`` (the embedded default when None), apply ``key=value`` overrides, validate."""
+    config = Config()
+    if path is not None:
+        _apply_mapping(config, _read_yaml(Path(path)), str(path))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. model.d_model=256)")
+        _set(config, key.strip(), _parse_scalar(value.strip()), source="command line", from_text=True)
+    resolve(config)
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a validated Config from ``to_dict()`` output (e.g. one stored in a checkpoint)."""
+    config = Config()
+    _apply_mapping(config, data, "dict")
+    resolve(config)
+    validate(config)
+    return config
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    return config_from_dict({"model": data}).model
+
+
+def resolve(config: Config) -> None:
+    """Fill values that default to a function of others, so the saved config says what was built."""
+    if config.model.gau_expansion == 0:
+        config.model.gau_expansion = 2 * config.model.d_model
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping with sections model/data/train")
+    return data
+
+
+def _apply_mapping(config: Config, data: dict[str, Any], source: str) -> None:
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            _unknown_check(config, str(section))
+            raise ConfigError(f"{section} in {source} must be a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            _set(config, f"{section}.{key}", value, source=source, from_text=False)
+
+
+def _unknown_check(config: Config, dotted: str) -> None:
+    known = _known_keys(config)
+    sections = [f.name for f in dataclasses.fields(config)]
+    name = dotted.split(".")[0]
+    if name not in sections:
+        raise ConfigError(f"unknown section {name!r}; known sections are {', '.join(sections)}")
+    if "." in dotted and dotted not in known:
+        hint = difflib.get_close_matches(dotted, known, n=1)
+        suggestion = f"; did you mean {hint[0]}?" if hint else ""
+        raise ConfigError(f"unknown key {dotted!r}{suggestion}")
+
+
+def _known_keys(config: Config) -> list[str]:
+    return [
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(config)
+        for f in dataclasses.fields(getattr(config, section.name))
+    ]
+
+
+def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"key {dotted!r} must be section.key (e.g. model.d_model)")
+    _unknown_check(config, dotted)
+    section_obj = getattr(config, parts[0])
+    expected = typing.get_type_hints(type(section_obj))[parts[1]]
+    setattr(section_obj, parts[1], _coerce(dotted, value, expected, source, from_text))
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML's scalar rules (1e-3 -> float needs a dot or sign in YAML 1.1, so try numbers first).
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) -> Any:
+    def fail() -> ConfigError:
+        return ConfigError(f"{key} expects {expected.__name__}, got {value!r} (from {source})")
+
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and from_text:
+            return int(value)
+        raise fail()
+    if expected is float:
+        number = value
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                number = float(value)
+            except ValueError:
+                raise fail() from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise fail()
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r} (from {source})")
+        return float(number)
+    if expected is str:
+        if isinstance(value, str):
+            return value
+        if from_text and value is not None and not isinstance(value, (dict, list)):
+            return str(value)
+        raise fail()
+    raise TypeError(f"unsupported config field type {expected} for {key}")
+
+
+def validate(config: Config) -> None:
+    """Reject impossible values and combinations with a one-line message naming the key."""
+    for dotted, choices in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise ConfigError(f"{dotted} must be one of {' | '.join(choices)}, got {value!r}")
+    _validate_model(config.model)
+    _validate_data(config.data, config.model)
+    _validate_train(config.train)
+
+
+def _positive(section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {getattr(obj, name)}")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    _positive("model", m, "vocab_size", "d_model", "n_layers", "max_seq_len", "rope_base", "init_std")
+    _positive("model", m, "norm_eps", "logn_min_keys")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.logn_base < 2:
+        raise ConfigError(f"model.logn_base must be >= 2, got {m.logn_base}")
+    if m.chunk_size < 0:
+        raise ConfigError(f"model.chunk_size must be >= 0 (0 = dense), got {m.chunk_size}")
+    if m.layer == "transformer":
+        _positive("model", m, "n_heads", "head_dim", "d_ff")
+        if m.n_heads * m.head_dim != m.d_model:
+            raise ConfigError(
+                "model.n_heads * model.head_dim must equal model.d_model "
+                f"({m.n_heads} * {m.head_dim} != {m.d_model})"
+            )
+        if m.chunk_size:
+            raise ConfigError("model.chunk_size (FLASH) needs model.layer=gau; set model.chunk_size=0")
+        rotated, rotated_key = m.head_dim, "model.head_dim"
+    else:
+        _positive("model", m, "gau_expansion", "gau_key_size")
+        if m.gau_attention == "relu2" and m.attention_scale == "logn":
+            raise ConfigError(
+                "model.attention_scale=logn only applies to softmax attention; "
+                "use model.gau_attention=softmax (GAU-alpha) or model.attention_scale=sqrt"
+            )
+        rotated, rotated_key = m.gau_key_size, "model.gau_key_size"
+    if m.position == "rope":
+        rope_dim = m.rope_dim or rotated
+        if rope_dim % 2 or rope_dim > rotated or rope_dim < 0:
+            raise ConfigError(
+                f"model.rope_dim must be even and <= {rotated_key} ({rotated}), got {rope_dim}"
+            )
+
+
+def _validate_data(d: DataConfig, m: ModelConfig) -> None:
+    _positive("data", d, "seq_len")
+    if d.seq_len > m.max_seq_len:
+        raise ConfigError(
+            f"data.seq_len ({d.seq_len}) must be <= model.max_seq_len ({m.max_seq_len})"
+        )
+    if not 0.0 < d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    if not 0.0 < d.mlm_probability < 1.0:
+        raise ConfigError(f"data.mlm_probability must be in (0, 1), got {d.mlm_probability}")
+
+
+def _validate_train(t: TrainConfig) -> None:
+    _positive("train", t, "max_steps", "micro_batch_size", "grad_accum", "lr")
+    _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if t.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"train.zero_stage must be 0, 1, 2 or 3, got {t.zero_stage}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA), got {t.ema_decay}")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")

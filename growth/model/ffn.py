@@ -1,0 +1,42 @@
+"""Position-wise feed-forward networks: GELU MLP and SwiGLU (Shazeer 2020)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growth.config import ModelConfig
+
+
+class GeluFFN(nn.Module):
+    value_path = ("up_proj", "down_proj")
+    writers = ("down_proj",)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)); gate and up share the neuron index (growth copies them together)."""
+
+    value_path = ("gate_proj", "up_proj", "down_proj")
+    writers = ("down_proj",)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def build_ffn(config: ModelConfig) -> nn.Module:
+    return {"gelu": GeluFFN, "swiglu": SwiGLU}[config.ffn](config)

@@ -1,0 +1,105 @@
+"""Gated attention unit (Hua et al. 2022, "Transformer Quality in Linear Time", Sec. 2).
+
+From X (T x d):  U = silu(X W_u), V = silu(X W_v) in R^{T x e},  Z = silu(X W_z) in R^{T x s},
+Q = gamma_q * Z + beta_q,  K = gamma_k * Z + beta_k  (per-dimension scale/offset),
+O = (U * A V) W_o.  One GAU layer replaces attention + FFN.
+
+Two attention kernels A:
+  relu2:    A_ij = relu(q_i.k_j / sqrt(s))^2 / n_i            (the paper; n_i = keys row i sees)
+  softmax:  A_i = softmax(lambda_i * q_i.K^T / sqrt(s))          (GAU-alpha; lambda = log-n or 1)
+Per-row n_i (not the padded length) keeps causal rows prefix-only and padding inert.
+With ``chunk_size`` > 0 the attention is FLASH's mixed-chunk form (see ``flash.py``): then Z gets
+four scale/offsets (Q_quad, K_quad, Q_lin, K_lin) instead of two.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growth.config import ModelConfig
+from growth.model.attention_scale import scale_queries
+from growth.model.flash import mixed_chunk_attention
+from growth.model.mask import Visibility
+from growth.model.rope import RotaryEmbedding
+
+
+def gau_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    vis: Visibility,
+    kernel: str,
+    scale_kind: str = "sqrt",
+    logn_base: int = 512,
+    logn_min_keys: int = 1,
+) -> torch.Tensor:
+    """Single-head GAU attention A V for q, k (B, T, s) and v (B, T, e)."""
+    key_size = q.shape[-1]
+    if kernel == "softmax":
+        q = scale_queries(q.unsqueeze(1), scale_kind, vis.key_counts, logn_base, logn_min_keys)
+        out = F.scaled_dot_product_attention(
+            q, k.unsqueeze(1), v.unsqueeze(1),
+            attn_mask=vis.allowed,
+            is_causal=vis.causal and vis.allowed is None,
+            scale=1.0 / math.sqrt(key_size),
+        )
+        return out.squeeze(1)
+    length = q.shape[1]
+    if vis.allowed is not None:
+        allowed = vis.allowed.squeeze(1)
+    elif vis.causal:
+        allowed = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    else:
+        allowed = None
+    weights = F.relu(q @ k.transpose(-1, -2) / math.sqrt(key_size)).square()
+    if allowed is not None:
+        # Zero masked scores *before* they meet V, so no future token is summed in.
+        weights = weights.masked_fill(~allowed, 0.0)
+    return (weights / vis.key_counts.squeeze(1).to(weights.dtype)) @ v
+
+
+class GatedAttentionUnit(nn.Module):
+    value_path = ("u_proj", "v_proj", "o_proj")
+    writers = ("o_proj",)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, e, s = config.d_model, config.gau_expansion, config.gau_key_size
+        self.u_proj = nn.Linear(d, e, bias=False)
+        self.v_proj = nn.Linear(d, e, bias=False)
+        self.z_proj = nn.Linear(d, s, bias=False)
+        self.o_proj = nn.Linear(e, d, bias=False)
+        n_scale_offsets = 4 if config.chunk_size else 2  # (q, k) or FLASH's (q_quad, k_quad, q_lin, k_lin)
+        self.gamma = nn.Parameter(torch.empty(n_scale_offsets, s))
+        self.beta = nn.Parameter(torch.zeros(n_scale_offsets, s))
+        self.rope = (
+            RotaryEmbedding(s, config.rope_dim, config.rope_base, config.max_seq_len)
+            if config.position == "rope"
+            else None
+        )
+        self.kernel, self.chunk_size = config.gau_attention, config.chunk_size
+        self.scale_kind = config.attention_scale
+        self.logn_base, self.logn_min_keys = config.logn_base, config.logn_min_keys
+        self.init_std = config.init_std
+        self.reset_scale_offset()
+
+    def reset_scale_offset(self) -> None:
+        nn.init.normal_(self.gamma, std=self.init_std)
+        nn.init.zeros_(self.beta)
+
+    def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
+        u, v, z = F.silu(self.u_proj(x)), F.silu(self.v_proj(x)), F.silu(self.z_proj(x))
+        queries_keys = z.unsqueeze(1) * self.gamma[:, None, :] + self.beta[:, None, :]  # (B, h, T, s)
+        if self.rope is not None:
+            queries_keys = self.rope(queries_keys)
+        scale = dict(scale_kind=self.scale_kind, logn_base=self.logn_base, logn_min_keys=self.logn_min_keys)
+        if self.chunk_size:
+            attended = mixed_chunk_attention(*queries_keys.unbind(1), v, vis, self.chunk_size, self.kernel, **scale)
+        else:
+            q, k = queries_keys.unbind(1)
+            attended = gau_attention(q, k, v, vis, self.kernel, **scale)
+        return self.o_proj(u * attended)

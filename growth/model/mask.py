@@ -1,0 +1,39 @@
+"""Which keys each query may see: causal structure, padding, and the per-row key count n.
+
+``attention_mask`` is (B, T) with 1 for real tokens and 0 for padding. The count n_i of keys row i
+sees (causal: real tokens among 0..i; bidirectional: all real tokens) drives the log-n scale and the
+relu^2 normalisation, so padding never changes what a real token computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Visibility:
+    allowed: torch.Tensor | None  # (B, 1, T, T) bool, or None: plain causal / full attention
+    key_counts: torch.Tensor  # (B or 1, 1, T, 1) float: keys visible from each query row
+    key_real: torch.Tensor | None  # (B, T) bool, or None when nothing is padded
+    causal: bool
+
+
+def visibility(attention_mask: torch.Tensor | None, length: int, causal: bool, device: torch.device) -> Visibility:
+    if attention_mask is None:
+        counts = (
+            torch.arange(1, length + 1, device=device, dtype=torch.float32)
+            if causal
+            else torch.full((length,), float(length), device=device)
+        )
+        return Visibility(None, counts.view(1, 1, length, 1), None, causal)
+    key_real = attention_mask.to(device=device, dtype=torch.bool)
+    allowed = key_real[:, None, None, :].expand(-1, 1, length, -1)
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    counts = allowed.sum(-1, keepdim=True).float()
+    # A padded query row may see no key at all; let it see itself so softmax stays finite.
+    # Real rows always see themselves already, so this changes nothing they compute.
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)
+    return Visibility(allowed, counts, key_real, causal)
