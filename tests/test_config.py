@@ -1,0 +1,113 @@
+"""growth.config: YAML round trip, typed overrides, and a one-line message for each kind of bad input."""
+
+import pytest
+import yaml
+
+from growth.config import Config, ConfigError, load_config
+
+
+def test_default_is_valid_and_resolved():
+    config = load_config()
+    assert config.model.gau_expansion == 2 * config.model.d_model  # e = 2d resolved, not left as 0
+    assert config.data.corpus.startswith("bundled:")
+
+
+def test_yaml_round_trip(tmp_path):
+    config = load_config(overrides=["model.layer=gau", "model.chunk_size=16", "train.lr=3e-4"])
+    path = tmp_path / "run.yaml"
+    config.save(path)
+    assert load_config(path).to_dict() == config.to_dict()
+    assert not (tmp_path / "run.yaml.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("model.d_model=256", "d_model", 256),
+        ("model.n_heads=4", "n_heads", 4),
+        ("model.rope_base=500000", "rope_base", 500000.0),
+        ("model.tie_embeddings=true", "tie_embeddings", True),
+        ("model.position=none", "position", "none"),
+        ("model.dropout=0.1", "dropout", 0.1),
+    ],
+)
+def test_overrides_convert_to_field_type(override, key, expected):
+    extra = ["model.head_dim=64"] if key == "d_model" else []
+    config = load_config(overrides=[override, *extra])
+    value = getattr(config.model, key)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_yaml_scientific_notation_is_a_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-3\n")  # YAML 1.1 reads this as a string
+    assert load_config(path).train.lr == pytest.approx(1e-3)
+
+
+def test_override_beats_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"n_layers": 6}}))
+    assert load_config(path, ["model.n_layers=3"]).model.n_layers == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.d_model=48"], "model.n_heads * model.head_dim must equal model.d_model (4 * 32 != 48)"),
+        (["model.d_modl=64"], "unknown key 'model.d_modl'; did you mean model.d_model?"),
+        (["optim.lr=1"], "unknown section 'optim'"),
+        (["model.d_model=abc"], "model.d_model expects int, got 'abc'"),
+        (["model.d_model=1.5"], "model.d_model expects int, got 1.5"),
+        (["model.tie_embeddings=maybe"], "model.tie_embeddings expects bool"),
+        (["train.lr=nan"], "train.lr must be a finite number"),
+        (["model.residual=sandwich"], "model.residual must be one of pre | post | deepnorm, got 'sandwich'"),
+        (["model.layer=gau", "model.gau_attention=relu2", "model.attention_scale=logn"],
+         "model.attention_scale=logn only applies to softmax attention"),
+        (["model.chunk_size=16"], "model.chunk_size (FLASH) needs model.layer=gau"),
+        (["model.rope_dim=7"], "model.rope_dim must be even and <= model.head_dim (32), got 7"),
+        (["data.seq_len=1024"], "data.seq_len (1024) must be <= model.max_seq_len (256)"),
+        (["train.zero_stage=5"], "train.zero_stage must be 0, 1, 2 or 3, got 5"),
+        (["model.dropout=1.0"], "model.dropout must be in [0, 1)"),
+        (["model.n_layers=0"], "model.n_layers must be > 0, got 0"),
+        (["model.d_model"], "override 'model.d_model' is not key=value"),
+        (["d_model=64"], "key 'd_model' must be section.key"),
+    ],
+)
+def test_bad_input_names_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: [1, 2\n", "is not valid YAML"),
+        ("- 1\n- 2\n", "must be a mapping with sections model/data/train"),
+        ("model: 3\n", "model in"),
+        ("model:\n  n_layers: '4'\n", "model.n_layers expects int, got '4'"),
+        ("model:\n  dropout: true\n", "model.dropout expects float, got True"),
+    ],
+)
+def test_bad_yaml_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(path)
+    assert message in str(err.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/run.yaml")
+
+
+def test_empty_file_is_the_default(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config(path).to_dict() == load_config().to_dict()
+
+
+def test_config_is_plain_data():
+    assert yaml.safe_load(Config().to_yaml())["model"]["layer"] == "transformer"
