@@ -64,6 +64,7 @@ class ModelConfig:
 class DataConfig:
     corpus: str = "bundled:tinyshakespeare"  # a text file, or bundled:<name> for a corpus in the package
     tokenizer: str = ""  # a sentencepiece .model; empty: train one on the corpus on first use (cached)
+    cache_dir: str = ""  # tokenizers and packed token files; empty: $GROWTH_CACHE or ~/.cache/growth
     seq_len: int = 128
     val_fraction: float = 0.05
     mlm_probability: float = 0.15
@@ -92,6 +93,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16
     seed: int = 1234
     ema_decay: float = 0.0  # 0 disables EMA
+    ema_warmup: bool = False  # decay_t = min(ema_decay, (1 + t) / (10 + t))
+    max_bad_steps: int = 5  # stop after this many consecutive non-finite (skipped) steps
 
 
 @dataclass
@@ -332,7 +335,7 @@ def _validate_data(d: DataConfig, m: ModelConfig) -> None:
 
 def _validate_train(t: TrainConfig) -> None:
     _positive("train", t, "max_steps", "micro_batch_size", "grad_accum", "lr")
-    _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval")
+    _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval", "max_bad_steps")
     if t.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
     if t.zero_stage not in (0, 1, 2, 3):

@@ -1,0 +1,125 @@
+"""Training-step throughput on random tokens: one model, growth vs its HF Llama twin, and layer kinds
+(attention, GAU, FLASH) across sequence lengths.
+
+A step is forward + causal-LM cross-entropy + backward + AdamW (foreach). Figures are medians over
+steps, and models that are compared run in alternating rounds (A B, B A, A B, ...) so that noise and
+drift on a shared machine hit each of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from growth.config import ModelConfig, load_config
+from growth.model import accounting, build_model
+from growth.model.hf_llama import llama_config
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """growth models return logits; transformers models return an output object with ``.logits``."""
+    return output.logits if hasattr(output, "logits") else output
+
+
+def make_step(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], float]:
+    """A closure that runs one training step on fixed random token ids and returns its seconds."""
+    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(seed))
+    inputs, targets = ids[:, :-1], ids[:, 1:].reshape(-1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    model.train()
+
+    def step() -> float:
+        start = time.perf_counter()
+        logits = _logits(model(inputs))
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    return step
+
+
+def summarize(seconds: list[float], tokens_per_step: int) -> dict[str, Any]:
+    """Median step time as ms/step, tokens/s and us/token (raw step times kept in ``seconds``)."""
+    median = statistics.median(seconds)
+    return {
+        "ms_per_step": 1e3 * median,
+        "tokens_per_s": tokens_per_step / median,
+        "us_per_token": 1e6 * median / tokens_per_step,
+        "seconds": seconds,
+    }
+
+
+def training_step_throughput(model: nn.Module, batch_size: int, seq_len: int, steps: int = 5, warmup: int = 1) -> dict[str, Any]:
+    """Time ``steps`` training steps (after ``warmup`` untimed ones) of one model."""
+    step = make_step(model, batch_size, seq_len)
+    for _ in range(warmup):
+        step()
+    return summarize([step() for _ in range(steps)], batch_size * seq_len)
+
+
+def interleaved(models: dict[str, nn.Module], batch_size: int, seq_len: int, rounds: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+    """Time one step of each model per round, in alternating order (A B, B A, ...); summaries per model."""
+    steps = {name: make_step(model, batch_size, seq_len) for name, model in models.items()}
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    names, times = list(models), {name: [] for name in models}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(steps[name]())
+    return {name: summarize(seconds, batch_size * seq_len) for name, seconds in times.items()}
+
+
+def llama_twin(config: ModelConfig) -> nn.Module:
+    """A randomly initialised ``transformers.LlamaForCausalLM`` of the same shape (built locally, no download)."""
+    from transformers import LlamaForCausalLM
+
+    hf_config = llama_config(config)  # raises unless layer=transformer, pre, rmsnorm, swiglu, full rope
+    hf_config.use_cache = False  # training: no KV cache
+    return LlamaForCausalLM(hf_config)
+
+
+def compare_with_llama(config: ModelConfig, batch_size: int, seq_len: int, rounds: int, warmup: int = 1) -> dict[str, Any]:
+    """growth vs HF Llama of the same shape, interleaved; ``ratio`` is growth / HF tokens/s."""
+    torch.manual_seed(0)
+    models = {"growth": build_model(config), "hf_llama": llama_twin(config)}
+    result: dict[str, Any] = interleaved(models, batch_size, seq_len, rounds, warmup)
+    for name, model in models.items():
+        result[name]["params"] = accounting.num_params(model) if name == "growth" else model.num_parameters()
+    growth, hf = result["growth"]["seconds"], result["hf_llama"]["seconds"]
+    result["ratio"] = result["growth"]["tokens_per_s"] / result["hf_llama"]["tokens_per_s"]
+    result["round_ratios"] = [h / g for g, h in zip(growth, hf)]
+    return result
+
+
+def layer_kinds(base: ModelConfig, chunk_size: int) -> dict[str, list[str]]:
+    """Overrides for the three layer kinds; a GAU stack has twice the layers (2 GAU ~ 1 block in params)."""
+    gau = ["model.layer=gau", f"model.n_layers={2 * base.n_layers}", "model.gau_attention=softmax", "model.chunk_size=0"]
+    return {"attention": [], "gau": gau, "flash": [*gau, f"model.chunk_size={chunk_size}"]}
+
+
+def seq_len_sweep(
+    overrides: list[str], seq_lens: list[int], tokens_per_batch: int = 4096, chunk_size: int = 256, rounds: int = 2, warmup: int = 1
+) -> list[dict[str, Any]]:
+    """Attention vs GAU vs FLASH at each sequence length, same d_model and tokens per step (interleaved)."""
+    kinds = layer_kinds(load_config(overrides=overrides).model, chunk_size)
+    rows = []
+    for seq_len in seq_lens:
+        batch_size = max(1, tokens_per_batch // seq_len)
+        lengths = [f"model.max_seq_len={seq_len}", f"data.seq_len={seq_len}"]
+        configs = {kind: load_config(overrides=[*overrides, *extra, *lengths]).model for kind, extra in kinds.items()}
+        torch.manual_seed(0)
+        models = {kind: build_model(config) for kind, config in configs.items()}
+        for kind, timing in interleaved(models, batch_size, seq_len, rounds, warmup).items():
+            flops = accounting.flops_per_token(configs[kind], seq_len)
+            rows.append({
+                "kind": kind, "seq_len": seq_len, "batch_size": batch_size, "n_layers": configs[kind].n_layers,
+                "params": accounting.num_params(models[kind]), "gflops_per_s": flops * timing["tokens_per_s"] / 1e9, **timing,
+            })
+    return rows

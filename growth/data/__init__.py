@@ -1,0 +1,1 @@
+"""Data: sentencepiece tokenizer, packed token files, a resumable rank-aware sampler, MLM masking."""

@@ -1,0 +1,95 @@
+"""The DeepSpeed engine: config (ZeRO stage, precision, batch sizes), AdamW, warmup + cosine.
+
+The optimizer is torch's AdamW (so nothing JIT-compiles on CPU), subclassed to skip a step whose
+gradients are non-finite, the same thing DeepSpeed's ZeRO optimizers do for stages 1-3. The
+schedule is transformers' warmup + cosine with a floor (``train.min_lr_ratio``); DeepSpeed steps it
+only on applied steps and saves it in checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from growth.config import ConfigError, TrainConfig
+
+
+class SkippingAdamW(torch.optim.AdamW):
+    """AdamW that leaves weights and moments untouched when any gradient is non-finite.
+
+    ``overflow`` is the attribute DeepSpeed's engine reads to count a skipped step and hold the
+    LR schedule back (ZeRO stage 0; the ZeRO optimizers of stages 1-3 do the same themselves).
+    """
+
+    overflow = False
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch's signature
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        self.overflow = bool(grads) and not bool(torch.stack([g.float().abs().max() for g in grads]).isfinite().all())
+        if self.overflow:
+            return None
+        return super().step(closure)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; norms, GAU scale/offsets and DeepNorm constants are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def deepspeed_config(train: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
+    if train.deepspeed_config:
+        path = Path(train.deepspeed_config)
+        if not path.is_file():
+            raise ConfigError(f"train.deepspeed_config={path} does not exist; see configs/deepspeed/ for examples")
+        try:
+            ds = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"train.deepspeed_config={path} is not valid JSON: {err}") from None
+    else:
+        ds = {"zero_optimization": {"stage": train.zero_stage}}
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError(f"zero_optimization.stage={stage} in {train.deepspeed_config}: use 0, 1, 2 or 3")
+    if stage == 3:
+        # EMA swaps weights through each rank's partition; persistent (unpartitioned) params would
+        # bypass it, so every parameter is partitioned.
+        ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    ds.update(
+        train_micro_batch_size_per_gpu=train.micro_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        train_batch_size=train.micro_batch_size * train.grad_accum * world_size,
+        gradient_clipping=train.grad_clip,
+        bf16={"enabled": train.precision == "bf16"},
+    )
+    ds.setdefault("steps_per_print", 10**9)
+    if load_universal:
+        ds["checkpoint"] = {**ds.get("checkpoint", {}), "load_universal": True}
+    return ds
+
+
+def zero_stage(ds_config: dict[str, Any]) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]):
+    """deepspeed.initialize with torch AdamW and the warmup+cosine schedule; returns the engine."""
+    import deepspeed
+
+    # ZeRO 1-3 wrap the optimizer and skip non-finite steps themselves (and accept only stock AdamW).
+    adamw = SkippingAdamW if zero_stage(ds_config) == 0 else torch.optim.AdamW
+    optimizer = adamw(param_groups(model, train.weight_decay), lr=train.lr, betas=(0.9, 0.95), eps=1e-8)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, train.warmup_steps, train.max_steps, min_lr_rate=train.min_lr_ratio
+    )
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine

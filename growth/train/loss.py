@@ -1,0 +1,31 @@
+"""Token losses normalised over the whole accumulated global batch (DESIGN.md Sec. 5).
+
+With micro-batches of unequal target counts, the mean of per-micro-batch means is wrong. The
+gradient we want is grad( sum of token losses / N ), N = target tokens in all micro-batches on all
+ranks. Each rank back-propagates  sum_local * world / N : DeepSpeed averages gradients over the
+world (the factor ``world`` undoes that), and we call ``backward(scale_wrt_gas=False)`` so its
+division by the accumulation steps is not applied on top.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from growth.data.mlm import IGNORE_INDEX
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum (not mean) of cross-entropy over target tokens, in fp32."""
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def target_count(labels: torch.Tensor) -> int:
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def backward_scale(world_size: int, global_targets: int) -> float:
+    """Factor turning a rank's local loss *sum* into its share of the global token-mean gradient."""
+    return world_size / max(global_targets, 1)

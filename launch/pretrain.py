@@ -1,0 +1,11 @@
+"""Pretrain: `deepspeed [--num_gpus N] launch/pretrain.py [--config FILE] [key=value ...]`.
+
+Also runs under `torchrun`, `accelerate launch`, plain `python`, and multi-node DeepSpeed.
+"""
+
+import sys
+
+from growth.train.run import main
+
+if __name__ == "__main__":
+    sys.exit(main())

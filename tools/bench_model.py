@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Training-step throughput: growth vs HF Llama of the same shape, and attention vs GAU vs FLASH
+across sequence lengths. Writes <out>/bench_model.json (and bench_model.png with matplotlib).
+
+    python tools/bench_model.py --quick          # smoke run, < 1 min on 2 cores
+    python tools/bench_model.py --threads 2      # full run, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from growth.bench.throughput import compare_with_llama, seq_len_sweep
+from growth.config import load_config
+
+MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
+    "quick": dict(
+        model=["model.d_model=128", "model.n_layers=2", "model.n_heads=2", "model.head_dim=64", "model.d_ff=344",
+               "model.vocab_size=4096", "model.gau_key_size=64"],
+        batch_size=8, seq_len=128, rounds=6, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096, sweep_rounds=2,
+    ),
+    "full": dict(
+        model=["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.head_dim=64", "model.d_ff=688",
+               "model.vocab_size=8192", "model.gau_key_size=128"],
+        batch_size=8, seq_len=256, rounds=10, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096, sweep_rounds=3,
+    ),
+}
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
+    """Left: tokens/s of growth and HF Llama; right: us/token vs sequence length per layer kind."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = ["growth", "hf_llama"]
+    left.bar(names, [compare[n]["tokens_per_s"] for n in names], color=["tab:blue", "tab:gray"])
+    left.set(ylabel="tokens/s (train step)", title=f"growth / HF Llama = {compare['ratio']:.2f}")
+    for kind in dict.fromkeys(r["kind"] for r in sweep):
+        rows = [r for r in sweep if r["kind"] == kind]
+        right.plot([r["seq_len"] for r in rows], [r["us_per_token"] for r in rows], marker="o", label=kind)
+    right.set_xscale("log", base=2)
+    right.set(xlabel="sequence length", ylabel="us / token (train step)", title="same tokens per step")
+    right.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    tmp.replace(path)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small model and sweep (smoke run, < 1 min)")
+    parser.add_argument("--out", default="bench_out", help="output folder (default: bench_out/)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all cores)")
+    parser.add_argument("--chunk-size", type=int, default=256, help="FLASH chunk size (default: 256)")
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    m = MODES[mode]
+    torch.set_num_threads(args.threads)
+    print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
+    config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}"]).model
+
+    compare = compare_with_llama(config, m["batch_size"], m["seq_len"], m["rounds"])
+    print(f"\ntrain step, batch {m['batch_size']} x seq {m['seq_len']}, {m['rounds']} interleaved rounds (median):")
+    print(f"{'model':<10}{'params':>11}{'ms/step':>10}{'tokens/s':>10}")
+    for name in ("growth", "hf_llama"):
+        r = compare[name]
+        print(f"{name:<10}{r['params']:>11,}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>10.0f}")
+    spread = sorted(compare["round_ratios"])
+    print(f"growth / HF Llama tokens/s ratio: {compare['ratio']:.2f}  (per round {spread[0]:.2f} .. {spread[-1]:.2f})")
+
+    sweep = seq_len_sweep(m["model"], m["seq_lens"], m["tokens_per_batch"], args.chunk_size, m["sweep_rounds"])
+    print(f"\nsequence-length sweep, {m['tokens_per_batch']} tokens/step, GAU/FLASH with 2x layers, FLASH chunk {args.chunk_size}:")
+    print(f"{'seq_len':>8}{'batch':>6}  " + "".join(f"{k + ' us/tok':>16}" for k in ("attention", "gau", "flash")))
+    for seq_len in m["seq_lens"]:
+        rows = {r["kind"]: r for r in sweep if r["seq_len"] == seq_len}
+        print(f"{seq_len:>8}{rows['attention']['batch_size']:>6}  " + "".join(f"{rows[k]['us_per_token']:>16.1f}" for k in ("attention", "gau", "flash")))
+    print("params: " + ", ".join(f"{r['kind']} {r['params']:,} ({r['n_layers']} layers)" for r in sweep if r["seq_len"] == m["seq_lens"][0]))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench_model.json", {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "mode": mode,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "model_config": config.__dict__,
+        "mode_settings": m, "chunk_size": args.chunk_size, "compare": compare, "sweep": sweep,
+    })
+    if plot(out / "bench_model.png", compare, sweep):
+        print(f"\nwrote {out / 'bench_model.json'} and {out / 'bench_model.png'}")
+    else:
+        print(f"\nwrote {out / 'bench_model.json'}; note: matplotlib is not installed (pip install -e '.[dev]'), no PNG")
+
+
+if __name__ == "__main__":
+    main()
