@@ -157,7 +157,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return config_from_dict({"model": data}).model
+    """A validated ModelConfig alone (e.g. the ``model`` section stored with a checkpoint)."""
+    config = Config()
+    _apply_mapping(config, {"model": data}, "dict")
+    resolve(config)
+    _validate_choices(config, "model")
+    _validate_model(config.model)
+    return config.model
 
 
 def resolve(config: Config) -> None:
@@ -270,14 +276,19 @@ def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) 
 
 def validate(config: Config) -> None:
     """Reject impossible values and combinations with a one-line message naming the key."""
-    for dotted, choices in CHOICES.items():
-        section, name = dotted.split(".")
-        value = getattr(getattr(config, section), name)
-        if value not in choices:
-            raise ConfigError(f"{dotted} must be one of {' | '.join(choices)}, got {value!r}")
+    for section in ("model", "train"):
+        _validate_choices(config, section)
     _validate_model(config.model)
     _validate_data(config.data, config.model)
     _validate_train(config.train)
+
+
+def _validate_choices(config: Config, section: str) -> None:
+    for dotted, choices in CHOICES.items():
+        if dotted.startswith(section + "."):
+            value = getattr(getattr(config, section), dotted.split(".")[1])
+            if value not in choices:
+                raise ConfigError(f"{dotted} must be one of {' | '.join(choices)}, got {value!r}")
 
 
 def _positive(section: str, obj: Any, *names: str) -> None:

@@ -46,3 +46,68 @@ def train_many_job(world, runs: list[tuple[list[str], str, bool]]) -> None:
     """Several runs in one set of processes (spawning and importing DeepSpeed once)."""
     for overrides, result_file, record in runs:
         train_job(world, overrides, result_file, record)
+
+
+class GradNormRecorder:
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_step_end(self, trainer, result) -> None:
+        self.norms.append(float(trainer.engine.get_global_grad_norm()))
+
+
+def grad_norm_job(world, overrides: list[str], result_file: str) -> None:
+    recorder = GradNormRecorder()
+    trainer = train(load_config(overrides=overrides), world, callbacks=[recorder])
+    if world.is_main:
+        torch.save({"losses": trainer.losses, "grad_norms": recorder.norms}, result_file)
+
+
+def nan_job(world, overrides: list[str], result_file: str, nan_steps: list[int], nan_rank: int) -> None:
+    """Rank ``nan_rank`` produces a NaN loss at the given steps (1-based); record what happened."""
+    import growth.train.trainer as trainer_module
+
+    original = trainer_module.token_loss_sum
+    calls = {"n": 0}
+    config = load_config(overrides=overrides)
+
+    def poisoned(logits, labels):
+        step = calls["n"] // config.train.grad_accum + 1
+        calls["n"] += 1
+        loss = original(logits, labels)
+        return loss * float("nan") if (step in nan_steps and world.rank == nan_rank) else loss
+
+    trainer_module.token_loss_sum = poisoned
+    recorder = ParamRecorder()
+    try:
+        trainer = train(config, world, callbacks=[recorder])
+        outcome = {"losses": trainer.losses, "skipped": trainer.state.skipped_steps, "error": None,
+                   "lr": trainer.engine.get_lr()[0], "ema_updates": trainer.ema.updates if trainer.ema else None}
+    except Exception as err:  # noqa: BLE001 - the test inspects it
+        outcome = {"error": f"{type(err).__name__}: {err}"}
+    finally:
+        trainer_module.token_loss_sum = original
+    if world.is_main:
+        torch.save({**outcome, "snapshots": recorder.snapshots}, result_file)
+
+
+def interrupted_save_job(world, overrides: list[str]) -> None:
+    """Die while writing the second checkpoint, after DeepSpeed's files but before it is complete."""
+    import growth.train.checkpoint as ckpt
+
+    original, saves = ckpt._write_atomic, {"n": 0}
+
+    def failing(path, data):
+        if path.name == ckpt.COMPLETE:
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise KeyboardInterrupt("killed during save")
+        original(path, data)
+
+    ckpt._write_atomic = failing
+    try:
+        train(load_config(overrides=overrides), world)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ckpt._write_atomic = original

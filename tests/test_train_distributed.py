@@ -98,3 +98,106 @@ def test_resume_on_one_rank_from_two_rank_zero2(zero_runs, tmp_path):
     assert (run / "checkpoints/step_00000002_universal/zero").is_dir()
     state = json.loads((run / "checkpoints/step_00000004/run_state.json").read_text())
     assert state["world_size"] == 1 and state["step"] == 4 and state["sampler"]["consumed"] == 32
+
+
+def reference_first_step(config, cache: Path) -> tuple[float, float]:
+    """Loss and gradient norm of step 1 in plain PyTorch: mean token loss over the global batch."""
+    from growth.data.batches import BatchMaker
+    from growth.data.corpus import corpus_path, file_digest
+    from growth.data.packed import load_tokens, prepare_tokens
+    from growth.data.sampler import WindowSampler
+    from growth.data.tokenizer import Tokenizer
+    from growth.train.loss import token_loss_sum, target_count
+
+    tokenizer = Tokenizer.load(cache / f"tokenizer-{file_digest(corpus_path(config.data.corpus))}-{config.model.vocab_size}.model")
+    tokens = load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
+    sampler = WindowSampler(len(tokens.train), config.data.seq_len, config.train.seed)
+    maker = BatchMaker(tokens.train, config.data.seq_len, config.model.objective, tokenizer.vocab_size,
+                       tokenizer.mask_id, (0, 1, 2, 3), config.data.mlm_probability, config.train.seed)
+    global_batch = config.train.micro_batch_size * config.train.grad_accum * 2
+    batch = maker.batch(sampler.windows(0, global_batch), range(global_batch))
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    loss = token_loss_sum(model(batch["input_ids"]), batch["labels"]) / target_count(batch["labels"])
+    loss.backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    return loss.item(), norm.item()
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_token_normalised_gradient_equals_one_big_batch(small_corpus, tmp_path, stage):
+    """2 ranks x 2 micro-batches with unequal MLM target counts: DeepSpeed's gradient norm at step 1
+    equals plain PyTorch's for the token-mean loss of the whole batch (DeepSpeed's 1/accumulation and
+    1/world scalings are each undone exactly once). Adam hides a constant gradient scale; the norm does not."""
+    from tests.jobs import grad_norm_job
+
+    overrides = [*tiny_run_overrides(*small_corpus), "model.objective=mlm", "train.max_steps=1",
+                 "train.micro_batch_size=2", "train.grad_accum=2", f"train.zero_stage={stage}", f"train.out_dir={tmp_path}/run"]
+    run_distributed(grad_norm_job, 2, overrides, str(tmp_path / "out.pt"))
+    result = torch.load(tmp_path / "out.pt")
+    loss, norm = reference_first_step(load_config(overrides=overrides), small_corpus[1])
+    assert result["losses"][0] == pytest.approx(loss, rel=1e-6)
+    assert result["grad_norms"][0] == pytest.approx(norm, rel=1e-5)
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_non_finite_loss_on_one_rank_skips_the_step_everywhere(small_corpus, tmp_path, stage):
+    from tests.jobs import nan_job
+
+    overrides = [*tiny_run_overrides(*small_corpus), "train.micro_batch_size=2", "train.grad_accum=2",
+                 "train.ema_decay=0.9", f"train.zero_stage={stage}", f"train.out_dir={tmp_path}/run"]
+    run_distributed(nan_job, 2, overrides, str(tmp_path / "out.pt"), [2], 1)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["error"] is None and result["skipped"] == 1
+    assert len(result["losses"]) == 3  # steps 1, 3, 4 applied
+    before, skipped = result["snapshots"][0], result["snapshots"][1]
+    assert all(torch.equal(before[k], skipped[k]) for k in before), "the NaN step changed the weights"
+    assert result["ema_updates"] == 3
+    run_state = json.loads((tmp_path / "run/checkpoints/step_00000004/run_state.json").read_text())
+    assert run_state["skipped_steps"] == 1
+
+
+def test_too_many_non_finite_steps_stop_with_the_last_checkpoint_intact(small_corpus, tmp_path):
+    from tests.jobs import nan_job
+
+    overrides = [*tiny_run_overrides(*small_corpus), "train.max_steps=12", "train.max_bad_steps=2",
+                 f"train.out_dir={tmp_path}/run"]
+    run_distributed(nan_job, 1, overrides, str(tmp_path / "out.pt"), list(range(3, 13)), 0)
+    result = torch.load(tmp_path / "out.pt")
+    assert result["error"].startswith("TrainingDiverged: 3 non-finite steps in a row at step 5")
+    assert (tmp_path / "run/checkpoints/latest").read_text() == "step_00000002"
+    assert (tmp_path / "run/checkpoints/step_00000002/complete").is_file()
+
+
+def test_kill_and_resume_continues_exactly(small_corpus, tmp_path):
+    """Dropout on, 2 ranks, ZeRO-1: resuming from step 2 replays steps 3-4 bit for bit (RNG, sampler,
+    optimizer and schedule restored)."""
+    base = [*tiny_run_overrides(*small_corpus), "model.dropout=0.1", "train.micro_batch_size=2",
+            "train.grad_accum=2", "train.zero_stage=1", "train.ema_decay=0.9"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_distributed(train_many_job, 2, [([*base, f"train.out_dir={full}"], str(tmp_path / "full.pt"), False)])
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints/step_00000004")
+    (resumed / "checkpoints/latest").write_text("step_00000002")  # as if killed during step 3
+    run_distributed(train_many_job, 2, [([*base, f"train.out_dir={resumed}"], str(tmp_path / "resumed.pt"), False)])
+    expected, got = torch.load(tmp_path / "full.pt")["losses"], torch.load(tmp_path / "resumed.pt")["losses"]
+    assert got == pytest.approx(expected[2:], rel=0, abs=1e-6)
+    a = load_file(str(full / "checkpoints/step_00000004/model.safetensors"))
+    b = load_file(str(resumed / "checkpoints/step_00000004/model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    ema_a = torch.load(full / "checkpoints/step_00000004/ema.pt")["weights"]
+    ema_b = torch.load(resumed / "checkpoints/step_00000004/ema.pt")["weights"]
+    assert max((ema_a[k] - ema_b[k]).abs().max().item() for k in ema_a) <= 1e-6
+
+
+def test_interrupted_save_keeps_latest_on_a_complete_checkpoint(small_corpus, tmp_path):
+    from tests.jobs import interrupted_save_job
+
+    overrides = [*tiny_run_overrides(*small_corpus), f"train.out_dir={tmp_path}/run"]
+    run_distributed(interrupted_save_job, 1, overrides)
+    checkpoints = tmp_path / "run/checkpoints"
+    assert (checkpoints / "latest").read_text() == "step_00000002"
+    assert (checkpoints / "step_00000004").is_dir() and not (checkpoints / "step_00000004/complete").exists()
+    run_distributed(train_many_job, 1, [(overrides, str(tmp_path / "resumed.pt"), False)])
+    assert len(torch.load(tmp_path / "resumed.pt")["losses"]) == 2
+    assert (checkpoints / "latest").read_text() == "step_00000004"

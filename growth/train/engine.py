@@ -9,6 +9,7 @@ only on applied steps and saves it in checkpoints.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,26 @@ from growth.config import ConfigError, TrainConfig
 
 
 class SkippingAdamW(torch.optim.AdamW):
-    """AdamW that leaves weights and moments untouched when any gradient is non-finite.
+    """AdamW that clips to ``max_grad_norm`` and leaves weights and moments untouched when the
+    gradient norm is non-finite (used with ZeRO stage 0 in fp32, where DeepSpeed does neither check).
 
-    ``overflow`` is the attribute DeepSpeed's engine reads to count a skipped step and hold the
-    LR schedule back (ZeRO stage 0; the ZeRO optimizers of stages 1-3 do the same themselves).
+    It exposes what DeepSpeed's engine reads from ZeRO optimizers: ``overflow`` (count the step as
+    skipped, hold the LR schedule back) and ``_global_grad_norm`` (the pre-clipping norm).
     """
 
-    overflow = False
+    def __init__(self, params, max_grad_norm: float = 0.0, **kwargs):
+        super().__init__(params, **kwargs)
+        self.max_grad_norm = max_grad_norm
+        self.overflow = False
+        self._global_grad_norm: float | None = None
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch's signature
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        self.overflow = bool(grads) and not bool(torch.stack([g.float().abs().max() for g in grads]).isfinite().all())
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        limit = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, limit) if params else torch.zeros(())
+        self._global_grad_norm = norm.item()
+        self.overflow = not math.isfinite(self._global_grad_norm)
         if self.overflow:
             return None
         return super().step(closure)
@@ -69,7 +78,8 @@ def deepspeed_config(train: TrainConfig, world_size: int, load_universal: bool =
         gradient_accumulation_steps=train.grad_accum,
         train_batch_size=train.micro_batch_size * train.grad_accum * world_size,
         gradient_clipping=train.grad_clip,
-        bf16={"enabled": train.precision == "bf16"},
+        # check_grad_overflow: skip non-finite steps in bf16 too (fp32 ZeRO does it by default).
+        bf16={"enabled": train.precision == "bf16", "check_grad_overflow": True},
     )
     ds.setdefault("steps_per_print", 10**9)
     if load_universal:
@@ -85,9 +95,14 @@ def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]
     """deepspeed.initialize with torch AdamW and the warmup+cosine schedule; returns the engine."""
     import deepspeed
 
-    # ZeRO 1-3 wrap the optimizer and skip non-finite steps themselves (and accept only stock AdamW).
-    adamw = SkippingAdamW if zero_stage(ds_config) == 0 else torch.optim.AdamW
-    optimizer = adamw(param_groups(model, train.weight_decay), lr=train.lr, betas=(0.9, 0.95), eps=1e-8)
+    groups, hyper = param_groups(model, train.weight_decay), dict(lr=train.lr, betas=(0.9, 0.95), eps=1e-8)
+    if zero_stage(ds_config) == 0 and not ds_config["bf16"]["enabled"]:
+        # Plain fp32 DeepSpeed neither skips non-finite steps nor reports the grad norm: we do both.
+        optimizer = SkippingAdamW(groups, max_grad_norm=ds_config["gradient_clipping"], **hyper)
+        ds_config = {**ds_config, "gradient_clipping": 0.0}
+    else:
+        # ZeRO 1-3 and the bf16 optimizer clip, skip and report themselves (and want stock AdamW).
+        optimizer = torch.optim.AdamW(groups, **hyper)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, train.warmup_steps, train.max_steps, min_lr_rate=train.min_lr_ratio
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import yaml
 
 from growth.config import Config, ConfigError, load_config, model_config_from_dict
 from growth.data.batches import BatchMaker
@@ -92,7 +93,7 @@ def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
 def load_init_weights(model: torch.nn.Module, source: str) -> ckpt.RunState:
     """Weights from another checkpoint (a run dir, its checkpoints dir, or one checkpoint folder)."""
     folder = resolve_checkpoint(Path(source))
-    saved_model = model_config_from_dict(load_config(folder / "config.yaml").model.__dict__)
+    saved_model = model_config_from_dict(yaml.safe_load((folder / "config.yaml").read_text())["model"])
     weights = ckpt.load_weights(folder)
     expected = model.state_dict()
     for name, tensor in expected.items():
