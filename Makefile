@@ -14,11 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $@
 
+# The main job: the embedded default (tiny model, bundled corpus) on $(NPROC) ranks.
+NPROC ?= 2
 run: install
-	OMP_NUM_THREADS=1 $(PY) tools/bench_model.py --quick
+	$(VENV)/bin/deepspeed --num_gpus $(NPROC) launch/pretrain.py
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) tools/bench_model.py
+	$(PY) tools/bench_train.py

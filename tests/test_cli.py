@@ -83,6 +83,15 @@ def test_torchrun(corpus, tmp_path):
     assert '"world_size": 2' in (tmp_path / "run/checkpoints/step_00000004/run_state.json").read_text()
 
 
+def test_accelerate_launch(corpus, tmp_path):
+    """`accelerate launch --multi_gpu` runs torchrun underneath; on CPU it gives 2 gloo ranks."""
+    result = run([bin_path("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                  PRETRAIN, *overrides(corpus, tmp_path / "run")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"world_size": 2' in (tmp_path / "run/checkpoints/step_00000004/run_state.json").read_text()
+
+
 def tree_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):

@@ -7,6 +7,7 @@ Every launcher exports RANK / LOCAL_RANK / WORLD_SIZE (plain ``python`` gets a o
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,8 @@ def init_distributed() -> World:
         # Two ranks on two cores: one thread each, or they fight over the cores (DESIGN.md Sec. 6).
         threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"]))
         torch.set_num_threads(threads)
+    # torch.distributed's deprecation notices for calls DeepSpeed makes, once per call: noise in a run log.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     import deepspeed  # deferred: importing it is slow and tests of other parts do not need it
 
     if not dist.is_initialized():
