@@ -90,27 +90,32 @@ def test_matches_slow_reference(kernel, scale, causal, position, padded):
     out = run(gau, x, mask, causal)
     expected = reference_gau(gau, x, mask, causal, kernel, scale, position)
     real = torch.ones(2, 7, dtype=torch.bool) if mask is None else mask.bool()
-    assert expected[real].abs().mean() > 0.02  # mean |out| ~ 0.1, so atol 1e-5 is a real check
+    assert expected[real].abs().mean() > 2e-3  # not vanishing (typically ~0.1), so atol 1e-5 bites
     torch.testing.assert_close(out[real].double(), expected[real], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kernel,scale", KERNEL_SCALES)
 @pytest.mark.parametrize("chunk", [0, 4], ids=["dense", "flash"])
 def test_no_causal_leakage(kernel, scale, chunk):
-    """Perturbing positions > t leaves outputs at <= t unchanged (1e-6). T = 10 is not a multiple
+    """Perturbing or removing positions > t leaves outputs at <= t unchanged (1e-6). T = 10 is not a multiple
     of c = 4, and cut points fall inside chunks, on chunk edges and in the padded last chunk."""
     gau = make_gau(kernel, scale, chunk=chunk)
     x = torch.randn(2, 10, gau.u_proj.in_features)
     out = run(gau, x, None, causal=True)
+    scale = out.abs().max()
+    assert scale > 1e-2  # so the 1e-6 bound below is tight relative to the outputs
     for t in (0, 2, 3, 4, 6, 8):
         perturbed = x.clone()
         perturbed[:, t + 1:] += 3 * torch.randn_like(perturbed[:, t + 1:])
         changed = run(gau, perturbed, None, causal=True)
         assert (changed[:, : t + 1] - out[:, : t + 1]).abs().max() <= 1e-6, f"leak into positions <= {t}"
-        assert (changed[:, t + 1:] - out[:, t + 1:]).abs().max() > 1e-3  # the perturbation did something
+        assert (changed[:, t + 1:] - out[:, t + 1:]).abs().max() > 1e-3 * scale  # the perturbation did something
+        # Dropping the future is invisible too (catches a log-n scale or normaliser using T); a shorter
+        # matmul rounds differently, so this one is compared at 1e-5.
+        torch.testing.assert_close(run(gau, x[:, : t + 1], None, causal=True), out[:, : t + 1], atol=1e-5, rtol=1e-5)
         # Control: the same weights without the causal mask do see the future, so the test has teeth.
         leaky = run(gau, perturbed, None, causal=False)[:, : t + 1] - run(gau, x, None, causal=False)[:, : t + 1]
-        assert leaky.abs().max() > 1e-4
+        assert leaky.abs().max() > 1e-3 * scale
 
 
 @pytest.mark.parametrize("kernel,scale", KERNEL_SCALES)
@@ -120,10 +125,11 @@ def test_appended_padding_is_inert(kernel, scale, causal, chunk):
     """Two sequences (lengths 9 and 5) padded with junk tokens to 12 give the outputs each gives alone."""
     gau = make_gau(kernel, scale, chunk=chunk)
     lengths, padded_len = (9, 5), 12
-    x = torch.randn(2, padded_len, gau.u_proj.in_features) * 3  # junk in the padded slots too
     mask = torch.zeros(2, padded_len, dtype=torch.long)
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
+    x = torch.randn(2, padded_len, gau.u_proj.in_features)
+    x = torch.where(mask.bool()[..., None], x, 3 * x)  # loud junk in the padded slots
     out = run(gau, x, mask, causal)
     for b, n in enumerate(lengths):
         alone = run(gau, x[b : b + 1, :n], None, causal)

@@ -9,6 +9,7 @@ across sequence lengths. Writes <out>/bench_model.json (and bench_model.png with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -16,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from growth.bench.throughput import compare_with_llama, seq_len_sweep
+from growth.bench.throughput import compare_with_llama, layer_kinds, seq_len_sweep
 from growth.config import load_config
 
 MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
     "quick": dict(
         model=["model.d_model=128", "model.n_layers=2", "model.n_heads=2", "model.head_dim=64", "model.d_ff=344",
                "model.vocab_size=4096", "model.gau_key_size=64"],
-        batch_size=8, seq_len=128, rounds=6, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096, sweep_rounds=2,
+        batch_size=8, seq_len=128, rounds=6, seq_lens=[256, 512, 1024, 2048], tokens_per_batch=2048, sweep_rounds=2,
     ),
     "full": dict(
         model=["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.head_dim=64", "model.d_ff=688",
@@ -57,6 +58,7 @@ def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
         rows = [r for r in sweep if r["kind"] == kind]
         right.plot([r["seq_len"] for r in rows], [r["us_per_token"] for r in rows], marker="o", label=kind)
     right.set_xscale("log", base=2)
+    right.set_xticks(sorted({r["seq_len"] for r in sweep}), [str(n) for n in sorted({r["seq_len"] for r in sweep})])
     right.set(xlabel="sequence length", ylabel="us / token (train step)", title="same tokens per step")
     right.legend()
     fig.tight_layout()
@@ -71,12 +73,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small model and sweep (smoke run, < 1 min)")
     parser.add_argument("--out", default="bench_out", help="output folder (default: bench_out/)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all cores)")
-    parser.add_argument("--chunk-size", type=int, default=256, help="FLASH chunk size (default: 256)")
+    parser.add_argument("--chunk-size", type=int, default=128, help="FLASH chunk size (default: 128)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     m = MODES[mode]
     torch.set_num_threads(args.threads)
-    print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
+    load = os.getloadavg()[0]
+    print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU; "
+          f"load average {load:.1f} on {os.cpu_count()} cores" + (" (busy machine: noisy figures)" if load > 0.5 * os.cpu_count() else ""))
     config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}"]).model
 
     compare = compare_with_llama(config, m["batch_size"], m["seq_len"], m["rounds"])
@@ -100,8 +104,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench_model.json", {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "mode": mode,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "model_config": config.__dict__,
-        "mode_settings": m, "chunk_size": args.chunk_size, "compare": compare, "sweep": sweep,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": [load, os.getloadavg()[0]],
+        "model_config": dataclasses.asdict(config), "mode_settings": m, "chunk_size": args.chunk_size,
+        "sweep_overrides": layer_kinds(config, args.chunk_size), "compare": compare, "sweep": sweep,
     })
     if plot(out / "bench_model.png", compare, sweep):
         print(f"\nwrote {out / 'bench_model.json'} and {out / 'bench_model.png'}")

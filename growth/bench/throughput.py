@@ -91,7 +91,7 @@ def compare_with_llama(config: ModelConfig, batch_size: int, seq_len: int, round
     models = {"growth": build_model(config), "hf_llama": llama_twin(config)}
     result: dict[str, Any] = interleaved(models, batch_size, seq_len, rounds, warmup)
     for name, model in models.items():
-        result[name]["params"] = accounting.num_params(model) if name == "growth" else model.num_parameters()
+        result[name]["params"] = accounting.num_params(model)
     growth, hf = result["growth"]["seconds"], result["hf_llama"]["seconds"]
     result["ratio"] = result["growth"]["tokens_per_s"] / result["hf_llama"]["tokens_per_s"]
     result["round_ratios"] = [h / g for g, h in zip(growth, hf)]
