@@ -32,8 +32,8 @@ def visibility(attention_mask: torch.Tensor | None, length: int, causal: bool, d
     allowed = key_real[:, None, None, :].expand(-1, 1, length, -1)
     if causal:
         allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    counts = allowed.sum(-1, keepdim=True).float()
-    # A padded query row may see no key at all; let it see itself so softmax stays finite.
-    # Real rows always see themselves already, so this changes nothing they compute.
+    # A padded query row may see no key at all; let it see itself (n = 1) so softmax and the relu^2
+    # normaliser stay finite. Real rows always see themselves already: nothing they compute changes.
+    counts = allowed.sum(-1, keepdim=True).float().clamp(min=1.0)
     allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)
     return Visibility(allowed, counts, key_real, causal)
