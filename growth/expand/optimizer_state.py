@@ -1,0 +1,66 @@
+"""Adam moments grown with the same maps as their parameters.
+
+At the copy-symmetric point the grown model's gradients are the small model's, mapped by the
+*gradient* rule: an axis whose weights are copied (the output feeds readers that divide by c)
+receives 1/c of the gradient; an axis whose weights are divided receives the full gradient (every
+copy sees the same input). So m' = G-map(m), v' = G-map(v) with 1/c^2, and the step count is kept:
+each copy's next Adam update equals the small model's update of its source (tested).
+
+Approximate (documented) for a few scalar-scaled tensors: the tied final norm, gains of a
+non-multiple width, and GAU's query scale/offset when the key size grows; their moments are mapped
+as if unscaled.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from growth.expand import blocks
+from growth.expand.axes import AxisMap, remap
+from growth.expand.width import LAYER, GrowthPlan
+
+
+def _gradient_map(value: torch.Tensor, axis: int, axis_map: AxisMap, role: str, power: int) -> torch.Tensor:
+    if role == "divide":
+        return remap(value, axis, axis_map, "copy")
+    scaled = AxisMap(axis_map.src, axis_map.copies ** power)
+    return remap(value, axis, scaled, "divide")
+
+
+def grow_moment(name: str, value: torch.Tensor, plan: GrowthPlan, maps: dict[str, AxisMap], power: int) -> torch.Tensor:
+    """``power`` = 1 for exp_avg, 2 for exp_avg_sq."""
+    if plan.new.tie_embeddings and name == "head.proj.weight":
+        name = "embed.weight"
+    if blocks.NORM.search(name):
+        stream = maps["stream"]
+        return _gradient_map(value, 0, stream, "copy", power)
+    if blocks.SCALE_OFFSET.search(name):
+        out = torch.zeros(value.shape[0], plan.new.gau_key_size, dtype=value.dtype)
+        out[:, : plan.old.gau_key_size] = value
+        return out
+    out = value
+    for axis, map_name, role in blocks.rule_for(name):
+        out = _gradient_map(out, axis, maps[map_name], role, power)
+    return out
+
+
+def grow_optimizer_state(state: dict[str, dict[str, torch.Tensor]], plan: GrowthPlan,
+                         new_names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """{param name: {exp_avg, exp_avg_sq, step}} of the small model -> the grown model's.
+    Identity layers start with zero moments and the source's step (so bias correction carries on)."""
+    maps = blocks.axis_maps(plan.old, plan.new)
+    step = next(iter(state.values()))["step"] if state else torch.tensor(0.0)
+    grown = {}
+    for name in new_names:
+        match = LAYER.match(name)
+        source = plan.layer_sources[int(match.group(1))] if match else -1
+        old_name = LAYER.sub(f"layers.{source}.", name) if match and source is not None else name
+        if source is None or old_name not in state:
+            continue
+        moments = state[old_name]
+        grown[name] = {
+            "exp_avg": grow_moment(name, moments["exp_avg"], plan, maps, 1),
+            "exp_avg_sq": grow_moment(name, moments["exp_avg_sq"], plan, maps, 2),
+            "step": moments.get("step", step),
+        }
+    return grown

@@ -1,0 +1,151 @@
+"""Function-preserving growth of a GrowthLM: wider stream, FFN, heads, GAU e/s, and deeper stacks.
+
+``grow_state_dict`` maps a small model's tensors (weights, EMA weights) one at a time, following the
+per-block rules in ``blocks.py``. Depth (Pre-LN only) inserts identity layers: fresh weights whose
+writers (attention/GAU out, FFN out) are zero, so each new layer adds 0 to the stream at init; norm
+gains stay at 1 (a zero gain would leave SwiGLU with zero gradients). Post-LN and DeepNorm apply a
+norm after every residual add, so a new layer is never the identity; growing their depth is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from growth.config import ModelConfig, model_config_from_dict
+from growth.expand import blocks
+from growth.expand.axes import remap
+
+KEPT = ("vocab_size", "layer", "ffn", "gau_attention", "chunk_size", "position", "rope_base", "attention_scale",
+        "logn_base", "logn_min_keys", "residual", "norm", "tie_embeddings", "objective", "pooling", "head_dim")
+GROWN = ("d_model", "n_layers", "n_heads", "d_ff", "gau_expansion", "gau_key_size")
+WRITERS = re.compile(r"(attention\.sublayer\.o_proj|ffn\.sublayer\.down_proj|gau\.sublayer\.o_proj)\.weight$")
+LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+class GrowthError(ValueError):
+    """A growth that cannot be made exact; the message says why and what to change."""
+
+
+@dataclass
+class GrowthPlan:
+    old: ModelConfig
+    new: ModelConfig  # the grown model's config, with the implied adjustments applied
+    layer_sources: list[int | None]  # new layer index -> old layer index, None for an identity layer
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stream_multiple(self) -> int:
+        return self.new.d_model // self.old.d_model
+
+
+def plan_growth(old: ModelConfig, target: ModelConfig) -> GrowthPlan:
+    """Check that ``target`` can be reached exactly from ``old``; derive the grown config."""
+    for key in KEPT:
+        if getattr(old, key) != getattr(target, key):
+            raise GrowthError(f"model.{key} changes from {getattr(old, key)!r} to {getattr(target, key)!r}; "
+                              f"growth keeps it (only {', '.join(GROWN)} may grow)")
+    for key in GROWN:
+        if getattr(target, key) < getattr(old, key):
+            raise GrowthError(f"model.{key}={getattr(target, key)} is smaller than the source's {getattr(old, key)}; "
+                              "growth only makes models larger")
+    if target.d_model % old.d_model and old.norm == "layernorm":
+        raise GrowthError(f"model.d_model {old.d_model} -> {target.d_model} is not an integer multiple, which is only "
+                          "exact with model.norm=rmsnorm; use a multiple of the source width")
+    if target.n_layers != old.n_layers and old.residual != "pre":
+        raise GrowthError(f"growing depth with model.residual={old.residual} is not function-preserving (a norm "
+                          "follows every residual add); grow width only, or use model.residual=pre")
+    notes, changes = [], {}
+    multiple = target.d_model // old.d_model
+    if target.d_model % old.d_model:
+        changes["norm_eps"] = old.norm_eps * multiple * old.d_model / target.d_model
+        notes.append(f"norm_eps {old.norm_eps:g} -> {changes['norm_eps']:g} and gains x sqrt(kd/D) (non-multiple width)")
+    elif target.norm_eps != old.norm_eps:
+        changes["norm_eps"] = old.norm_eps
+    if old.layer == "gau" and target.gau_key_size != old.gau_key_size and old.position == "rope":
+        changes["rope_dim"] = old.rope_dim or old.gau_key_size
+        notes.append(f"rope_dim={changes['rope_dim']}: new key dimensions are not rotated (old frequencies kept)")
+    elif old.position == "rope" and (target.rope_dim or target.head_dim) != (old.rope_dim or old.head_dim) \
+            and old.layer == "transformer":
+        raise GrowthError(f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is")
+    grown = model_config_from_dict({**dataclasses.asdict(target), **changes})
+    return GrowthPlan(old, grown, layer_sources(old.n_layers, grown.n_layers), notes)
+
+
+def layer_sources(old_layers: int, new_layers: int) -> list[int | None]:
+    """Old layers spread evenly through the deeper stack (x2: old at even positions), identity between."""
+    sources: list[int | None] = [None] * new_layers
+    for i in range(old_layers):
+        sources[(i * new_layers) // old_layers] = i
+    return sources
+
+
+def _tied_output_norm(plan: GrowthPlan) -> str | None:
+    """With tied embeddings the head reads k copies through the embedding matrix (no /k possible
+    without breaking the embedding), so the last norm before the head is scaled by 1/k instead."""
+    if not plan.new.tie_embeddings or plan.stream_multiple == 1:
+        return None
+    if plan.new.residual == "pre":
+        return "final_norm."
+    last = plan.new.n_layers - 1
+    return f"layers.{last}.gau.norm." if plan.new.layer == "gau" else f"layers.{last}.ffn.norm."
+
+
+def grow_tensor(name: str, value: torch.Tensor, plan: GrowthPlan, maps, noise_std: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One tensor of the small model -> the same tensor of the grown model."""
+    if plan.new.tie_embeddings and name == "head.proj.weight":
+        name = "embed.weight"  # a tied matrix follows the embedding's rule, and never gets noise
+    if blocks.SCALAR_BUFFER.search(name):
+        return value.clone()
+    if blocks.NORM.search(name):
+        gain = name.endswith("weight")
+        out = blocks.norm_vector(value, gain, maps["stream"], blocks.stream_norm_factor(plan.old, plan.new))
+        tied = _tied_output_norm(plan)
+        return out / plan.stream_multiple if tied and name.startswith(tied) else out
+    if blocks.SCALE_OFFSET.search(name):
+        return blocks.gau_scale_offset(value, plan.old, plan.new)
+    rule = blocks.rule_for(name)
+    if rule is None:
+        raise GrowthError(f"no growth rule for parameter {name}; add one in growth/expand/blocks.py")
+    out = value
+    for axis, map_name, role in rule:
+        noisy = noise_std if role == "divide" and not (plan.new.tie_embeddings and name == "embed.weight") else 0.0
+        out = remap(out, axis, maps[map_name], role, noisy, generator)
+    return out
+
+
+def grow_state_dict(state: dict[str, torch.Tensor], plan: GrowthPlan, fresh: dict[str, torch.Tensor],
+                    noise_std: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Map every tensor; ``fresh`` holds the grown model's own initial tensors (for identity layers)."""
+    maps = blocks.axis_maps(plan.old, plan.new)
+    grown = {}
+    for name, init in fresh.items():
+        match = LAYER.match(name)
+        source = plan.layer_sources[int(match.group(1))] if match else -1
+        if source is None:  # an identity layer: its own init, writers zeroed
+            grown[name] = torch.zeros_like(init) if WRITERS.search(name) else init.clone()
+            continue
+        old_name = LAYER.sub(f"layers.{source}.", name) if match else name
+        grown[name] = grow_tensor(name, state[old_name], plan, maps, noise_std, generator)
+    return grown
+
+
+def widen(model: nn.Module, new_model_config: ModelConfig, noise_std: float = 0.0,
+          generator: torch.Generator | None = None) -> nn.Module:
+    """The grown module: computes the same function as ``model`` (fp32, dropout off) to ~1e-6."""
+    from growth.model import build_model
+
+    plan = plan_growth(model.config, new_model_config)
+    with torch.random.fork_rng():
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        grown = build_model(plan.new)
+    fresh = {k: v for k, v in grown.state_dict().items()}
+    state = grow_state_dict(model.state_dict(), plan, fresh, noise_std, generator)
+    grown.load_state_dict(state, strict=True)
+    return grown
