@@ -98,10 +98,26 @@ class TrainConfig:
 
 
 @dataclass
+class ContrastiveConfig:
+    """Contrastive fine-tuning (README "Contrastive fine-tuning"); objective=none is token pretraining."""
+
+    objective: str = "none"  # none | simcse (unsupervised) | infonce (sentence pairs) | cosent (scored pairs)
+    data: str = "bundled:sts-train"  # training file in `format`; bundled:<name> for data shipped in the package
+    format: str = "sts"  # sts (STS-B: genre, file, year, id, score, s1, s2, ...) | pairs (s1<TAB>s2) | text (a sentence a line)
+    eval_data: str = "bundled:sts-dev"  # STS-B layout, for val/spearman; empty: none
+    temperature: float = 0.05  # tau of SimCSE and InfoNCE
+    cosent_scale: float = 20.0  # lambda of CoSENT
+    positive_min_score: float = 4.0  # infonce on scored pairs: only pairs scored >= this are positives
+    max_len: int = 64  # tokens per sentence (longer ones are truncated)
+    batch_size: int = 0  # global examples per optimizer step; 0: train.micro_batch_size * train.grad_accum * world
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,6 +145,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pooling": ("mean", "first"),
     "train.resume": ("auto", "none"),
     "train.precision": ("fp32", "bf16"),
+    "contrastive.objective": ("none", "simcse", "infonce", "cosent"),
+    "contrastive.format": ("sts", "pairs", "text"),
 }
 
 
@@ -281,6 +299,7 @@ def validate(config: Config) -> None:
     _validate_model(config.model)
     _validate_data(config.data, config.model)
     _validate_train(config.train)
+    _validate_contrastive(config)
 
 
 def _validate_choices(config: Config, section: str) -> None:
@@ -355,3 +374,22 @@ def _validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA), got {t.ema_decay}")
     if not 0.0 <= t.min_lr_ratio <= 1.0:
         raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+
+
+def _validate_contrastive(config: Config) -> None:
+    c = config.contrastive
+    _validate_choices(config, "contrastive")
+    _positive("contrastive", c, "temperature", "cosent_scale", "max_len")
+    if c.objective != "none" and c.max_len > config.model.max_seq_len:
+        raise ConfigError(f"contrastive.max_len ({c.max_len}) must be <= model.max_seq_len ({config.model.max_seq_len})")
+    if c.batch_size < 0 or c.batch_size == 1:
+        raise ConfigError(
+            f"contrastive.batch_size={c.batch_size} is too small for in-batch negatives: use >= 2 (0: "
+            "train.micro_batch_size * train.grad_accum * world size)"
+        )
+    if not 0.0 <= c.positive_min_score <= 5.0:
+        raise ConfigError(f"contrastive.positive_min_score must be in [0, 5] (STS scores), got {c.positive_min_score}")
+    if c.objective == "cosent" and c.format != "sts":
+        raise ConfigError("contrastive.objective=cosent needs scored pairs: set contrastive.format=sts")
+    if c.objective == "infonce" and c.format == "text":
+        raise ConfigError("contrastive.objective=infonce needs sentence pairs: set contrastive.format=pairs or sts")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from growth.config import ConfigError
 from growth.train.distributed import World, barrier
 
 LATEST = "latest"
@@ -125,8 +126,18 @@ def latest_checkpoint(root: Path) -> Path | None:
         return None
     folder = root / pointer.read_text().strip()
     if not (folder / COMPLETE).is_file():
-        raise RuntimeError(f"{pointer} names {folder.name}, which is incomplete; point it at a complete checkpoint")
+        raise ConfigError(f"{pointer} names {folder.name}, which is incomplete; point it at a complete checkpoint")
     return folder
+
+
+def resolve_checkpoint(path: Path, what: str = "checkpoint") -> Path:
+    """A run dir, its ``checkpoints/`` dir (-> the latest complete one), or one checkpoint folder."""
+    for candidate in (path, path / "checkpoints"):
+        if (candidate / LATEST).is_file():
+            return latest_checkpoint(candidate)
+    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
+        return path
+    raise ConfigError(f"{what}={path} is not a checkpoint (no checkpoints/latest, or model.safetensors + config.yaml)")
 
 
 def read_run_state(folder: Path) -> RunState:
@@ -142,11 +153,14 @@ def ensure_universal(folder: Path, world: World) -> Path:
     """Convert ``folder`` with ``ds_to_universal`` once (rank 0), return the universal folder."""
     universal = folder.with_name(folder.name + "_universal")
     if world.is_main and not (universal / COMPLETE).is_file():
-        subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(folder),
              "--output_folder", str(universal), "--num_extract_workers", "1", "--num_merge_workers", "1"],
-            check=True, stdout=subprocess.DEVNULL,
+            capture_output=True, text=True,
         )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ConfigError(f"ds_to_universal could not convert {folder}: {last}")
         _write_atomic(universal / COMPLETE, b"ok\n")
     barrier()
     return universal

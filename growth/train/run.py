@@ -92,7 +92,7 @@ def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
 
 def load_init_weights(model: torch.nn.Module, source: str) -> ckpt.RunState:
     """Weights from another checkpoint (a run dir, its checkpoints dir, or one checkpoint folder)."""
-    folder = resolve_checkpoint(Path(source))
+    folder = ckpt.resolve_checkpoint(Path(source), "train.init_from")
     saved_model = model_config_from_dict(yaml.safe_load((folder / "config.yaml").read_text())["model"])
     weights = ckpt.load_weights(folder)
     expected = model.state_dict()
@@ -105,15 +105,6 @@ def load_init_weights(model: torch.nn.Module, source: str) -> ckpt.RunState:
             )
     model.load_state_dict({k: weights[k] for k in expected}, strict=True)
     return ckpt.read_run_state(folder) if (folder / "run_state.json").is_file() else ckpt.RunState()
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    for candidate in (path, path / "checkpoints"):
-        if (candidate / ckpt.LATEST).is_file():
-            return ckpt.latest_checkpoint(candidate)
-    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
-        return path
-    raise ConfigError(f"{path} is not a checkpoint (no checkpoints/latest, or model.safetensors + config.yaml)")
 
 
 def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> Trainer:
