@@ -111,3 +111,11 @@ def interrupted_save_job(world, overrides: list[str]) -> None:
         pass
     finally:
         ckpt._write_atomic = original
+
+
+def train_from_config_job(world, config_path: str, runs: list[tuple[list[str], str, bool]]) -> None:
+    """Runs that start from a YAML (e.g. a grown checkpoint's config.yaml) plus overrides."""
+    for overrides, result_file, _ in runs:
+        trainer = train(load_config(config_path, overrides), world)
+        if world.is_main:
+            torch.save({"losses": trainer.losses}, result_file)

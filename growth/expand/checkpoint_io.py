@@ -61,15 +61,25 @@ def read_moments(folder: Path, config: Config, state: ckpt.RunState) -> dict[str
     if state.zero_stage == 0:
         return _moments_from_torch_state(folder, config)
     universal = ckpt.ensure_universal(folder, World(0, 0, 1))
+    shapes = {name: tensor.shape for name, tensor in load_file(str(folder / "model.safetensors")).items()}
+    applied_steps = torch.tensor(float(state.step - state.skipped_steps))
     moments = {}
     for entry in sorted((universal / "zero").iterdir()):
         if not (entry / "exp_avg.pt").is_file():
             continue
-        load = lambda key: torch.load(entry / f"{key}.pt", weights_only=False)  # noqa: E731
-        moments[entry.name] = {"exp_avg": load("exp_avg")["param"].float(),
-                               "exp_avg_sq": load("exp_avg_sq")["param"].float(),
-                               "step": torch.as_tensor(load("step"), dtype=torch.float32)}
+        moments[entry.name] = {key: _universal_tensor(entry / f"{key}.pt", shapes[entry.name])
+                               for key in ("exp_avg", "exp_avg_sq")}
+        step_file = entry / "step.pt"  # ZeRO-3's universal files have no step: count applied steps
+        moments[entry.name]["step"] = (torch.as_tensor(torch.load(step_file, weights_only=False), dtype=torch.float32)
+                                       if step_file.is_file() else applied_steps)
     return moments
+
+
+def _universal_tensor(path: Path, shape: torch.Size) -> torch.Tensor:
+    """ZeRO 1/2 store {"param": tensor, "cat_dim": ...}; ZeRO-3 a flat tensor."""
+    value = torch.load(path, weights_only=False)
+    value = value["param"] if isinstance(value, dict) else value
+    return value.float().reshape(shape)
 
 
 def _moments_from_torch_state(folder: Path, config: Config) -> dict[str, dict[str, torch.Tensor]] | None:

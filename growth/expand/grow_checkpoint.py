@@ -115,7 +115,9 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
 
     ema = None
     if src.ema is not None:
-        ema_weights = grow_state_dict(src.ema["weights"], plan, fresh, noise_std, torch.Generator().manual_seed(seed))
+        # EMA holds parameters only; buffers (DeepNorm's alpha) come from the weights.
+        ema_source = {**src.weights, **src.ema["weights"]}
+        ema_weights = grow_state_dict(ema_source, plan, fresh, noise_std, torch.Generator().manual_seed(seed))
         ema = {**src.ema, "weights": ema_weights}
     moments = None
     if optimizer == "grown" and src.moments:

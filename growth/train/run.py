@@ -12,24 +12,27 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 
-from growth.config import Config, ConfigError, load_config, model_config_from_dict
+from growth.config import Config, ConfigError, load_config
 from growth.data.batches import BatchMaker
 from growth.data.corpus import corpus_path, file_digest
 from growth.data.errors import DataError
 from growth.data.packed import default_cache_dir, load_tokens, prepare_tokens
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer, train_tokenizer
+from growth.eval.sts import checkpoint_tokenizer
 from growth.model import build_model
 from growth.train import checkpoint as ckpt
+from growth.train.contrastive_trainer import ContrastiveTrainer, contrastive_sampler, load_contrastive_data
 from growth.train.distributed import World, barrier, init_distributed
 from growth.train.ema import EMA
+from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.engine import build_engine, deepspeed_config
 from growth.train.metrics import Metrics
 from growth.train.trainer import Callback, Trainer, TrainingDiverged
 
 USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
+GROWTH_SCALARS = ("loss_before", "loss_after", "params_before", "params_after", "source_step")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -90,32 +93,20 @@ def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
     return tokenizer
 
 
-def load_init_weights(model: torch.nn.Module, source: str) -> ckpt.RunState:
-    """Weights from another checkpoint (a run dir, its checkpoints dir, or one checkpoint folder)."""
-    folder = ckpt.resolve_checkpoint(Path(source), "train.init_from")
-    saved_model = model_config_from_dict(yaml.safe_load((folder / "config.yaml").read_text())["model"])
-    weights = ckpt.load_weights(folder)
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in weights or weights[name].shape != tensor.shape:
-            got = tuple(weights[name].shape) if name in weights else "missing"
-            raise ConfigError(
-                f"train.init_from={source}: {name} is {got} there but {tuple(tensor.shape)} here "
-                f"(its model has d_model={saved_model.d_model}, n_layers={saved_model.n_layers}); grow it with tools/expand.py first"
-            )
-    model.load_state_dict({k: weights[k] for k in expected}, strict=True)
-    return ckpt.read_run_state(folder) if (folder / "run_state.json").is_file() else ckpt.RunState()
-
-
 def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> Trainer:
     out_dir = run_dir(config)
     prepare_run_dir(config, out_dir, world)
     cache = default_cache_dir(config.data.cache_dir)
+    if config.contrastive.objective != "none" and config.train.init_from and not config.data.tokenizer:
+        config.data.tokenizer = str(checkpoint_tokenizer(Path(config.train.init_from)) or "")  # the pretrained one
     tokenizer = ensure_tokenizer(config, cache, world)
-    if world.is_main:
+    # Contrastive fine-tuning reads sentence pairs instead of the token corpus; bad files fail here.
+    contrastive = load_contrastive_data(config, tokenizer, world.size) if config.contrastive.objective != "none" else None
+    if world.is_main and contrastive is None:
         prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction)
     barrier()
-    corpus = load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
+    corpus = None if contrastive is not None else load_tokens(
+        prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
     if world.is_main:
         config.save(out_dir / "config.yaml")
         if not (out_dir / "tokenizer.model").is_file():
@@ -124,8 +115,9 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model = build_model(config.model)
     state = ckpt.RunState(world_size=world.size)
+    init_folder = None
     if config.train.init_from:
-        carried = load_init_weights(model, config.train.init_from)
+        init_folder, carried = load_init_weights(model, config.train.init_from)
         state.tokens_seen, state.flops_seen = carried.tokens_seen, carried.flops_seen
         state.growth_events = carried.growth_events
 
@@ -135,9 +127,12 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     ds_config = deepspeed_config(config.train, world.size, load_universal=universal)
     engine = build_engine(model, config.train, ds_config)
     ema = EMA(engine.module, config.train.ema_decay, config.train.ema_warmup) if config.train.ema_decay > 0 else None
-    sampler = WindowSampler(len(corpus.train), config.data.seq_len, config.train.seed)
+    sampler = (contrastive_sampler(contrastive, config.train.seed) if contrastive is not None
+               else WindowSampler(len(corpus.train), config.data.seq_len, config.train.seed))
     torch.manual_seed(config.train.seed + 1 + world.rank)  # dropout differs per rank, replays on resume
 
+    if init_folder is not None and resume_from is None:
+        load_init_training_state(engine, ema, init_folder)
     if resume_from is not None:
         ckpt.load_training_state(engine, resume_from, world, universal)
         state = ckpt.read_run_state(resume_from)
@@ -149,13 +144,18 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     state.world_size, state.zero_stage = world.size, ds_config["zero_optimization"]["stage"]
 
     special = (tokenizer.pad_id, tokenizer.processor.unk_id(), tokenizer.bos_id, tokenizer.eos_id)
-    makers = [
+    makers = [] if contrastive is not None else [
         BatchMaker(tokens, config.data.seq_len, config.model.objective, tokenizer.vocab_size, tokenizer.mask_id,
                    special, config.data.mlm_probability, seed)
         for tokens, seed in ((corpus.train, config.train.seed), (corpus.val, config.train.seed + 7))
     ]
     metrics = Metrics(out_dir / "tensorboard", world.is_main, config.train.max_steps, state.step)
-    trainer = Trainer(config, world, engine, makers[0], makers[1], sampler, state, checkpoint_dir, metrics, ema, callbacks)
+    for event in state.growth_events:  # x axis: tokens seen, so both phases line up with a scratch run
+        metrics.log(int(event["tokens_seen"]), {f"growth/{k}": float(event[k]) for k in GROWTH_SCALARS})
+    if contrastive is not None:
+        trainer = ContrastiveTrainer(config, world, engine, contrastive, sampler, state, checkpoint_dir, metrics, ema, callbacks)
+    else:
+        trainer = Trainer(config, world, engine, makers[0], makers[1], sampler, state, checkpoint_dir, metrics, ema, callbacks)
     try:
         trainer.train()
     finally:

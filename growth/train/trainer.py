@@ -143,7 +143,10 @@ class Trainer:
             self.losses.append(result.loss)
             self._log_step(result, tokens)
             if state.step % cfg.eval_interval == 0 or state.step == cfg.max_steps:
-                self.metrics.log(state.step, self.eval_scalars())
+                scalars = self.eval_scalars()
+                self.metrics.log(state.step, scalars)
+                # Against tokens seen (carried across growth), to lay grown and scratch curves over each other.
+                self.metrics.log(state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
             if state.step % cfg.save_interval == 0 or state.step == cfg.max_steps:
                 self.save()
         return state
