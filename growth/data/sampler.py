@@ -48,5 +48,10 @@ class WindowSampler:
     def state_dict(self) -> dict[str, int]:
         return {"consumed": self.consumed, "seed": self.seed, "seq_len": self.seq_len, "n_tokens": self.n_tokens}
 
+    def same_stream(self, state: dict[str, int]) -> bool:
+        """Whether a saved position belongs to this stream (same tokens, window length and seed)."""
+        mine = self.state_dict()
+        return all(state.get(key) == mine[key] for key in ("seed", "seq_len", "n_tokens"))
+
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.consumed = int(state["consumed"])

@@ -77,15 +77,17 @@ def zero_sum_noise(shape: tuple[int, ...], axis: int, axis_map: AxisMap, std: fl
 def remap(weight: torch.Tensor, axis: int, axis_map: AxisMap, role: str, noise_std: float = 0.0,
           generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply ``axis_map`` along ``axis`` of ``weight`` as a ``copy`` or ``divide`` axis."""
-    gathered = weight.index_select(axis, axis_map.src.clamp(min=0)).double()
+    # In the weight's own dtype: growth runs tensor by tensor, and a float64 copy of a large
+    # embedding would dominate peak memory. W/k is exact for k a power of two, else within 1 ulp.
+    out = weight.index_select(axis, axis_map.src.clamp(min=0))
     shape = [1] * weight.dim()
     shape[axis] = -1
-    keep = (axis_map.src >= 0).double().view(shape)
+    out.mul_((axis_map.src >= 0).to(out.dtype).view(shape))
     if role == "copy":
-        return (gathered * keep).to(weight.dtype)
+        return out
     if role != "divide":
         raise ValueError(f"unknown axis role {role!r}")
-    out = gathered * keep / axis_map.copies.double().view(shape)
+    out.div_(axis_map.copies.to(out.dtype).view(shape))
     if noise_std > 0:
-        out = out + zero_sum_noise(tuple(out.shape), axis, axis_map, noise_std, generator)
-    return out.to(weight.dtype)
+        out.add_(zero_sum_noise(tuple(out.shape), axis, axis_map, noise_std, generator).to(out.dtype))
+    return out

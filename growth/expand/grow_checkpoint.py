@@ -30,6 +30,15 @@ def empty_model(config: ModelConfig) -> GrowthLM:
         return build_model(config)
 
 
+def materialize(config: ModelConfig, weights: dict[str, torch.Tensor]) -> GrowthLM:
+    """A model that uses ``weights`` as its parameters (no second copy is allocated)."""
+    model = empty_model(config)
+    model.load_state_dict(weights, strict=True, assign=True)
+    if config.tie_embeddings:
+        model.head.proj.weight = model.embed.weight  # assign=True replaced the shared Parameter
+    return model
+
+
 def identity_layer_init(plan: GrowthPlan, seed: int):
     """Initial tensors of a new layer, built one layer at a time (only identity layers need them)."""
     cache: dict[str, torch.Tensor] = {}
@@ -76,17 +85,13 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
     target = load_config(target_config)
     plan = plan_growth(src.config.model, target.model)
 
-    small = build_model(src.config.model)
-    small.load_state_dict(src.weights, strict=True)
-    grown = empty_model(plan.new)
-    shapes = {name: tensor for name, tensor in grown.state_dict().items()}
+    small = materialize(src.config.model, src.weights)
+    shapes = dict(empty_model(plan.new).state_dict())
     fresh_init = identity_layer_init(plan, seed)
     fresh = {name: (fresh_init(name, like) if plan.layer_sources[int(name.split(".")[1])] is None else like)
              if name.startswith("layers.") else like for name, like in shapes.items()}
     weights = grow_state_dict(src.weights, plan, fresh, noise_std, torch.Generator().manual_seed(seed))
-    grown.load_state_dict(weights, strict=True, assign=True)
-    if plan.new.tie_embeddings:
-        grown.head.proj.weight = grown.embed.weight  # assign=True replaced the shared Parameter
+    grown = materialize(plan.new, weights)
 
     ids, probe = probe_batch(target, src.tokenizer, plan.new.vocab_size)
     small.eval(), grown.eval()
