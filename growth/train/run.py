@@ -133,6 +133,8 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
 
     if init_folder is not None and resume_from is None:
         load_init_training_state(engine, ema, init_folder)
+        if isinstance(sampler, WindowSampler) and sampler.same_stream(carried.sampler):
+            sampler.load_state_dict(carried.sampler)  # continue the data order where the small model stopped
     if resume_from is not None:
         ckpt.load_training_state(engine, resume_from, world, universal)
         state = ckpt.read_run_state(resume_from)
