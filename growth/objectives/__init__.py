@@ -1,0 +1,1 @@
+"""Training objectives beyond the token losses: contrastive losses and their exact accumulation."""

@@ -1,0 +1,63 @@
+"""Contrastive losses of a whole batch of sentence embeddings, as pure functions.
+
+Layout (``growth/data/contrastive_batches.py``): rows 2i and 2i+1 of ``embeddings`` (2N, d) are the
+two sentences of example i. Each loss couples every row with every other one, which is why
+accumulating it over micro-batches needs ``cached_accumulation.py``. Computed in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def simcse_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Unsupervised SimCSE (Gao, Yao & Chen 2021, Eq. 1) over all 2N views, as in Su's bert4keras
+    version: rows 2i, 2i+1 are two dropout views of sentence i; each view's positive is its twin and
+    the other 2N - 2 views are its negatives. Mean over the 2N rows of
+        -log exp(cos(h, h+)/tau) / sum_{h' != h} exp(cos(h, h')/tau)."""
+    rows = embeddings.shape[0]
+    logits = cosine_matrix(embeddings, embeddings) / temperature
+    self_mask = torch.eye(rows, dtype=torch.bool, device=embeddings.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    twin = torch.arange(rows, device=embeddings.device) ^ 1  # 0 <-> 1, 2 <-> 3, ...
+    return F.cross_entropy(logits, twin)
+
+
+def infonce_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised InfoNCE with in-batch negatives (van den Oord et al. 2018; the paired form of
+    supervised SimCSE without hard negatives): anchor a_i against all b_j, positive b_i. Mean over N of
+        -log exp(cos(a_i, b_i)/tau) / sum_j exp(cos(a_i, b_j)/tau)."""
+    anchors, positives = embeddings[0::2], embeddings[1::2]
+    logits = cosine_matrix(anchors, positives) / temperature
+    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=embeddings.device))
+
+
+def cosent_loss(embeddings: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """CoSENT (Su 2022, "CoSENT（一）"): for every two pairs with gold y_i > y_j, pair i should have the
+    higher cosine:  log(1 + sum_{y_i > y_j} exp(lambda (cos_j - cos_i))),  lambda = ``scale`` (20).
+    A sum over all ordered pairs of the batch: it is not a mean of per-example terms."""
+    cos = F.cosine_similarity(embeddings[0::2].float(), embeddings[1::2].float(), dim=-1)
+    margins = scale * (cos[None, :] - cos[:, None])  # [i, j] = lambda (cos_j - cos_i)
+    ordered = scores[:, None] > scores[None, :]  # [i, j]: y_i > y_j
+    zero = torch.zeros(1, dtype=margins.dtype, device=margins.device)  # the "1 +" inside the log
+    return torch.logsumexp(torch.cat([zero, margins[ordered]]), dim=0)
+
+
+def contrastive_loss(objective: str, temperature: float = 0.05, cosent_scale: float = 20.0) -> LossFn:
+    """``loss(embeddings, scores)`` of the objective named in ``contrastive.objective``."""
+    if objective == "simcse":
+        return lambda embeddings, scores: simcse_loss(embeddings, temperature)
+    if objective == "infonce":
+        return lambda embeddings, scores: infonce_loss(embeddings, temperature)
+    if objective == "cosent":
+        return lambda embeddings, scores: cosent_loss(embeddings, scores, cosent_scale)
+    raise ValueError(f"unknown contrastive objective {objective!r}")

@@ -1,0 +1,186 @@
+"""Contrastive fine-tuning (SimCSE, InfoNCE, CoSENT) on the pretraining loop.
+
+``ContrastiveTrainer`` keeps ``Trainer``'s loop, checkpoints, EMA, metrics and callbacks and replaces
+one optimizer step with cached two-pass accumulation (``growth/objectives/cached_accumulation.py``)
+through the DeepSpeed engine: each micro-batch back-propagates ``world · ⟨e_m, g_m⟩`` with
+``engine.backward(scale_wrt_gas=False)``, then ``engine.step()`` (DeepSpeed updates at the boundary).
+The factor ``world`` undoes DeepSpeed's averaging over ranks and its 1/grad_accum is not applied,
+so the update uses exactly d(global batch loss)/dθ.
+
+A step takes ``contrastive.batch_size`` examples from the global example stream (default
+``train.micro_batch_size · train.grad_accum · world``): rank r takes the r-th equal share, cut into
+``train.grad_accum`` micro-batches of ``train.micro_batch_size`` with a smaller last one if needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from growth.config import Config, ConfigError
+from growth.data.contrastive_batches import (
+    ContrastiveExamples, example_sampler, split_validation, sts_examples, training_examples,
+)
+from growth.data.sampler import WindowSampler
+from growth.data.tokenizer import Tokenizer
+from growth.eval.sts import sts_spearman
+from growth.objectives.cached_accumulation import Batch, cached_step
+from growth.objectives.contrastive_losses import LossFn, contrastive_loss
+from growth.train.checkpoint import RunState
+from growth.train.distributed import World
+from growth.train.ema import EMA
+from growth.train.metrics import Metrics
+from growth.train.trainer import Callback, StepResult, Trainer
+
+EVAL_SEED = 4242  # SimCSE's validation loss needs dropout: a fixed stream, outside the training one
+
+
+@contextlib.contextmanager
+def pooled_forward(model: nn.Module) -> Iterator[None]:
+    """Within the block ``model(input_ids, attention_mask)`` returns ``model.sentence_embedding(...)``.
+    The engine must call the module itself: its forward does ZeRO-3 parameter fetching, micro-step
+    bookkeeping and backward hooks that calling ``sentence_embedding`` directly would skip."""
+    model.forward = model.sentence_embedding
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+def engine_cached_step(engine, micro_batches: Sequence[Batch], loss_fn: LossFn, world_size: int,
+                       replay_rng: bool = True) -> float:
+    """One optimizer step of cached accumulation through ``engine``; the micro-batch count must be the
+    engine's gradient_accumulation_steps. Returns the global batch loss."""
+    def embed(batch: Batch) -> torch.Tensor:
+        return engine(batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device))
+
+    with pooled_forward(engine.module):
+        return cached_step(micro_batches, embed, lambda s: engine.backward(s, scale_wrt_gas=False), loss_fn,
+                           grad_scale=world_size, after_backward=engine.step, replay_rng=replay_rng)
+
+
+# -- data and batch geometry ------------------------------------------------------------------------
+@dataclass
+class ContrastiveData:
+    train: ContrastiveExamples
+    val: ContrastiveExamples  # held out of contrastive.data: val/loss
+    sts: ContrastiveExamples | None  # contrastive.eval_data: val/spearman
+
+
+def global_batch_size(config: Config, world_size: int, n_train: int) -> int:
+    c, t = config.contrastive, config.train
+    size = c.batch_size or t.micro_batch_size * t.grad_accum * world_size
+    setting = (f"contrastive.batch_size={size}" if c.batch_size else
+               f"train.micro_batch_size * train.grad_accum * world size = {size}")
+    if size < 2:
+        raise ConfigError(f"{setting} is too small for in-batch negatives (need >= 2 examples per step); "
+                          "raise train.micro_batch_size or set contrastive.batch_size")
+    if size % world_size:
+        raise ConfigError(f"{setting} must be divisible by the world size {world_size}")
+    if size > n_train:
+        raise ConfigError(f"{setting} exceeds the {n_train} training examples of contrastive.data={c.data} "
+                          "(an example would meet itself as a negative); use a smaller batch")
+    return size
+
+
+def micro_batch_sizes(per_rank: int, micro: int, accum: int) -> list[int]:
+    """``accum`` micro-batches of ``micro`` examples, the last one holding the rest (1..micro)."""
+    last = per_rank - micro * (accum - 1)
+    if not 1 <= last <= micro:
+        raise ConfigError(
+            f"{per_rank} examples per rank do not fill train.grad_accum={accum} micro-batches of "
+            f"train.micro_batch_size={micro} with a non-empty last one; use train.grad_accum={math.ceil(per_rank / micro)}"
+        )
+    return [micro] * (accum - 1) + [last]
+
+
+def load_contrastive_data(config: Config, tokenizer: Tokenizer, world_size: int) -> ContrastiveData:
+    """Read, tokenize and split the data, and check the batch geometry (bad input fails here, early)."""
+    c = config.contrastive
+    train, val = split_validation(training_examples(c, tokenizer), config.data.val_fraction, config.train.seed)
+    sts = sts_examples(c.eval_data, tokenizer, c.max_len, "contrastive.eval_data") if c.eval_data else None
+    batch = global_batch_size(config, world_size, len(train))
+    micro_batch_sizes(batch // world_size, config.train.micro_batch_size, config.train.grad_accum)
+    return ContrastiveData(train, val, sts)
+
+
+def contrastive_sampler(data: ContrastiveData, seed: int) -> WindowSampler:
+    return example_sampler(len(data.train), seed)
+
+
+# -- the trainer ------------------------------------------------------------------------------------
+class ContrastiveTrainer(Trainer):
+    def __init__(self, config: Config, world: World, engine, data: ContrastiveData, sampler: WindowSampler,
+                 state: RunState, checkpoint_dir: Path, metrics: Metrics, ema: EMA | None = None,
+                 callbacks: Sequence[Callback] = ()):
+        super().__init__(config, world, engine, None, None, sampler, state, checkpoint_dir, metrics, ema, callbacks)
+        c = config.contrastive
+        self.data = data
+        self.global_batch = global_batch_size(config, world.size, len(data.train))  # examples per step
+        self.micro_sizes = micro_batch_sizes(self.global_batch // world.size, self.train_cfg.micro_batch_size,
+                                             self.train_cfg.grad_accum)
+        self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale)
+        # Trainer counts global_batch * seq_len tokens a step: two sentences of at most max_len per
+        # example (an upper bound: padding counts), and FLOPs of the extra forward of pass 1.
+        self.seq_len = 2 * c.max_len
+        self.flops_per_token = engine.module.flops_per_token(c.max_len) * 4 / 3
+
+    def micro_batches(self) -> list[Batch]:
+        start = self.sampler.consumed + self.world.rank * (self.global_batch // self.world.size)
+        batches = []
+        for size in self.micro_sizes:
+            batches.append(self.data.train.batch(self.sampler.windows(start, size)))
+            start += size
+        return batches
+
+    def train_step(self) -> StepResult:
+        self.engine.train()
+        loss = engine_cached_step(self.engine, self.micro_batches(), self.loss_fn, self.world.size)
+        applied = self.engine.was_step_applied() and math.isfinite(loss)
+        return StepResult(loss, self.global_batch, applied)
+
+    # -- evaluation: identical work on every rank (ZeRO-3 gathers), nothing gathered ---------------
+    def embed(self, batch: Batch) -> torch.Tensor:
+        with pooled_forward(self.engine.module):
+            return self.engine(batch["input_ids"].to(self.engine.device), batch["attention_mask"].to(self.engine.device))
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean loss over up to ``train.eval_batches`` held-out batches of the training batch size.
+        SimCSE's positives are dropout views, so it runs in training mode on a fixed, forked RNG."""
+        val, size = self.data.val, min(self.global_batch, len(self.data.val))
+        if size < 2:
+            return float("nan")
+        simcse = self.config.contrastive.objective == "simcse"
+        self.engine.train(simcse)
+        losses = []
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(EVAL_SEED)
+            for start in range(0, min(len(val) // size, self.train_cfg.eval_batches) * size, size):
+                rows = [self.embed(val.batch(range(i, min(i + self.train_cfg.micro_batch_size, start + size))))
+                        for i in range(start, start + size, self.train_cfg.micro_batch_size)]
+                embeddings = torch.cat(rows).float()
+                scores = val.scores[start : start + size].to(embeddings.device) if val.scores is not None else None
+                losses.append(self.loss_fn(embeddings, scores).item())
+        return sum(losses) / len(losses)
+
+    def evaluate_all(self, suffix: str = "") -> dict[str, float]:
+        scalars = {f"val/loss{suffix}": self.validation_loss()}
+        if self.data.sts is not None:
+            self.engine.eval()
+            scalars[f"val/spearman{suffix}"] = sts_spearman(self.embed, self.data.sts, 2 * self.train_cfg.micro_batch_size)
+        return scalars
+
+    def eval_scalars(self) -> dict[str, float]:
+        scalars = self.evaluate_all()
+        if self.ema is not None:
+            with self.ema.swapped_in():
+                scalars.update(self.evaluate_all("_ema"))
+        return scalars
