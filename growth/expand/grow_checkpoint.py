@@ -40,18 +40,16 @@ def materialize(config: ModelConfig, weights: dict[str, torch.Tensor]) -> Growth
 
 
 def identity_layer_init(plan: GrowthPlan, seed: int):
-    """Initial tensors of a new layer, built one layer at a time (only identity layers need them)."""
+    """Initial tensors of new layers, built one layer at a time (only identity layers need them)."""
     cache: dict[str, torch.Tensor] = {}
 
-    def fresh(name: str, like: torch.Tensor) -> torch.Tensor:
-        if not name.startswith("layers."):
-            return torch.empty_like(like, device="cpu")
-        index, rest = name.split(".", 2)[1:]
-        if f"{index}.{rest}" not in cache:
-            torch.manual_seed(seed + int(index))
+    def fresh(name: str) -> torch.Tensor:
+        if name not in cache:
+            index = int(name.split(".")[1])
+            torch.manual_seed(seed + index)
             layer = build_model(dataclasses.replace(plan.new, n_layers=1)).layers[0].state_dict()
-            cache.update({f"{index}.{k}": v for k, v in layer.items()})
-        return cache[f"{index}.{rest}"]
+            cache.update({f"layers.{index}.{k}": v for k, v in layer.items()})
+        return cache[name]
 
     return fresh
 
@@ -87,9 +85,8 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
 
     small = materialize(src.config.model, src.weights)
     shapes = dict(empty_model(plan.new).state_dict())
-    fresh_init = identity_layer_init(plan, seed)
-    fresh = {name: (fresh_init(name, like) if plan.layer_sources[int(name.split(".")[1])] is None else like)
-             if name.startswith("layers.") else like for name, like in shapes.items()}
+    new_layer = identity_layer_init(plan, seed)
+    fresh = {name: new_layer(name) if plan.source_name(name) is None else like for name, like in shapes.items()}
     weights = grow_state_dict(src.weights, plan, fresh, noise_std, torch.Generator().manual_seed(seed))
     grown = materialize(plan.new, weights)
 

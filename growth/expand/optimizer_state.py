@@ -17,7 +17,7 @@ import torch
 
 from growth.expand import blocks
 from growth.expand.axes import AxisMap, remap
-from growth.expand.width import LAYER, GrowthPlan
+from growth.expand.width import GrowthPlan
 
 
 def _gradient_map(value: torch.Tensor, axis: int, axis_map: AxisMap, role: str, power: int) -> torch.Tensor:
@@ -52,12 +52,10 @@ def grow_optimizer_state(state: dict[str, dict[str, torch.Tensor]], plan: Growth
     step = next(iter(state.values()))["step"] if state else torch.tensor(0.0)
     grown = {}
     for name in new_names:
-        match = LAYER.match(name)
-        source = plan.layer_sources[int(match.group(1))] if match else -1
-        old_name = LAYER.sub(f"layers.{source}.", name) if match and source is not None else name
-        if source is None or old_name not in state:
+        source = plan.source_name(name)
+        if source is None or source not in state:
             continue
-        moments = state[old_name]
+        moments = state[source]
         grown[name] = {
             "exp_avg": grow_moment(name, moments["exp_avg"], plan, maps, 1),
             "exp_avg_sq": grow_moment(name, moments["exp_avg_sq"], plan, maps, 2),

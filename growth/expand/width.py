@@ -42,6 +42,14 @@ class GrowthPlan:
     def stream_multiple(self) -> int:
         return self.new.d_model // self.old.d_model
 
+    def source_name(self, name: str) -> str | None:
+        """The small model's tensor a grown tensor comes from; None inside an identity layer."""
+        match = LAYER.match(name)
+        if not match:
+            return name
+        source = self.layer_sources[int(match.group(1))]
+        return None if source is None else LAYER.sub(f"layers.{source}.", name)
+
 
 def plan_growth(old: ModelConfig, target: ModelConfig) -> GrowthPlan:
     """Check that ``target`` can be reached exactly from ``old``; derive the grown config."""
@@ -125,13 +133,11 @@ def grow_state_dict(state: dict[str, torch.Tensor], plan: GrowthPlan, fresh: dic
     maps = blocks.axis_maps(plan.old, plan.new)
     grown = {}
     for name, init in fresh.items():
-        match = LAYER.match(name)
-        source = plan.layer_sources[int(match.group(1))] if match else -1
+        source = plan.source_name(name)
         if source is None:  # an identity layer: its own init, writers zeroed
             grown[name] = torch.zeros_like(init) if WRITERS.search(name) else init.clone()
-            continue
-        old_name = LAYER.sub(f"layers.{source}.", name) if match else name
-        grown[name] = grow_tensor(name, state[old_name], plan, maps, noise_std, generator)
+        else:
+            grown[name] = grow_tensor(name, state[source], plan, maps, noise_std, generator)
     return grown
 
 
