@@ -83,11 +83,11 @@ def test_growth_preserves_the_function(layer, residual, norm, shape, extra):
 def test_zero_sum_noise_sums_to_zero_per_group():
     axis_map = cyclic_map(5, 13)
     noise = zero_sum_noise((7, 13), 1, axis_map, 0.3, torch.Generator().manual_seed(1))
-    sums = torch.zeros(7, 5, dtype=torch.float64).index_add_(1, axis_map.src, noise)
-    assert sums.abs().max() < 1e-12 and noise.std() > 0.1
+    sums = torch.zeros(7, 5).index_add_(1, axis_map.src, noise)
+    assert sums.abs().max() < 1e-6 and noise.std() > 0.1
     stream = tiled_map(4, 11)  # two copies, three residue channels
     noise = zero_sum_noise((3, 11), 1, stream, 0.3, None)
-    assert torch.all(noise[:, 8:] == 0) and (noise[:, :4] + noise[:, 4:8]).abs().max() < 1e-12
+    assert torch.all(noise[:, 8:] == 0) and (noise[:, :4] + noise[:, 4:8]).abs().max() < 1e-6
 
 
 def embedding_copy_gap(model, width: int) -> float:

@@ -61,13 +61,13 @@ def identity_map(size: int) -> AxisMap:
 
 def zero_sum_noise(shape: tuple[int, ...], axis: int, axis_map: AxisMap, std: float,
                    generator: torch.Generator | None) -> torch.Tensor:
-    """Gaussian noise whose sum over every copy group along ``axis`` is exactly zero."""
-    noise = torch.randn(shape, generator=generator, dtype=torch.float64) * std
+    """Gaussian noise whose sum over every copy group along ``axis`` is zero (to float rounding)."""
+    noise = torch.randn(shape, generator=generator) * std
     noise = noise.movedim(axis, 0)
     noise[axis_map.src < 0] = 0.0  # residue channels: no noise (and none counted into group 0)
     groups = axis_map.src.clamp(min=0)
-    sums = torch.zeros((int(groups.max()) + 1, *noise.shape[1:]), dtype=torch.float64).index_add_(0, groups, noise)
-    noise = noise - sums[groups] / axis_map.copies.double().view(-1, *[1] * (noise.dim() - 1))
+    sums = torch.zeros((int(groups.max()) + 1, *noise.shape[1:])).index_add_(0, groups, noise)
+    noise = noise - sums[groups] / axis_map.copies.view(-1, *[1] * (noise.dim() - 1))
     noise[axis_map.src < 0] = 0.0
     single = axis_map.copies <= 1  # a lone copy cannot carry zero-sum noise
     noise[single] = 0.0

@@ -16,13 +16,13 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
 
 from growth.config import Config, ConfigError, config_from_dict
 from growth.model import build_model
@@ -31,11 +31,33 @@ from growth.train.distributed import World
 from growth.train.engine import param_groups
 
 
+class LazyWeights(Mapping):
+    """A safetensors file as a read-only mapping that loads each tensor only when it is asked for,
+    so growing a large model never holds the whole source in memory next to the grown one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with safe_open(str(path), framework="pt") as handle:
+            self._names = list(handle.keys())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        with safe_open(str(self.path), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @dataclass
 class SourceCheckpoint:
     folder: Path
     config: Config
-    weights: dict[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor]
     ema: dict | None
     moments: dict[str, dict[str, torch.Tensor]] | None
     run_state: ckpt.RunState
@@ -46,7 +68,7 @@ def read_source(path: Path) -> SourceCheckpoint:
     folder = ckpt.resolve_checkpoint(path, "--from")
     try:
         config = config_from_dict(yaml.safe_load((folder / "config.yaml").read_text()))
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = LazyWeights(folder / "model.safetensors")
     except (OSError, SafetensorError, yaml.YAMLError, AttributeError) as err:
         raise ConfigError(f"--from {folder}: unreadable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
     run_state = ckpt.read_run_state(folder) if (folder / "run_state.json").is_file() else ckpt.RunState()
@@ -61,7 +83,8 @@ def read_moments(folder: Path, config: Config, state: ckpt.RunState) -> dict[str
     if state.zero_stage == 0:
         return _moments_from_torch_state(folder, config)
     universal = ckpt.ensure_universal(folder, World(0, 0, 1))
-    shapes = {name: tensor.shape for name, tensor in load_file(str(folder / "model.safetensors")).items()}
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        shapes = {name: torch.Size(handle.get_slice(name).get_shape()) for name in handle.keys()}
     applied_steps = torch.tensor(float(state.step - state.skipped_steps))
     moments = {}
     for entry in sorted((universal / "zero").iterdir()):
@@ -98,6 +121,27 @@ def _moments_from_torch_state(folder: Path, config: Config) -> dict[str, dict[st
             for index, state in optimizer["state"].items()}
 
 
+DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
+
+
+def save_safetensors_streaming(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """The safetensors format (8-byte header size, JSON header, raw little-endian data), written one
+    tensor at a time: ``safetensors.torch.save_file`` first serialises everything into one buffer,
+    which would double peak memory when growing a large model. Read back with ``load_file``."""
+    header, offset = {}, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data section starts 8-byte aligned
+    with open(path, "wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for tensor in tensors.values():
+            handle.write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+
+
 def write_grown(out: Path, config: Config, weights: dict[str, torch.Tensor], ema: dict | None,
                 moments: dict | None, run_state: ckpt.RunState, tokenizer: Path | None, report: dict) -> Path:
     """Write the grown checkpoint folder atomically (temporary name, then rename)."""
@@ -107,7 +151,7 @@ def write_grown(out: Path, config: Config, weights: dict[str, torch.Tensor], ema
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        save_safetensors_streaming(weights, tmp / "model.safetensors")
         config.train.init_from = str(out.resolve())
         config.train.resume = "auto"
         config.save(tmp / "config.yaml")

@@ -5,6 +5,7 @@ allocated twice; then verify on a probe batch and write the grown checkpoint wit
 from __future__ import annotations
 
 import dataclasses
+from collections import ChainMap
 import math
 import time
 from pathlib import Path
@@ -83,17 +84,20 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
     target = load_config(target_config)
     plan = plan_growth(src.config.model, target.model)
 
-    small = materialize(src.config.model, src.weights)
+    # The small model only lives for its probe logits; then the source is read tensor by tensor.
+    ids, probe = probe_batch(target, src.tokenizer, plan.new.vocab_size)
+    small = materialize(src.config.model, dict(src.weights)).eval()
+    with torch.no_grad():
+        before = small(ids)
+    params_before = small.num_params()
+    del small
     shapes = dict(empty_model(plan.new).state_dict())
     new_layer = identity_layer_init(plan, seed)
     fresh = {name: new_layer(name) if plan.source_name(name) is None else like for name, like in shapes.items()}
     weights = grow_state_dict(src.weights, plan, fresh, noise_std, torch.Generator().manual_seed(seed))
-    grown = materialize(plan.new, weights)
-
-    ids, probe = probe_batch(target, src.tokenizer, plan.new.vocab_size)
-    small.eval(), grown.eval()
+    grown = materialize(plan.new, weights).eval()
     with torch.no_grad():
-        before, after = small(ids), grown(ids)
+        after = grown(ids)
     diff = (after - before).abs().max().item()
     scale = before.abs().max().item()
     report = {
@@ -102,7 +106,7 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
         "logit_scale": scale,
         "tolerance": tolerance,
         "probe": {"source": probe, "shape": list(ids.shape)},
-        "params_before": small.num_params(),
+        "params_before": params_before,
         "params_after": grown.num_params(),
         "loss_before": _lm_loss(before, ids),
         "loss_after": _lm_loss(after, ids),
@@ -118,7 +122,7 @@ def expand_checkpoint(source: Path, target_config: Path, out: Path, noise_std: f
     ema = None
     if src.ema is not None:
         # EMA holds parameters only; buffers (DeepNorm's alpha) come from the weights.
-        ema_source = {**src.weights, **src.ema["weights"]}
+        ema_source = ChainMap(src.ema["weights"], src.weights)
         ema_weights = grow_state_dict(ema_source, plan, fresh, noise_std, torch.Generator().manual_seed(seed))
         ema = {**src.ema, "weights": ema_weights}
     moments = None
