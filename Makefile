@@ -25,3 +25,4 @@ test: install
 bench: install
 	$(PY) tools/bench_model.py
 	$(PY) tools/bench_train.py
+	$(PY) tools/bench_contrastive.py
