@@ -15,10 +15,14 @@ import json
 import os
 from pathlib import Path
 
-import torch
+# Read by libgomp when torch loads. On a busy machine, spinning OpenMP workers that lose their core
+# stall every parallel op (2-thread steps measured 10-20x slower); passive workers sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from growth.bench.throughput import compare_with_llama, layer_kinds, seq_len_sweep
-from growth.config import load_config
+import torch  # noqa: E402
+
+from growth.bench.throughput import compare_with_llama, layer_kinds, seq_len_sweep  # noqa: E402
+from growth.config import load_config  # noqa: E402
 
 MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
     "quick": dict(
@@ -32,6 +36,14 @@ MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
         batch_size=8, seq_len=256, rounds=10, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096, sweep_rounds=3,
     ),
 }
+
+
+def default_threads() -> tuple[int, str]:
+    """OMP_NUM_THREADS when set (``make run`` sets 1), else every core this process may run on."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "from OMP_NUM_THREADS"
+    return len(os.sched_getaffinity(0)), "all cores"
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -72,14 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model and sweep (smoke run, < 1 min)")
     parser.add_argument("--out", default="bench_out", help="output folder (default: bench_out/)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: $OMP_NUM_THREADS, else all cores)")
     parser.add_argument("--chunk-size", type=int, default=128, help="FLASH chunk size (default: 128)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     m = MODES[mode]
-    torch.set_num_threads(args.threads)
+    threads, source = (args.threads, "--threads") if args.threads else default_threads()
+    torch.set_num_threads(threads)
     load = os.getloadavg()[0]
-    print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU; "
+    print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads ({source}), "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, fp32, CPU; "
           f"load average {load:.1f} on {os.cpu_count()} cores" + (" (busy machine: noisy figures)" if load > 0.5 * os.cpu_count() else ""))
     config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}"]).model
 
@@ -90,7 +104,8 @@ def main() -> None:
         r = compare[name]
         print(f"{name:<10}{r['params']:>11,}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>10.0f}")
     spread = sorted(compare["round_ratios"])
-    print(f"growth / HF Llama tokens/s ratio: {compare['ratio']:.2f}  (per round {spread[0]:.2f} .. {spread[-1]:.2f})")
+    print(f"growth / HF Llama tokens/s ratio: {compare['ratio']:.2f}  (median of per-round ratios; "
+          f"range {spread[0]:.2f} .. {spread[-1]:.2f}, ratio of medians {compare['ratio_of_medians']:.2f})")
 
     sweep = seq_len_sweep(m["model"], m["seq_lens"], m["tokens_per_batch"], args.chunk_size, m["sweep_rounds"])
     print(f"\nsequence-length sweep, {m['tokens_per_batch']} tokens/step, GAU/FLASH with 2x layers, FLASH chunk {args.chunk_size}:")
@@ -104,7 +119,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench_model.json", {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "mode": mode,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": [load, os.getloadavg()[0]],
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_average": [load, os.getloadavg()[0]],
         "model_config": dataclasses.asdict(config), "mode_settings": m, "chunk_size": args.chunk_size,
         "sweep_overrides": layer_kinds(config, args.chunk_size), "compare": compare, "sweep": sweep,
     })
