@@ -39,13 +39,18 @@ def main() -> int:
     parser.add_argument("--large-steps", type=int, default=800)
     parser.add_argument("--continue-steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--continue-lr", type=float, default=None, help="peak LR after growth (default: the config's)")
+    parser.add_argument("--continue-warmup", type=int, default=None, help="warmup steps after growth")
     parser.add_argument("--skip-1b", action="store_true")
     parser.add_argument("--out", default="bench_out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        result = growth_vs_scratch(Path(work), args.small_steps, args.large_steps, args.continue_steps, args.eval_every)
+        continued = tuple([f"train.lr={args.continue_lr}"] * (args.continue_lr is not None)
+                          + [f"train.warmup_steps={args.continue_warmup}"] * (args.continue_warmup is not None))
+        result = growth_vs_scratch(Path(work), args.small_steps, args.large_steps, args.continue_steps,
+                                   args.eval_every, continued)
         if not args.skip_1b:
             result["expand_1b"] = expand_one_billion(Path(work))
     print(f"target (scratch final val loss): {result['target_val_loss']:.4f}")

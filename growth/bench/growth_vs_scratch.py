@@ -5,8 +5,6 @@ validation loss. Also: expanding a ~1B-parameter checkpoint on CPU, its time and
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -49,7 +47,8 @@ def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, f
     return next((p for p in points if p["val_loss"] <= target), None)
 
 
-def growth_vs_scratch(work: Path, small_steps: int, large_steps: int, continue_steps: int, eval_every: int) -> dict:
+def growth_vs_scratch(work: Path, small_steps: int, large_steps: int, continue_steps: int, eval_every: int,
+                      continue_overrides: tuple[str, ...] = ()) -> dict:
     from growth.expand.grow_checkpoint import expand_checkpoint
 
     common = [f"train.eval_interval={eval_every}", f"train.log_interval={eval_every}",
@@ -62,7 +61,8 @@ def growth_vs_scratch(work: Path, small_steps: int, large_steps: int, continue_s
     started = time.perf_counter()
     report = expand_checkpoint(work / "small", target, work / "grown", noise_std=1e-3, seed=0)
     expand_seconds = time.perf_counter() - started
-    grown_seconds = train(work / "continued", [f"train.max_steps={continue_steps}", *common], config=work / "grown/config.yaml")
+    grown_seconds = train(work / "continued", [f"train.max_steps={continue_steps}", *common, *continue_overrides],
+                          config=work / "grown/config.yaml")
 
     scratch, small, continued = curve(work / "scratch"), curve(work / "small"), curve(work / "continued")
     goal = scratch[-1]["val_loss"]
@@ -70,6 +70,7 @@ def growth_vs_scratch(work: Path, small_steps: int, large_steps: int, continue_s
     small_total = small[-1]["seconds"]
     result = {
         "small": SMALL, "large": LARGE, "steps": {"small": small_steps, "large": large_steps, "continue": continue_steps},
+        "continue_overrides": list(continue_overrides),
         "target_val_loss": goal,
         "scratch": {"flops": scratch[-1]["flops"], "seconds": scratch[-1]["seconds"], "curve": scratch,
                     "process_seconds": scratch_seconds},

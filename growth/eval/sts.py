@@ -54,16 +54,6 @@ def sts_spearman(embed: Embed, examples: ContrastiveExamples, rows_per_batch: in
 
 
 # -- a checkpoint on disk (tools/eval_sts.py) -------------------------------------------------------
-def checkpoint_folder(path: Path, key: str = "--checkpoint") -> Path:
-    """A run dir or its ``checkpoints/`` (-> the latest complete checkpoint), or one checkpoint folder."""
-    for candidate in (path, path / "checkpoints"):
-        if (candidate / ckpt.LATEST).is_file():
-            return ckpt.latest_checkpoint(candidate)
-    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():
-        return path
-    raise ConfigError(f"{key}={path} is not a checkpoint (no checkpoints/latest, or model.safetensors + config.yaml)")
-
-
 def checkpoint_tokenizer(path: Path) -> Path | None:
     """The ``tokenizer.model`` of the run a checkpoint belongs to (a run dir keeps it at its top)."""
     path = Path(path)
@@ -78,7 +68,7 @@ def evaluate_checkpoint(checkpoint: Path, data: str, tokenizer: Path | None = No
     """Spearman on ``data`` (STS-B layout) for the raw weights and, if saved, the EMA weights."""
     from growth.model import build_model
 
-    folder = checkpoint_folder(Path(checkpoint))
+    folder = ckpt.resolve_checkpoint(Path(checkpoint), "--checkpoint")
     config = load_config(folder / "config.yaml")
     tokenizer_path = tokenizer or checkpoint_tokenizer(folder) or (Path(config.data.tokenizer) if config.data.tokenizer else None)
     if tokenizer_path is None:
