@@ -33,7 +33,8 @@ MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
     "full": dict(
         model=["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.head_dim=64", "model.d_ff=688",
                "model.vocab_size=8192", "model.gau_key_size=128"],
-        batch_size=8, seq_len=256, rounds=10, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096, sweep_rounds=3,
+        batch_size=8, seq_len=256, rounds=10, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096,
+        sweep_rounds=3,
     ),
 }
 
@@ -92,9 +93,10 @@ def main() -> None:
     threads, source = (args.threads, "--threads") if args.threads else default_threads()
     torch.set_num_threads(threads)
     load = os.getloadavg()[0]
+    busy = " (busy machine: noisy figures)" if load > 0.5 * os.cpu_count() else ""
     print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads ({source}), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, fp32, CPU; "
-          f"load average {load:.1f} on {os.cpu_count()} cores" + (" (busy machine: noisy figures)" if load > 0.5 * os.cpu_count() else ""))
+          f"load average {load:.1f} on {os.cpu_count()} cores{busy}")
     config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}"]).model
 
     compare = compare_with_llama(config, m["batch_size"], m["seq_len"], m["rounds"])
@@ -108,12 +110,16 @@ def main() -> None:
           f"range {spread[0]:.2f} .. {spread[-1]:.2f}, ratio of medians {compare['ratio_of_medians']:.2f})")
 
     sweep = seq_len_sweep(m["model"], m["seq_lens"], m["tokens_per_batch"], args.chunk_size, m["sweep_rounds"])
-    print(f"\nsequence-length sweep, {m['tokens_per_batch']} tokens/step, GAU/FLASH with 2x layers, FLASH chunk {args.chunk_size}:")
-    print(f"{'seq_len':>8}{'batch':>6}  " + "".join(f"{k + ' us/tok':>16}" for k in ("attention", "gau", "flash")))
+    kinds = ("attention", "gau", "flash")
+    print(f"\nsequence-length sweep, {m['tokens_per_batch']} tokens/step, GAU/FLASH with 2x layers, "
+          f"FLASH chunk {args.chunk_size} (median us per token):")
+    print(f"{'seq_len':>8}{'batch':>6}" + "".join(f"{k:>12}" for k in kinds))
     for seq_len in m["seq_lens"]:
         rows = {r["kind"]: r for r in sweep if r["seq_len"] == seq_len}
-        print(f"{seq_len:>8}{rows['attention']['batch_size']:>6}  " + "".join(f"{rows[k]['us_per_token']:>16.1f}" for k in ("attention", "gau", "flash")))
-    print("params: " + ", ".join(f"{r['kind']} {r['params']:,} ({r['n_layers']} layers)" for r in sweep if r["seq_len"] == m["seq_lens"][0]))
+        figures = "".join(f"{rows[k]['us_per_token']:>12.1f}" for k in kinds)
+        print(f"{seq_len:>8}{rows['attention']['batch_size']:>6}{figures}")
+    first = [r for r in sweep if r["seq_len"] == m["seq_lens"][0]]
+    print("params: " + ", ".join(f"{r['kind']} {r['params']:,} ({r['n_layers']} layers)" for r in first))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +133,8 @@ def main() -> None:
     if plot(out / "bench_model.png", compare, sweep):
         print(f"\nwrote {out / 'bench_model.json'} and {out / 'bench_model.png'}")
     else:
-        print(f"\nwrote {out / 'bench_model.json'}; note: matplotlib is not installed (pip install -e '.[dev]'), no PNG")
+        print(f"\nwrote {out / 'bench_model.json'}")
+        print("note: matplotlib is not installed (pip install -e '.[dev]'), so no bench_model.png")
 
 
 if __name__ == "__main__":

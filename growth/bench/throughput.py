@@ -28,7 +28,8 @@ def _logits(output: Any) -> torch.Tensor:
 
 def make_step(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], float]:
     """A closure that runs one training step on fixed random token ids and returns its seconds."""
-    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len + 1), generator=generator)
     inputs, targets = ids[:, :-1], ids[:, 1:].reshape(-1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     model.train()
@@ -56,7 +57,9 @@ def summarize(seconds: list[float], tokens_per_step: int) -> dict[str, Any]:
     }
 
 
-def training_step_throughput(model: nn.Module, batch_size: int, seq_len: int, steps: int = 5, warmup: int = 1) -> dict[str, Any]:
+def training_step_throughput(
+    model: nn.Module, batch_size: int, seq_len: int, steps: int = 5, warmup: int = 1
+) -> dict[str, Any]:
     """Time ``steps`` training steps (after ``warmup`` untimed ones) of one model."""
     step = make_step(model, batch_size, seq_len)
     for _ in range(warmup):
@@ -64,7 +67,9 @@ def training_step_throughput(model: nn.Module, batch_size: int, seq_len: int, st
     return summarize([step() for _ in range(steps)], batch_size * seq_len)
 
 
-def interleaved(models: dict[str, nn.Module], batch_size: int, seq_len: int, rounds: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+def interleaved(
+    models: dict[str, nn.Module], batch_size: int, seq_len: int, rounds: int, warmup: int = 1
+) -> dict[str, dict[str, Any]]:
     """Time one step of each model per round, in alternating order (A B, B A, ...); summaries per model."""
     steps = {name: make_step(model, batch_size, seq_len) for name, model in models.items()}
     for step in steps.values():
@@ -86,7 +91,9 @@ def llama_twin(config: ModelConfig) -> nn.Module:
     return LlamaForCausalLM(hf_config)
 
 
-def compare_with_llama(config: ModelConfig, batch_size: int, seq_len: int, rounds: int, warmup: int = 1) -> dict[str, Any]:
+def compare_with_llama(
+    config: ModelConfig, batch_size: int, seq_len: int, rounds: int, warmup: int = 1
+) -> dict[str, Any]:
     """growth vs HF Llama of the same shape, interleaved; ``ratio``: growth / HF tokens/s, median over rounds."""
     torch.manual_seed(0)
     models = {"growth": build_model(config), "hf_llama": llama_twin(config)}
@@ -102,12 +109,17 @@ def compare_with_llama(config: ModelConfig, batch_size: int, seq_len: int, round
 
 def layer_kinds(base: ModelConfig, chunk_size: int) -> dict[str, list[str]]:
     """Overrides for the three layer kinds; a GAU stack has twice the layers (2 GAU ~ 1 block in params)."""
-    gau = ["model.layer=gau", f"model.n_layers={2 * base.n_layers}", "model.gau_attention=softmax", "model.chunk_size=0"]
+    gau = ["model.layer=gau", f"model.n_layers={2 * base.n_layers}", "model.gau_attention=softmax"]
     return {"attention": [], "gau": gau, "flash": [*gau, f"model.chunk_size={chunk_size}"]}
 
 
 def seq_len_sweep(
-    overrides: list[str], seq_lens: list[int], tokens_per_batch: int = 4096, chunk_size: int = 256, rounds: int = 2, warmup: int = 1
+    overrides: list[str],
+    seq_lens: list[int],
+    tokens_per_batch: int = 4096,
+    chunk_size: int = 128,
+    rounds: int = 2,
+    warmup: int = 1,
 ) -> list[dict[str, Any]]:
     """Attention vs GAU vs FLASH at each sequence length, same d_model and tokens per step (interleaved)."""
     kinds = layer_kinds(load_config(overrides=overrides).model, chunk_size)
@@ -122,6 +134,8 @@ def seq_len_sweep(
             flops = accounting.flops_per_token(configs[kind], seq_len)
             rows.append({
                 "kind": kind, "seq_len": seq_len, "batch_size": batch_size, "n_layers": configs[kind].n_layers,
-                "params": accounting.num_params(models[kind]), "gflops_per_s": flops * timing["tokens_per_s"] / 1e9, **timing,
+                "params": accounting.num_params(models[kind]),
+                "gflops_per_s": flops * timing["tokens_per_s"] / 1e9,
+                **timing,
             })
     return rows
