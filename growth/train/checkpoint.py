@@ -14,6 +14,7 @@ with ZeRO 1-3 goes through DeepSpeed's universal checkpoint (``ds_to_universal``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -79,13 +80,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def consolidated_state_dict(engine) -> dict[str, torch.Tensor]:
     """Full fp32 weights on every rank (gathered under ZeRO-3); tied weights appear under each name."""
-    module = engine.module
-    if engine.zero_optimization_stage() == 3:
-        import deepspeed
+    import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
-    return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    module = engine.module
+    gathered = (deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+                if engine.zero_optimization_stage() == 3 else contextlib.nullcontext())
+    with gathered:
+        return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def save_checkpoint(engine, root: Path, state: RunState, config_yaml: str, world: World, ema=None) -> Path:
