@@ -2,7 +2,9 @@
 
 The dataclass defaults *are* the embedded default run (a tiny model on the bundled corpus), so
 ``load_config()`` with no path needs no file. Every component is chosen by a string so a config
-serializes to YAML and a checkpoint records exactly what was built.
+serializes to YAML and a checkpoint records exactly what was built; the names a component key
+accepts are the ones registered for it (``growth/registry.py``, see ``choices``). Each model field
+also says whether growth, resume and init_from may change it (``model_field_role``).
 
 Errors are :class:`ConfigError` with a one-line message that names the key, e.g.
 ``model.n_heads * model.head_dim must equal model.d_model (4 * 8 != 48)``.
@@ -13,51 +15,107 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import yaml
+
+if TYPE_CHECKING:
+    from growth.registry import Registry
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be built; the message names the key and what to do."""
 
 
+# What "the same model" means (see ``model_field_role``). Every ModelConfig field has one role:
+#   fixed     must be equal across growth, resume and init_from: it changes the function's form
+#   growable  may change only through a growth operator (growth/expand/width.py), which keeps the function
+#   free      may differ on resume or init_from: it changes training, not the parameters' function
+ROLES = ("fixed", "growable", "free")
+
+
+def _fixed(default: Any) -> Any:
+    return field(default=default, metadata={"growth": "fixed"})
+
+
+def _growable(default: Any) -> Any:
+    return field(default=default, metadata={"growth": "growable"})
+
+
+def _free(default: Any) -> Any:
+    return field(default=default, metadata={"growth": "free"})
+
+
 @dataclass
 class ModelConfig:
-    vocab_size: int = 1024
-    d_model: int = 128
-    n_layers: int = 4
-    max_seq_len: int = 256
-    layer: str = "transformer"  # transformer (MHA + FFN) | gau (one gated attention unit per layer)
+    vocab_size: int = _fixed(1024)
+    d_model: int = _growable(128)
+    n_layers: int = _growable(4)
+    max_seq_len: int = _fixed(256)
+    layer: str = _fixed("transformer")  # transformer (MHA + FFN) | gau (one gated attention unit per layer)
     # transformer layers
-    n_heads: int = 4
-    head_dim: int = 32
-    d_ff: int = 384
-    ffn: str = "swiglu"  # gelu | swiglu
+    n_heads: int = _growable(4)
+    head_dim: int = _fixed(32)  # heads grow in number, never in size (keeps 1/sqrt(d_h) and RoPE)
+    d_ff: int = _growable(384)
+    ffn: str = _fixed("swiglu")  # gelu | swiglu
     # GAU layers (Hua et al. 2022, "Transformer Quality in Linear Time")
-    gau_expansion: int = 0  # e; 0 means 2 * d_model (the paper's default)
-    gau_key_size: int = 128  # s
-    gau_attention: str = "softmax"  # relu2 (the paper) | softmax (GAU-alpha)
-    chunk_size: int = 0  # 0: dense GAU; c > 0: FLASH mixed-chunk attention with chunks of c tokens
+    gau_expansion: int = _growable(0)  # e; 0 means 2 * d_model (the paper's default)
+    gau_key_size: int = _growable(128)  # s
+    gau_attention: str = _fixed("softmax")  # relu2 (the paper) | softmax (GAU-alpha)
+    chunk_size: int = _fixed(0)  # 0: dense GAU; c > 0: FLASH mixed-chunk attention with chunks of c tokens
     # positions and attention scale
-    position: str = "rope"  # rope | none
-    rope_base: float = 10000.0
-    rope_dim: int = 0  # rotated dimensions per head (partial rotary); 0 means all of them
-    attention_scale: str = "sqrt"  # sqrt | logn (entropy-invariant, log(n)/log(logn_base) / sqrt(d))
-    logn_base: int = 512
-    logn_min_keys: int = 1  # clamp n >= this in the log-n scale (bert4keras uses 16)
+    position: str = _fixed("rope")  # rope | none
+    rope_base: float = _fixed(10000.0)
+    # rotated dimensions per head (partial rotary); 0 means all of them. Growable: growing the GAU key
+    # size pins it to the old key size (new dimensions are not rotated); otherwise growth keeps it.
+    rope_dim: int = _growable(0)
+    attention_scale: str = _fixed("sqrt")  # sqrt | logn (entropy-invariant, log(n)/log(logn_base) / sqrt(d))
+    logn_base: int = _fixed(512)
+    logn_min_keys: int = _fixed(1)  # clamp n >= this in the log-n scale (bert4keras uses 16)
     # residual stream
-    residual: str = "pre"  # pre | post | deepnorm
-    norm: str = "rmsnorm"  # layernorm | rmsnorm
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    tie_embeddings: bool = False
-    objective: str = "clm"  # clm (causal) | mlm (bidirectional)
-    pooling: str = "mean"  # sentence embedding: mean over real tokens | first token
-    init_std: float = 0.02
+    residual: str = _fixed("pre")  # pre | post | deepnorm
+    norm: str = _fixed("rmsnorm")  # layernorm | rmsnorm
+    norm_eps: float = _growable(1e-5)  # growable: a non-multiple width growth rescales it (width.py)
+    dropout: float = _free(0.0)
+    tie_embeddings: bool = _fixed(False)
+    objective: str = _fixed("clm")  # clm (causal) | mlm (bidirectional)
+    pooling: str = _fixed("mean")  # sentence embedding: mean over real tokens | first token
+    init_std: float = _free(0.02)
+
+
+def model_field_role(name: str) -> str:
+    """``fixed`` | ``growable`` | ``free`` for a ModelConfig field (see ``ROLES``)."""
+    for f in dataclasses.fields(ModelConfig):
+        if f.name == name:
+            return f.metadata["growth"]
+    raise ConfigError(f"model.{name} is not a model field")
+
+
+def fields_with_role(role: str) -> tuple[str, ...]:
+    """ModelConfig field names with ``role``, in declaration order."""
+    _check_roles((role,))
+    return tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata["growth"] == role)
+
+
+def model_differences(old: ModelConfig, new: ModelConfig, roles: str | Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """``(name, old value, new value)`` for each field with one of ``roles`` that differs."""
+    wanted = (roles,) if isinstance(roles, str) else tuple(roles)
+    _check_roles(wanted)
+    return [
+        (f.name, getattr(old, f.name), getattr(new, f.name))
+        for f in dataclasses.fields(ModelConfig)
+        if f.metadata["growth"] in wanted and getattr(old, f.name) != getattr(new, f.name)
+    ]
+
+
+def _check_roles(roles: tuple[str, ...]) -> None:
+    for role in roles:
+        if role not in ROLES:
+            raise ValueError(f"unknown model field role {role!r}; roles are {' | '.join(ROLES)}")
 
 
 @dataclass
@@ -133,21 +191,47 @@ class Config:
         tmp.replace(path)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.layer": ("transformer", "gau"),
-    "model.ffn": ("gelu", "swiglu"),
-    "model.gau_attention": ("relu2", "softmax"),
-    "model.position": ("rope", "none"),
-    "model.attention_scale": ("sqrt", "logn"),
-    "model.residual": ("pre", "post", "deepnorm"),
-    "model.norm": ("layernorm", "rmsnorm"),
-    "model.objective": ("clm", "mlm"),
-    "model.pooling": ("mean", "first"),
+# Keys that pick a component. Their accepted names are the names registered for the key where the
+# components are defined (growth/registry.py), so adding a kind never means editing a list here.
+COMPONENT_KEYS = (
+    "model.layer",
+    "model.ffn",
+    "model.gau_attention",
+    "model.position",
+    "model.attention_scale",
+    "model.residual",
+    "model.norm",
+    "model.objective",
+    "model.pooling",
+    "contrastive.objective",
+)
+# contrastive.objective=none turns the contrastive stage off: a value of the key, not a registered loss.
+OFF_VALUES: dict[str, tuple[str, ...]] = {"contrastive.objective": ("none",)}
+# Plain options: they select a code path, not a component.
+OPTIONS: dict[str, tuple[str, ...]] = {
     "train.resume": ("auto", "none"),
     "train.precision": ("fp32", "bf16"),
-    "contrastive.objective": ("none", "simcse", "infonce", "cosent"),
     "contrastive.format": ("sts", "pairs", "text"),
 }
+
+
+def choices(dotted: str) -> tuple[str, ...]:
+    """The strings a choice key accepts (e.g. ``choices("model.norm")`` -> ``("layernorm", "rmsnorm")``)."""
+    if dotted in OPTIONS:
+        return OPTIONS[dotted]
+    if dotted not in COMPONENT_KEYS:
+        raise ConfigError(f"{dotted} is not a choice key")
+    return OFF_VALUES.get(dotted, ()) + _registry(dotted).names()
+
+
+def _registry(dotted: str) -> Registry:
+    # Imported here, not at the top: the component modules import this one. Importing them runs
+    # their registrations.
+    import growth.model  # noqa: F401
+    import growth.objectives.contrastive_losses  # noqa: F401
+    from growth.registry import registry_for
+
+    return registry_for(dotted)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
@@ -188,6 +272,16 @@ def resolve(config: Config) -> None:
     """Fill values that default to a function of others, so the saved config says what was built."""
     if config.model.gau_expansion == 0:
         config.model.gau_expansion = 2 * config.model.d_model
+    data, train = config.data, config.train
+    if not data.tokenizer and config.contrastive.objective != "none" and train.init_from:
+        # Fine-tuning a pretrained run uses its tokenizer (a run dir keeps tokenizer.model at its top).
+        data.tokenizer = next((str(p / "tokenizer.model") for p in run_folders(Path(train.init_from))
+                               if (p / "tokenizer.model").is_file()), "")
+
+
+def run_folders(path: Path) -> tuple[Path, ...]:
+    """A checkpoint folder, its ``checkpoints/`` folder and its run directory."""
+    return path, path.parent, path.parent.parent
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -259,7 +353,7 @@ def _parse_scalar(text: str) -> Any:
 
 def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) -> Any:
     def fail() -> ConfigError:
-        return ConfigError(f"{key} expects {expected.__name__}, got {value!r} (from {source})")
+        return ConfigError(f"{key} expects {_type_name(expected)}, got {value!r} (from {source})")
 
     if expected is bool:
         if isinstance(value, bool):
@@ -289,7 +383,58 @@ def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) 
         if from_text and value is not None and not isinstance(value, (dict, list)):
             return str(value)
         raise fail()
+    return _coerce_structured(key, value, expected, source, from_text)
+
+
+def _coerce_structured(key: str, value: Any, expected: Any, source: str, from_text: bool) -> Any:
+    """Lists, mappings, unions and nested dataclasses (e.g. ``train.growth``: a list of stages);
+    an element's errors name it as ``key[i].field``."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(key, value, option, source, from_text)
+            except ConfigError:
+                continue
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{key} expects {names}, got {value!r} (from {source})")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} expects a list, got {value!r} (from {source})")
+        return [_coerce(f"{key}[{i}]", item, args[0], source, from_text) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping, got {value!r} (from {source})")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1], source, from_text) for k, v in value.items()}
+    if dataclasses.is_dataclass(expected):
+        return _coerce_dataclass(key, value, expected, source, from_text)
     raise TypeError(f"unsupported config field type {expected} for {key}")
+
+
+def _coerce_dataclass(key: str, value: Any, expected: type, source: str, from_text: bool) -> Any:
+    known = [f.name for f in dataclasses.fields(expected)]
+    if isinstance(value, expected):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping with keys {', '.join(known)}, got {value!r} (from {source})")
+    for name in value:
+        if name not in known:
+            hint = difflib.get_close_matches(str(name), known, n=1)
+            raise ConfigError(f"unknown key {key}.{name}" + (f"; did you mean {key}.{hint[0]}?" if hint else
+                                                               f"; known keys are {', '.join(known)}"))
+    hints = typing.get_type_hints(expected)
+    required = [f.name for f in dataclasses.fields(expected)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in value]
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]} is required (from {source})")
+    return expected(**{name: _coerce(f"{key}.{name}", v, hints[name], source, from_text) for name, v in value.items()})
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind)
 
 
 def validate(config: Config) -> None:
@@ -303,11 +448,12 @@ def validate(config: Config) -> None:
 
 
 def _validate_choices(config: Config, section: str) -> None:
-    for dotted, choices in CHOICES.items():
+    for dotted in (*COMPONENT_KEYS, *OPTIONS):
         if dotted.startswith(section + "."):
             value = getattr(getattr(config, section), dotted.split(".")[1])
-            if value not in choices:
-                raise ConfigError(f"{dotted} must be one of {' | '.join(choices)}, got {value!r}")
+            allowed = choices(dotted)
+            if value not in allowed:
+                raise ConfigError(f"{dotted} must be one of {' | '.join(allowed)}, got {value!r}")
 
 
 def _positive(section: str, obj: Any, *names: str) -> None:
@@ -325,6 +471,17 @@ def _validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model.logn_base must be >= 2, got {m.logn_base}")
     if m.chunk_size < 0:
         raise ConfigError(f"model.chunk_size must be >= 0 (0 = dense), got {m.chunk_size}")
+    rotated, rotated_key = _validate_layer(m)
+    if m.position == "rope":
+        rope_dim = m.rope_dim or rotated
+        if rope_dim % 2 or rope_dim > rotated or rope_dim < 0:
+            raise ConfigError(
+                f"model.rope_dim must be even and <= {rotated_key} ({rotated}), got {rope_dim}"
+            )
+
+
+def _validate_layer(m: ModelConfig) -> tuple[int, str]:
+    """Checks of the fields one layer kind owns; returns the per-head width RoPE rotates, and its key."""
     if m.layer == "transformer":
         _positive("model", m, "n_heads", "head_dim", "d_ff")
         if m.n_heads * m.head_dim != m.d_model:
@@ -334,21 +491,17 @@ def _validate_model(m: ModelConfig) -> None:
             )
         if m.chunk_size:
             raise ConfigError("model.chunk_size (FLASH) needs model.layer=gau; set model.chunk_size=0")
-        rotated, rotated_key = m.head_dim, "model.head_dim"
-    else:
+        return m.head_dim, "model.head_dim"
+    if m.layer == "gau":
         _positive("model", m, "gau_expansion", "gau_key_size")
         if m.gau_attention == "relu2" and m.attention_scale == "logn":
             raise ConfigError(
                 "model.attention_scale=logn only applies to softmax attention; "
                 "use model.gau_attention=softmax (GAU-alpha) or model.attention_scale=sqrt"
             )
-        rotated, rotated_key = m.gau_key_size, "model.gau_key_size"
-    if m.position == "rope":
-        rope_dim = m.rope_dim or rotated
-        if rope_dim % 2 or rope_dim > rotated or rope_dim < 0:
-            raise ConfigError(
-                f"model.rope_dim must be even and <= {rotated_key} ({rotated}), got {rope_dim}"
-            )
+        return m.gau_key_size, "model.gau_key_size"
+    # The name passed the registry, but a kind nobody taught the validator would build unchecked.
+    raise ConfigError(f"model.layer={m.layer} is registered but has no checks in growth/config.py:_validate_layer")
 
 
 def _validate_data(d: DataConfig, m: ModelConfig) -> None:

@@ -75,9 +75,10 @@ def zero_engine_job(world, model_overrides: list[str], cases: list[dict], result
     gradient). One cached step from a per-rank seed; rank 0 saves gradients, loss and RNG check."""
     import deepspeed
 
+    from growth.checkpoint import consolidated_state_dict
     from growth.config import load_config
-    from growth.train.checkpoint import consolidated_state_dict
-    from growth.train.contrastive_trainer import engine_cached_step, pooled_forward
+    from growth.model.sentence_encoder import SentenceEncoder
+    from growth.train.contrastive_module import engine_cached_step
     from growth.train.engine import deepspeed_config
 
     results = []
@@ -86,7 +87,7 @@ def zero_engine_job(world, model_overrides: list[str], cases: list[dict], result
                                         f"train.grad_accum={len(case['sizes'])}", "train.grad_clip=0",
                                         f"train.micro_batch_size={max(case['sizes'])}"])
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model)
+        model = SentenceEncoder(build_model(config.model))
         ds = {**deepspeed_config(config.train, world.size), "zero_allow_untested_optimizer": True}
         engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=SGD_LR), config=ds)
         engine.train()
@@ -99,7 +100,7 @@ def zero_engine_job(world, model_overrides: list[str], cases: list[dict], result
         after_step = torch.get_rng_state()
         after = consolidated_state_dict(engine)
         torch.set_rng_state(start)
-        with torch.no_grad(), pooled_forward(engine.module):  # one forward per micro-batch, for the RNG check
+        with torch.no_grad():  # one forward per micro-batch, for the RNG check
             for batch in batches:
                 engine(batch["input_ids"], batch["attention_mask"])
         results.append({
@@ -118,7 +119,7 @@ def resume_job(world, overrides: list[str], root: str, result_file: str) -> None
     from pathlib import Path
 
     from growth.config import load_config
-    from growth.train.distributed import barrier
+    from growth.distributed import barrier
     from growth.train.run import train
 
     full, resumed = Path(root) / "full", Path(root) / "resumed"

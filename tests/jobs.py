@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 
 from growth.config import load_config
-from growth.train.checkpoint import consolidated_state_dict
+from growth.train.callback import Callback
+from growth.train.callbacks import EMAUpdater
 from growth.train.run import train
+from tests.faults import KillDuringSave, NaNLoss, WeightRecorder
 
 
 def tiny_run_overrides(corpus: Path, cache: Path) -> list[str]:
@@ -22,20 +24,10 @@ def tiny_run_overrides(corpus: Path, cache: Path) -> list[str]:
     ]
 
 
-class ParamRecorder:
-    """Consolidated weights after every applied step (collective under ZeRO-3: all ranks call it)."""
-
-    def __init__(self):
-        self.snapshots: list[dict[str, torch.Tensor]] = []
-
-    def on_step_end(self, trainer, result) -> None:
-        self.snapshots.append(consolidated_state_dict(trainer.engine))
-
-
 def train_job(world, overrides: list[str], result_file: str, record_params: bool = False) -> None:
     """Train with ``overrides``; rank 0 writes losses (and per-step weights) to ``result_file``."""
     config = load_config(overrides=overrides)
-    recorder = ParamRecorder()
+    recorder = WeightRecorder()
     trainer = train(config, world, callbacks=[recorder] if record_params else [])
     if world.is_main:
         torch.save({"losses": trainer.losses, "snapshots": recorder.snapshots}, result_file)
@@ -47,11 +39,11 @@ def train_many_job(world, runs: list[tuple[list[str], str, bool]]) -> None:
         train_job(world, overrides, result_file, record)
 
 
-class GradNormRecorder:
+class GradNormRecorder(Callback):
     def __init__(self):
         self.norms: list[float] = []
 
-    def on_step_end(self, trainer, result) -> None:
+    def post_step(self, trainer, result) -> None:
         self.norms.append(float(trainer.engine.get_global_grad_norm()))
 
 
@@ -64,52 +56,24 @@ def grad_norm_job(world, overrides: list[str], result_file: str) -> None:
 
 def nan_job(world, overrides: list[str], result_file: str, nan_steps: list[int], nan_rank: int) -> None:
     """Rank ``nan_rank`` produces a NaN loss at the given steps (1-based); record what happened."""
-    import growth.train.trainer as trainer_module
-
-    original = trainer_module.token_loss_sum
-    calls = {"n": 0}
-    config = load_config(overrides=overrides)
-
-    def poisoned(logits, labels):
-        step = calls["n"] // config.train.grad_accum + 1
-        calls["n"] += 1
-        loss = original(logits, labels)
-        return loss * float("nan") if (step in nan_steps and world.rank == nan_rank) else loss
-
-    trainer_module.token_loss_sum = poisoned
-    recorder = ParamRecorder()
+    recorder = WeightRecorder()
     try:
-        trainer = train(config, world, callbacks=[recorder])
+        trainer = train(load_config(overrides=overrides), world, callbacks=[NaNLoss(nan_steps, nan_rank), recorder])
+        ema = trainer.callback(EMAUpdater)
         outcome = {"losses": trainer.losses, "skipped": trainer.state.skipped_steps, "error": None,
-                   "lr": trainer.engine.get_lr()[0], "ema_updates": trainer.ema.updates if trainer.ema else None}
+                   "lr": trainer.engine.get_lr()[0], "ema_updates": ema.ema.updates if ema else None}
     except Exception as err:  # noqa: BLE001 - the test inspects it
         outcome = {"error": f"{type(err).__name__}: {err}"}
-    finally:
-        trainer_module.token_loss_sum = original
     if world.is_main:
         torch.save({**outcome, "snapshots": recorder.snapshots}, result_file)
 
 
 def interrupted_save_job(world, overrides: list[str]) -> None:
-    """Die while writing the second checkpoint, after DeepSpeed's files but before it is complete."""
-    import growth.train.checkpoint as ckpt
-
-    original, saves = ckpt._write_atomic, {"n": 0}
-
-    def failing(path, data):
-        if path.name == ckpt.COMPLETE:
-            saves["n"] += 1
-            if saves["n"] == 2:
-                raise KeyboardInterrupt("killed during save")
-        original(path, data)
-
-    ckpt._write_atomic = failing
+    """Die while writing the second checkpoint, after every file but before it is published."""
     try:
-        train(load_config(overrides=overrides), world)
+        train(load_config(overrides=overrides), world, callbacks=[KillDuringSave(2)])
     except KeyboardInterrupt:
         pass
-    finally:
-        ckpt._write_atomic = original
 
 
 def train_from_config_job(world, config_path: str, runs: list[tuple[list[str], str, bool]]) -> None:

@@ -1,23 +1,100 @@
-from growth.bench.throughput import compare_with_llama, seq_len_sweep, training_step_throughput
-from growth.model import build_model
+import statistics
+
+import pytest
+import torch
+
+from growth.bench import throughput
+from growth.bench.throughput import compare_with_llama, interleaved, seq_len_sweep, training_step_throughput
+from growth.model import accounting, build_model
+from growth.model.hf_llama import llama_state_dict
 from tests.conftest import tiny_model_config
 
-
-def test_training_step_throughput_reports_median_figures():
-    result = training_step_throughput(build_model(tiny_model_config()), batch_size=2, seq_len=16, steps=3, warmup=1)
-    assert len(result["seconds"]) == 3
-    assert result["tokens_per_s"] > 0 and abs(result["ms_per_step"] * result["tokens_per_s"] - 32e3) < 1e-6 * 32e3
+BASE = ["model.vocab_size=97", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.head_dim=8",
+        "model.d_ff=48", "model.gau_key_size=16"]
 
 
-def test_llama_twin_has_the_same_shape():
-    result = compare_with_llama(tiny_model_config(), batch_size=2, seq_len=16, rounds=2)
-    assert result["growth"]["params"] == result["hf_llama"]["params"]
-    assert result["ratio"] > 0 and len(result["round_ratios"]) == 2
+def count_forwards(model, log: list, name: str):
+    model.register_forward_pre_hook(lambda *_: log.append(name))
+    return model
 
 
-def test_seq_len_sweep_doubles_gau_layers_and_keeps_tokens_per_step():
-    base = ["model.vocab_size=97", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.head_dim=8",
-            "model.d_ff=48", "model.gau_key_size=16"]
-    rows = seq_len_sweep(base, [16, 32], tokens_per_batch=64, chunk_size=8, rounds=1)
-    assert {(r["kind"], r["n_layers"]) for r in rows} == {("attention", 2), ("gau", 4), ("flash", 4)}
-    assert all(r["batch_size"] * r["seq_len"] == 64 for r in rows)
+def assert_summary_of(timing: dict, tokens_per_step: int) -> None:
+    """Every reported figure is derived from the per-step seconds the benchmark returns."""
+    median = statistics.median(timing["seconds"])
+    assert all(s > 0 for s in timing["seconds"])
+    assert timing["ms_per_step"] == pytest.approx(1e3 * median, rel=1e-12)
+    assert timing["ms_per_step_min"] == pytest.approx(1e3 * min(timing["seconds"]), rel=1e-12)
+    assert timing["tokens_per_s"] == pytest.approx(tokens_per_step / median, rel=1e-12)
+    assert timing["us_per_token"] == pytest.approx(1e6 * median / tokens_per_step, rel=1e-12)
+
+
+def test_training_step_throughput_times_the_steps_it_reports():
+    model = build_model(tiny_model_config())
+    calls, before = [], {k: v.clone() for k, v in model.state_dict().items()}
+    count_forwards(model, calls, "step")
+    result = training_step_throughput(model, batch_size=2, seq_len=16, steps=3, warmup=2)
+    assert len(result["seconds"]) == 3 and len(calls) == 2 + 3  # warmup steps run, untimed
+    assert_summary_of(result, 2 * 16)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # AdamW did step
+
+
+def test_interleaved_alternates_the_order_every_round():
+    calls = []
+    models = {name: count_forwards(build_model(tiny_model_config()), calls, name) for name in ("a", "b")}
+    result = interleaved(models, batch_size=2, seq_len=8, rounds=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    for timing in result.values():
+        assert len(timing["seconds"]) == 4
+        assert_summary_of(timing, 2 * 8)
+
+
+def test_llama_twin_computes_the_same_function(monkeypatch):
+    built = {}
+    monkeypatch.setattr(throughput, "build_model", lambda c: built.setdefault("growth", build_model(c)))
+    twin = throughput.llama_twin
+    monkeypatch.setattr(throughput, "llama_twin", lambda c: built.setdefault("hf_llama", twin(c)))
+    config = tiny_model_config()
+    result = compare_with_llama(config, batch_size=2, seq_len=16, rounds=3)
+
+    growth, hf = built["growth"], built["hf_llama"]
+    assert result["growth"]["params"] == accounting.num_params(growth) == accounting.num_params(hf)
+    assert result["hf_llama"]["params"] == result["growth"]["params"]
+    # Same parameter names and shapes (strict load), and with the same weights, the same logits.
+    hf.load_state_dict(llama_state_dict(growth.state_dict(), config.n_layers), strict=True)
+    ids = torch.randint(config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    growth.eval(), hf.eval()
+    with torch.no_grad():
+        expected, got = growth(ids), hf(ids).logits
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_llama_comparison_ratios_come_from_the_rounds():
+    result = compare_with_llama(tiny_model_config(), batch_size=2, seq_len=16, rounds=3)
+    growth, hf = result["growth"]["seconds"], result["hf_llama"]["seconds"]
+    assert len(growth) == len(hf) == 3
+    assert_summary_of(result["growth"], 32) and assert_summary_of(result["hf_llama"], 32)
+    assert result["round_ratios"] == pytest.approx([h / g for g, h in zip(growth, hf)], rel=1e-12)
+    assert result["ratio"] == pytest.approx(statistics.median(result["round_ratios"]), rel=1e-12)
+    # growth / HF tokens/s: > 1 when growth is faster, i.e. when its steps take less time.
+    assert result["ratio_of_medians"] == pytest.approx(statistics.median(hf) / statistics.median(growth), rel=1e-12)
+
+
+def test_seq_len_sweep_builds_the_kinds_it_reports(monkeypatch):
+    configs = []
+    monkeypatch.setattr(throughput, "build_model", lambda c: configs.append(c) or build_model(c))
+    rows = seq_len_sweep(BASE, [16, 32], tokens_per_batch=64, chunk_size=8, rounds=2)
+    assert sorted((r["kind"], r["seq_len"]) for r in rows) == sorted(
+        (kind, t) for kind in ("attention", "gau", "flash") for t in (16, 32))
+    layers = {"attention": ("transformer", 2, 0), "gau": ("gau", 4, 0), "flash": ("gau", 4, 8)}
+    assert len(configs) == len(rows)
+    for row, config in zip(rows, configs):  # models are built, and rows written, in the same kind order
+        assert (config.layer, config.n_layers, config.chunk_size) == layers[row["kind"]]
+        assert config.max_seq_len == row["seq_len"] and row["n_layers"] == config.n_layers
+        assert row["batch_size"] == 64 // row["seq_len"]
+        assert row["params"] == accounting.num_params(build_model(config))
+        assert len(row["seconds"]) == 2
+        assert_summary_of(row, row["batch_size"] * row["seq_len"])
+        # The FLOP rate uses the FLASH chunk actually built (its attention term depends on c).
+        assert row["gflops_per_s"] == pytest.approx(
+            accounting.flops_per_token(config, row["seq_len"]) * row["tokens_per_s"] / 1e9, rel=1e-12)

@@ -14,6 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.distributed import free_port
 from tests.jobs import tiny_run_overrides
 
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
 ROOT = Path(__file__).parents[1]
 PRETRAIN = str(ROOT / "launch/pretrain.py")
 SCALARS = {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/loss_ema", "perf/tokens_per_s",

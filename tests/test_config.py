@@ -1,9 +1,20 @@
 """growth.config: YAML round trip, typed overrides, and a one-line message for each kind of bad input."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from growth.config import Config, ConfigError, load_config
+from growth.config import (
+    ROLES,
+    Config,
+    ConfigError,
+    ModelConfig,
+    fields_with_role,
+    load_config,
+    model_differences,
+    model_field_role,
+)
 
 
 def test_default_is_valid_and_resolved():
@@ -111,3 +122,33 @@ def test_empty_file_is_the_default(tmp_path):
 
 def test_config_is_plain_data():
     assert yaml.safe_load(Config().to_yaml())["model"]["layer"] == "transformer"
+
+
+def test_every_model_field_has_exactly_one_known_role():
+    """Fails when a ModelConfig field is added without saying whether growth/resume may change it."""
+    for f in dataclasses.fields(ModelConfig):
+        assert f.metadata.get("growth") in ROLES, f"model.{f.name} has role {f.metadata.get('growth')!r}"
+    grouped = [name for role in ROLES for name in fields_with_role(role)]
+    assert sorted(grouped) == sorted(f.name for f in dataclasses.fields(ModelConfig))  # a partition
+
+
+def test_roles_of_representative_fields():
+    assert [model_field_role(n) for n in ("residual", "head_dim", "max_seq_len", "d_model", "norm_eps", "dropout")] == [
+        "fixed", "fixed", "fixed", "growable", "growable", "free"]
+    # growth/train/init_from.py lets exactly these differ; they change training, not the function.
+    assert fields_with_role("free") == ("dropout", "init_std")
+    with pytest.raises(ConfigError, match="model.d_modl is not a model field"):
+        model_field_role("d_modl")
+    with pytest.raises(ValueError, match="unknown model field role 'frozen'"):
+        fields_with_role("frozen")
+
+
+def test_model_differences_reports_only_the_asked_roles():
+    old = ModelConfig()
+    new = dataclasses.replace(old, d_model=256, residual="post", dropout=0.1, init_std=0.01)
+    assert model_differences(old, new, "fixed") == [("residual", "pre", "post")]
+    assert model_differences(old, new, ("growable", "free")) == [("d_model", 128, 256), ("dropout", 0.0, 0.1),
+                                                                   ("init_std", 0.02, 0.01)]
+    assert model_differences(old, dataclasses.replace(old), ROLES) == []
+    with pytest.raises(ValueError):
+        model_differences(old, new, ("fixed", "grown"))

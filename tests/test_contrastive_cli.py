@@ -16,6 +16,8 @@ from tests.distributed import free_port
 from tests.jobs import tiny_run_overrides
 from tests.test_cli import PRETRAIN, ROOT, bin_path, run
 
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
 EVAL_STS = str(ROOT / "tools/eval_sts.py")
 SCALARS = {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/loss_ema", "val/spearman", "val/spearman_ema"}
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from growth.eval.sts import average_ranks, spearman
+from growth.objectives.spearman import average_ranks, spearman
 from growth.objectives.contrastive_losses import contrastive_loss, cosent_loss, infonce_loss, simcse_loss
 
 

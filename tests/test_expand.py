@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
+from growth.config import choices, fields_with_role
 from growth.expand import GrowthError, plan_growth, widen
+from growth.expand.width import DERIVED, SIZES
 from growth.expand.axes import cyclic_map, tiled_map, zero_sum_noise
 from growth.expand.optimizer_state import grow_optimizer_state
 from growth.model import build_model
@@ -186,3 +189,45 @@ def test_non_multiple_rmsnorm_adjusts_eps_and_layernorm_is_refused():
     with pytest.raises(GrowthError, match="only exact with model.norm=rmsnorm"):
         plan_growth(tiny_model_config("model.norm=layernorm"),
                     tiny_model_config("model.norm=layernorm", "model.d_model=40", "model.n_heads=5"))
+
+
+def changed_value(config, name):
+    """Another value of the same type for a field (a different registered kind for component keys)."""
+    value = getattr(config, name)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, str):
+        return next(c for c in choices(f"model.{name}") if c != value)
+    return value + 1
+
+
+@pytest.mark.parametrize("name", fields_with_role("fixed"))
+def test_every_fixed_field_change_is_refused(name):
+    old = tiny_model_config()
+    target = dataclasses.replace(old, **{name: changed_value(old, name)})
+    with pytest.raises(GrowthError) as err:
+        plan_growth(old, target)
+    assert str(err.value).startswith(f"model.{name} changes from {getattr(old, name)!r} to ")
+    assert "\n" not in str(err.value)
+
+
+def test_growable_fields_are_the_sizes_plus_what_the_plan_derives():
+    assert set(SIZES).isdisjoint(DERIVED)
+    assert set(SIZES + DERIVED) == set(fields_with_role("growable"))
+
+
+def test_free_fields_come_from_the_target_and_derived_ones_from_the_plan():
+    old = tiny_model_config()
+    target = tiny_model_config("model.d_model=64", "model.n_heads=8", "model.dropout=0.1", "model.init_std=0.05",
+                               "model.norm_eps=1e-3")
+    plan = plan_growth(old, target)
+    assert (plan.new.dropout, plan.new.init_std) == (0.1, 0.05)
+    assert plan.new.norm_eps == old.norm_eps  # an integer multiple keeps the source's eps, whatever was asked
+
+
+def test_rope_dim_is_kept_unless_the_gau_key_size_grows():
+    gau = ("model.layer=gau", "model.gau_expansion=64")
+    with pytest.raises(GrowthError, match="model.rope_dim changes from 0 to 8; growth keeps RoPE as is"):
+        plan_growth(tiny_model_config(*gau), tiny_model_config(*gau, "model.rope_dim=8"))
+    plan = plan_growth(tiny_model_config(*gau), tiny_model_config(*gau, "model.gau_key_size=32"))
+    assert plan.new.rope_dim == 16 and any("not rotated" in note for note in plan.notes)

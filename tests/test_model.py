@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from growth.model import build_model
 from growth.model.hf_llama import to_hf_llama
-from growth.model.residual import Residual, deepnorm_constants
+from growth.model.residual import Residual, build_residual, deepnorm_constants
 from tests.conftest import tiny_model_config
 
 TRANSFORMER = [
@@ -108,7 +108,7 @@ class TestDeepNorm:
     def test_alpha_multiplies_the_skip_path(self):
         config = tiny_model_config("model.residual=deepnorm", "model.n_layers=12")
         sublayer = torch.nn.Linear(config.d_model, config.d_model)
-        residual = Residual(sublayer, config)
+        residual = build_residual(sublayer, config)
         x = torch.randn(3, config.d_model)
         alpha = deepnorm_constants(12)[0]
         expected = residual.norm(alpha * x + sublayer(x))

@@ -13,7 +13,7 @@ from growth.data.contrastive_batches import (
 )
 from growth.data.errors import DataError
 from growth.data.sentence_pairs import data_path, read_pairs, read_sentences, read_sts
-from growth.train.contrastive_trainer import global_batch_size, micro_batch_sizes
+from growth.train.contrastive_module import global_batch_size, micro_batch_sizes
 
 STS_ROW = "main-captions\tMSRvid\t2012test\t0001\t{score}\t{a}\t{b}"
 

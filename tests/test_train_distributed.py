@@ -10,10 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from growth.checkpoint import read_ema
 from growth.config import load_config
 from growth.model import build_model
 from tests.distributed import run_distributed
 from tests.jobs import tiny_run_overrides, train_many_job
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STAGES = (0, 1, 2, 3)
 EMA_DECAY = 0.5
@@ -74,7 +77,7 @@ def test_ema_under_zero3_equals_the_expected_average(zero_runs):
     for weights in snapshots:
         for name in expected:
             expected[name] = EMA_DECAY * expected[name] + (1 - EMA_DECAY) * weights[name]
-    saved = torch.load(out / "zero3/checkpoints/step_00000004/ema.pt")
+    saved = read_ema(out / "zero3/checkpoints/step_00000004")
     assert saved["updates"] == 4
     for name, value in saved["weights"].items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
@@ -107,7 +110,7 @@ def reference_first_step(config, cache: Path) -> tuple[float, float]:
     from growth.data.packed import load_tokens, prepare_tokens
     from growth.data.sampler import WindowSampler
     from growth.data.tokenizer import Tokenizer
-    from growth.train.loss import token_loss_sum, target_count
+    from growth.objectives.token_loss import token_loss_sum, target_count
 
     tokenizer = Tokenizer.load(cache / f"tokenizer-{file_digest(corpus_path(config.data.corpus))}-{config.model.vocab_size}.model")
     tokens = load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
@@ -185,8 +188,8 @@ def test_kill_and_resume_continues_exactly(small_corpus, tmp_path):
     a = load_file(str(full / "checkpoints/step_00000004/model.safetensors"))
     b = load_file(str(resumed / "checkpoints/step_00000004/model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    ema_a = torch.load(full / "checkpoints/step_00000004/ema.pt")["weights"]
-    ema_b = torch.load(resumed / "checkpoints/step_00000004/ema.pt")["weights"]
+    ema_a = read_ema(full / "checkpoints/step_00000004")["weights"]
+    ema_b = read_ema(resumed / "checkpoints/step_00000004")["weights"]
     assert max((ema_a[k] - ema_b[k]).abs().max().item() for k in ema_a) <= 1e-6
 
 

@@ -1,6 +1,6 @@
 """How each block is widened: for every parameter, which axis follows which map, and how.
 
-Notation (DESIGN.md Sec. 4): d -> D, k = D // d, r = D - k*d. The residual stream of the wide model
+Notation (docs/design.md Sec. 4): d -> D, k = D // d, r = D - k*d. The residual stream of the wide model
 is [h; h; ...; h; 0_r]. Weights that *write* the stream copy their rows (``copy``); weights that
 *read* it divide their columns by k, plus zero-sum noise (``divide``). Inner widths follow the same
 two roles: a layer that produces neurons/heads copies them, the layer that consumes them divides.

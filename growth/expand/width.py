@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from growth.config import ModelConfig, model_config_from_dict
+from growth.config import ModelConfig, fields_with_role, model_config_from_dict, model_differences
 from growth.expand import blocks
 from growth.expand.axes import remap
+from growth.model.residual import RESIDUALS
 
-KEPT = ("vocab_size", "layer", "ffn", "gau_attention", "chunk_size", "position", "rope_base", "attention_scale",
-        "logn_base", "logn_min_keys", "residual", "norm", "tie_embeddings", "objective", "pooling", "head_dim")
-GROWN = ("d_model", "n_layers", "n_heads", "d_ff", "gau_expansion", "gau_key_size")
+# Which fields growth may change is each ModelConfig field's role (growth/config.py). Of the growable
+# ones, these the plan derives from the sizes instead of taking the target's value...
+DERIVED = ("norm_eps", "rope_dim")
+# ...and the rest are the sizes the operators grow on request; none may shrink.
+SIZES = tuple(name for name in fields_with_role("growable") if name not in DERIVED)
 WRITERS = re.compile(r"(attention\.sublayer\.o_proj|ffn\.sublayer\.down_proj|gau\.sublayer\.o_proj)\.weight$")
 LAYER = re.compile(r"^layers\.(\d+)\.")
 
@@ -53,35 +56,56 @@ class GrowthPlan:
 
 def plan_growth(old: ModelConfig, target: ModelConfig) -> GrowthPlan:
     """Check that ``target`` can be reached exactly from ``old``; derive the grown config."""
-    for key in KEPT:
-        if getattr(old, key) != getattr(target, key):
-            raise GrowthError(f"model.{key} changes from {getattr(old, key)!r} to {getattr(target, key)!r}; "
-                              f"growth keeps it (only {', '.join(GROWN)} may grow)")
-    for key in GROWN:
+    changed = model_differences(old, target, "fixed")
+    if changed:
+        key, was, now = changed[0]
+        raise GrowthError(f"model.{key} changes from {was!r} to {now!r}; growth keeps it "
+                          f"(only {', '.join(SIZES)} may grow)")
+    for key in SIZES:
         if getattr(target, key) < getattr(old, key):
             raise GrowthError(f"model.{key}={getattr(target, key)} is smaller than the source's {getattr(old, key)}; "
                               "growth only makes models larger")
     if target.d_model % old.d_model and old.norm == "layernorm":
         raise GrowthError(f"model.d_model {old.d_model} -> {target.d_model} is not an integer multiple, which is only "
                           "exact with model.norm=rmsnorm; use a multiple of the source width")
-    if target.n_layers != old.n_layers and old.residual != "pre":
+    if target.n_layers != old.n_layers and RESIDUALS.get(old.residual).norm_after_add:
         raise GrowthError(f"growing depth with model.residual={old.residual} is not function-preserving (a norm "
                           "follows every residual add); grow width only, or use model.residual=pre")
-    notes, changes = [], {}
-    multiple = target.d_model // old.d_model
-    if target.d_model % old.d_model:
-        changes["norm_eps"] = old.norm_eps * multiple * old.d_model / target.d_model
-        notes.append(f"norm_eps {old.norm_eps:g} -> {changes['norm_eps']:g} and gains x sqrt(kd/D) (non-multiple width)")
-    elif target.norm_eps != old.norm_eps:
-        changes["norm_eps"] = old.norm_eps
-    if old.layer == "gau" and target.gau_key_size != old.gau_key_size and old.position == "rope":
-        changes["rope_dim"] = old.rope_dim or old.gau_key_size
-        notes.append(f"rope_dim={changes['rope_dim']}: new key dimensions are not rotated (old frequencies kept)")
-    elif old.position == "rope" and (target.rope_dim or target.head_dim) != (old.rope_dim or old.head_dim) \
-            and old.layer == "transformer":
-        raise GrowthError(f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is")
+    notes: list[str] = []
+    changes = {**_norm_eps(old, target, notes), **_rope_dim(old, target, notes)}
     grown = model_config_from_dict({**dataclasses.asdict(target), **changes})
     return GrowthPlan(old, grown, layer_sources(old.n_layers, grown.n_layers), notes)
+
+
+def _norm_eps(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
+    """The source's eps, rescaled when the width is not a multiple (see ``blocks.stream_norm_factor``)."""
+    if not target.d_model % old.d_model:
+        return {"norm_eps": old.norm_eps}
+    eps = old.norm_eps * (target.d_model // old.d_model) * old.d_model / target.d_model
+    notes.append(f"norm_eps {old.norm_eps:g} -> {eps:g} and gains x sqrt(kd/D) (non-multiple width)")
+    return {"norm_eps": eps}
+
+
+def _rope_dim(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
+    """RoPE keeps its rotated dimensions; growing the GAU key size leaves the new ones unrotated."""
+    if old.position != "rope":
+        return {}
+    rotated = old.rope_dim or _key_width(old)
+    if old.layer == "gau" and target.gau_key_size != old.gau_key_size:
+        notes.append(f"rope_dim={rotated}: new key dimensions are not rotated (old frequencies kept)")
+        return {"rope_dim": rotated}
+    if (target.rope_dim or _key_width(target)) != rotated:
+        raise GrowthError(f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is")
+    return {}
+
+
+def _key_width(config: ModelConfig) -> int:
+    """The per-head width RoPE rotates when model.rope_dim is 0."""
+    if config.layer == "transformer":
+        return config.head_dim
+    if config.layer == "gau":
+        return config.gau_key_size
+    raise GrowthError(f"no RoPE growth rule for model.layer={config.layer}; add one in growth/expand/width.py")
 
 
 def layer_sources(old_layers: int, new_layers: int) -> list[int | None]:
@@ -97,7 +121,7 @@ def _tied_output_norm(plan: GrowthPlan) -> str | None:
     without breaking the embedding), so the last norm before the head is scaled by 1/k instead."""
     if not plan.new.tie_embeddings or plan.stream_multiple == 1:
         return None
-    if plan.new.residual == "pre":
+    if not RESIDUALS.get(plan.new.residual).norm_after_add:
         return "final_norm."
     last = plan.new.n_layers - 1
     return f"layers.{last}.gau.norm." if plan.new.layer == "gau" else f"layers.{last}.ffn.norm."

@@ -1,4 +1,8 @@
-"""Composable Transformer blocks; ``build_model(model_config)`` is the entry point."""
+"""Composable Transformer blocks; ``build_model(model_config)`` is the entry point.
+
+Every kind a ``model.*`` string selects is registered by name where it is defined (``growth/registry.py``);
+importing this package loads them all.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ Attention terms per layer (forward is 1/3 of these; causal masking is not discou
   standard:  12 * T * H * d_head           (q.k^T and A.v over T keys)
   GAU dense:  6 * T * (s + e)               (q.k^T over s, A.v over e)
   FLASH:      6 * c * (s + e) + 12 * s * e  (in-chunk quadratic + linear k^T v and q.(kv))
+Each layer kind states its own per-layer terms (``matmul_params``, ``attention_flops`` on the block
+classes in ``transformer.py``); this module sums them over the stack.
 """
 
 from __future__ import annotations
@@ -24,28 +26,19 @@ def num_params(model: nn.Module, embeddings: bool = True) -> int:
     return sum(seen.values())
 
 
+def _layer(config: ModelConfig):
+    from growth.model.transformer import LAYERS  # imported here: the stack imports this module
+
+    return LAYERS.get(config.layer)
+
+
 def matmul_params(config: ModelConfig) -> int:
     """Weights that take part in a matrix multiply per token (analytic, from the config alone)."""
-    d = config.d_model
-    if config.layer == "transformer":
-        inner = config.n_heads * config.head_dim
-        ffn_mats = 3 if config.ffn == "swiglu" else 2
-        per_layer = 4 * d * inner + ffn_mats * d * config.d_ff
-    else:
-        e, s = config.gau_expansion, config.gau_key_size
-        per_layer = 3 * d * e + d * s
-    return config.n_layers * per_layer + d * config.vocab_size
+    return config.n_layers * _layer(config).matmul_params(config) + config.d_model * config.vocab_size
 
 
 def attention_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    if config.layer == "transformer":
-        per_layer = 12 * seq_len * config.n_heads * config.head_dim
-    elif config.chunk_size:
-        e, s, c = config.gau_expansion, config.gau_key_size, config.chunk_size
-        per_layer = 6 * c * (s + e) + 12 * s * e
-    else:
-        per_layer = 6 * seq_len * (config.gau_key_size + config.gau_expansion)
-    return float(config.n_layers * per_layer)
+    return float(config.n_layers * _layer(config).attention_flops(config, seq_len))
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:

@@ -11,7 +11,7 @@ from torch import nn
 from growth.config import ModelConfig
 from growth.model.attention_scale import scale_queries
 from growth.model.mask import Visibility
-from growth.model.rope import RotaryEmbedding
+from growth.model.rope import POSITIONS
 
 
 class MultiHeadAttention(nn.Module):
@@ -28,11 +28,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(config.d_model, inner, bias=False)
         self.v_proj = nn.Linear(config.d_model, inner, bias=False)
         self.o_proj = nn.Linear(inner, config.d_model, bias=False)
-        self.rope = (
-            RotaryEmbedding(config.head_dim, config.rope_dim, config.rope_base, config.max_seq_len)
-            if config.position == "rope"
-            else None
-        )
+        self.rope = POSITIONS.get(config.position)(config.head_dim, config)
         self.scale_kind = config.attention_scale
         self.logn_base, self.logn_min_keys = config.logn_base, config.logn_min_keys
 

@@ -7,9 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from growth.config import ModelConfig
+from growth.registry import Registry
+
+FFNS: Registry[type[nn.Module]] = Registry("model.ffn")
 
 
+@FFNS.register("gelu")
 class GeluFFN(nn.Module):
+    matrices = 2  # d x d_ff matrices per layer (FLOP accounting)
     value_path = ("up_proj", "down_proj")
     writers = ("down_proj",)
 
@@ -22,9 +27,11 @@ class GeluFFN(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
+@FFNS.register("swiglu")
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)); gate and up share the neuron index (growth copies them together)."""
 
+    matrices = 3
     value_path = ("gate_proj", "up_proj", "down_proj")
     writers = ("down_proj",)
 
@@ -39,4 +46,5 @@ class SwiGLU(nn.Module):
 
 
 def build_ffn(config: ModelConfig) -> nn.Module:
-    return {"gelu": GeluFFN, "swiglu": SwiGLU}[config.ffn](config)
+    """The FFN ``model.ffn`` names; its ``value_path``/``writers`` drive DeepNorm and scaled init."""
+    return FFNS.get(config.ffn)(config)

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from growth.model.attention_scale import logn_factor
+from growth.model.gau_kernels import GAU_KERNELS
 from growth.model.mask import Visibility
 
 
@@ -57,20 +57,14 @@ def mixed_chunk_attention(
     key_real = _chunked(key_real.unsqueeze(-1), pad, chunk_size).squeeze(-1)  # (B, G, c); pads False
     q_quad, k_quad, q_lin, k_lin, v = (_chunked(t, pad, chunk_size) for t in (q_quad, k_quad, q_lin, k_lin, v))
 
-    # Quadratic attention within each chunk.
+    # Quadratic attention within each chunk, with the GAU kernel ``model.gau_attention`` names.
     local = key_real.unsqueeze(-2)  # (B, G, 1, c): keys that are real
     if vis.causal:
         local = local & torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=v.device).tril()
+    # Keys each row sees in its chunk (for log-n), from the (B, G, c) flags, not the (c x c) mask.
+    counts = (key_real.cumsum(-1) if vis.causal else key_real.sum(-1, keepdim=True)).unsqueeze(-1).float()
     scores = q_quad @ k_quad.transpose(-1, -2) / math.sqrt(key_size)  # (B, G, c, c)
-    if kernel == "relu2":
-        weights = F.relu(scores).square().masked_fill(~local, 0.0) / chunk_size
-    else:
-        if scale_kind == "logn":
-            counts = local.expand(-1, -1, chunk_size, -1).sum(-1, keepdim=True).float()
-            scores = scores * logn_factor(counts, logn_base, logn_min_keys).to(scores.dtype)
-        # A padded query row may see no key: let it see itself (real rows already do).
-        local = local | torch.eye(chunk_size, dtype=torch.bool, device=v.device)
-        weights = scores.masked_fill(~local, float("-inf")).softmax(-1)
+    weights = GAU_KERNELS.get(kernel).in_chunk(scores, local, counts, chunk_size, scale_kind, logn_base, logn_min_keys)
     quadratic = weights @ v
 
     # Linear attention across chunks: per-chunk sums of k_lin^T v, then an (exclusive) prefix sum.

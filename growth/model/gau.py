@@ -4,7 +4,7 @@ From X (T x d):  U = silu(X W_u), V = silu(X W_v) in R^{T x e},  Z = silu(X W_z)
 Q = gamma_q * Z + beta_q,  K = gamma_k * Z + beta_k  (per-dimension scale/offset),
 O = (U * A V) W_o.  One GAU layer replaces attention + FFN.
 
-Two attention kernels A:
+Two attention kernels A (``gau_kernels.py``, one registration each):
   relu2:    A_ij = relu(q_i.k_j / sqrt(s))^2 / n_i            (the paper; n_i = keys row i sees)
   softmax:  A_i = softmax(lambda_i * q_i.K^T / sqrt(s))          (GAU-alpha; lambda = log-n or 1)
 Per-row n_i (not the padded length) keeps causal rows prefix-only and padding inert.
@@ -14,17 +14,15 @@ four scale/offsets (Q_quad, K_quad, Q_lin, K_lin) instead of two.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from growth.config import ModelConfig
-from growth.model.attention_scale import scale_queries
 from growth.model.flash import mixed_chunk_attention
+from growth.model.gau_kernels import GAU_KERNELS
 from growth.model.mask import Visibility
-from growth.model.rope import RotaryEmbedding
+from growth.model.rope import POSITIONS
 
 
 def gau_attention(
@@ -37,29 +35,8 @@ def gau_attention(
     logn_base: int = 512,
     logn_min_keys: int = 1,
 ) -> torch.Tensor:
-    """Single-head GAU attention A V for q, k (B, T, s) and v (B, T, e)."""
-    key_size = q.shape[-1]
-    if kernel == "softmax":
-        q = scale_queries(q.unsqueeze(1), scale_kind, vis.key_counts, logn_base, logn_min_keys)
-        out = F.scaled_dot_product_attention(
-            q, k.unsqueeze(1), v.unsqueeze(1),
-            attn_mask=vis.allowed,
-            is_causal=vis.causal and vis.allowed is None,
-            scale=1.0 / math.sqrt(key_size),
-        )
-        return out.squeeze(1)
-    length = q.shape[1]
-    if vis.allowed is not None:
-        allowed = vis.allowed.squeeze(1)
-    elif vis.causal:
-        allowed = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-    else:
-        allowed = None
-    weights = F.relu(q @ k.transpose(-1, -2) / math.sqrt(key_size)).square()
-    if allowed is not None:
-        # Zero masked scores *before* they meet V, so no future token is summed in.
-        weights = weights.masked_fill(~allowed, 0.0)
-    return (weights / vis.key_counts.squeeze(1).to(weights.dtype)) @ v
+    """Single-head GAU attention A V for q, k (B, T, s) and v (B, T, e), kernel by name (gau_kernels.py)."""
+    return GAU_KERNELS.get(kernel).dense(q, k, v, vis, scale_kind, logn_base, logn_min_keys)
 
 
 class GatedAttentionUnit(nn.Module):
@@ -76,11 +53,7 @@ class GatedAttentionUnit(nn.Module):
         n_scale_offsets = 4 if config.chunk_size else 2  # (q, k) or FLASH's (q_quad, k_quad, q_lin, k_lin)
         self.gamma = nn.Parameter(torch.empty(n_scale_offsets, s))
         self.beta = nn.Parameter(torch.zeros(n_scale_offsets, s))
-        self.rope = (
-            RotaryEmbedding(s, config.rope_dim, config.rope_base, config.max_seq_len)
-            if config.position == "rope"
-            else None
-        )
+        self.rope = POSITIONS.get(config.position)(s, config)  # RoPE on the shared key size s
         self.kernel, self.chunk_size = config.gau_attention, config.chunk_size
         self.scale_kind = config.attention_scale
         self.logn_base, self.logn_min_keys = config.logn_base, config.logn_min_keys

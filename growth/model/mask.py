@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from growth.registry import Registry
+
 
 @dataclass
 class Visibility:
@@ -18,6 +20,19 @@ class Visibility:
     key_counts: torch.Tensor  # (B or 1, 1, T, 1) float: keys visible from each query row
     key_real: torch.Tensor | None  # (B, T) bool, or None when nothing is padded
     causal: bool
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the model side of a token objective needs: whether row i may see keys after i."""
+
+    causal: bool
+
+
+# ``model.objective`` (the data side - targets and masking - lives in growth/data/batches.py).
+OBJECTIVES: Registry[Objective] = Registry("model.objective")
+OBJECTIVES.register("clm")(Objective(causal=True))
+OBJECTIVES.register("mlm")(Objective(causal=False))
 
 
 def visibility(attention_mask: torch.Tensor | None, length: int, causal: bool, device: torch.device) -> Visibility:

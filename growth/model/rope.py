@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from growth.config import ModelConfig
+from growth.registry import Registry
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
@@ -46,3 +49,19 @@ class RotaryEmbedding(nn.Module):
             return x * cos + rotate_half(x) * sin
         rotated, passed = x[..., : self.rope_dim], x[..., self.rope_dim :]
         return torch.cat((rotated * cos + rotate_half(rotated) * sin, passed), dim=-1)
+
+
+# ``model.position``: each entry builds the position encoding of one attention head of ``dim``
+# dimensions, or returns None for none.
+POSITIONS: Registry = Registry("model.position")
+
+
+@POSITIONS.register("rope")
+def rotary(dim: int, config: ModelConfig) -> RotaryEmbedding:
+    return RotaryEmbedding(dim, config.rope_dim, config.rope_base, config.max_seq_len)
+
+
+@POSITIONS.register("none")
+def no_position(dim: int, config: ModelConfig) -> None:
+    """No position signal (NoPE): a causal mask still orders tokens; a bidirectional model sees a bag."""
+    return None

@@ -6,39 +6,69 @@ in a single residual. Which one, and every block inside, is chosen by strings in
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from growth.config import ModelConfig
 from growth.model import accounting
 from growth.model.attention import MultiHeadAttention
-from growth.model.ffn import build_ffn
+from growth.model.ffn import FFNS, build_ffn
 from growth.model.gau import GatedAttentionUnit
 from growth.model.heads import LMHead, pool
-from growth.model.mask import Visibility, visibility
+from growth.model.mask import OBJECTIVES, Visibility, visibility
 from growth.model.norm import build_norm
-from growth.model.residual import Residual, deepnorm_constants, deepnorm_depth
+from growth.model.residual import RESIDUALS, Residual, build_residual
+from growth.registry import Registry
+
+# ``model.layer``: a block class built as ``block(config)`` and called as ``block(x, vis)``. Besides
+# its forward, a block states its residual branches (DeepNorm's N) and its per-layer cost terms
+# (``accounting.py``), so a new kind is this one registration plus its config checks.
+LAYERS: Registry[type[nn.Module]] = Registry("model.layer")
 
 
+@LAYERS.register("transformer")
 class TransformerBlock(nn.Module):
+    residual_branches = 2  # attention, FFN
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.attention = Residual(MultiHeadAttention(config), config)
-        self.ffn = Residual(build_ffn(config), config)
+        self.attention = build_residual(MultiHeadAttention(config), config)
+        self.ffn = build_residual(build_ffn(config), config)
 
     def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
         return self.ffn(self.attention(x, vis))
 
+    @staticmethod
+    def matmul_params(config: ModelConfig) -> int:
+        inner = config.n_heads * config.head_dim
+        return 4 * config.d_model * inner + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
 
+    @staticmethod
+    def attention_flops(config: ModelConfig, seq_len: int) -> float:
+        return 12.0 * seq_len * config.n_heads * config.head_dim
+
+
+@LAYERS.register("gau")
 class GAUBlock(nn.Module):
+    residual_branches = 1  # one GAU replaces attention + FFN
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gau = Residual(GatedAttentionUnit(config), config)
+        self.gau = build_residual(GatedAttentionUnit(config), config)
 
     def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
         return self.gau(x, vis)
+
+    @staticmethod
+    def matmul_params(config: ModelConfig) -> int:
+        return 3 * config.d_model * config.gau_expansion + config.d_model * config.gau_key_size
+
+    @staticmethod
+    def attention_flops(config: ModelConfig, seq_len: int) -> float:
+        e, s, c = config.gau_expansion, config.gau_key_size, config.chunk_size
+        if c:
+            return 6.0 * c * (s + e) + 12.0 * s * e
+        return 6.0 * seq_len * (s + e)
 
 
 class GrowthLM(nn.Module):
@@ -47,35 +77,27 @@ class GrowthLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.causal = config.objective == "clm"
+        self.causal = OBJECTIVES.get(config.objective).causal
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.embed_dropout = nn.Dropout(config.dropout)
-        block = GAUBlock if config.layer == "gau" else TransformerBlock
+        block = LAYERS.get(config.layer)
         self.layers = nn.ModuleList(block(config) for _ in range(config.n_layers))
         # Post-LN and DeepNorm already end every layer in a norm; only Pre-LN needs a final one.
         self.final_norm = (
-            build_norm(config.norm, config.d_model, config.norm_eps) if config.residual == "pre" else nn.Identity()
+            nn.Identity() if RESIDUALS.get(config.residual).norm_after_add
+            else build_norm(config.norm, config.d_model, config.norm_eps)
         )
         self.head = LMHead(config.d_model, config.vocab_size, self.embed if config.tie_embeddings else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """GPT-2 style N(0, init_std), writers scaled by 1/sqrt(2L); DeepNorm: Xavier with gain beta
-        on the value path and gain 1 on q/k (DeepNet, Sec. 3)."""
-        config = self.config
+        """N(0, init_std) everywhere, then each residual kind re-initialises its sublayer (GPT-2
+        scaled writers, or DeepNorm's Xavier with gain beta; see ``residual.py``)."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=config.init_std)
-        beta = deepnorm_constants(deepnorm_depth(config))[1]
+                nn.init.normal_(module.weight, std=self.config.init_std)
         for residual in self._residuals():
-            sublayer = residual.sublayer
-            for name, linear in sublayer.named_children():
-                if not isinstance(linear, nn.Linear):
-                    continue
-                if config.residual == "deepnorm":
-                    nn.init.xavier_normal_(linear.weight, gain=beta if name in sublayer.value_path else 1.0)
-                elif name in sublayer.writers:
-                    nn.init.normal_(linear.weight, std=config.init_std / math.sqrt(2 * config.n_layers))
+            residual.reset_sublayer(self.config)
 
     def _residuals(self) -> list[Residual]:
         return [m for m in self.modules() if isinstance(m, Residual)]

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from growth.registry import Registry
+
 LossFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
@@ -52,12 +54,27 @@ def cosent_loss(embeddings: torch.Tensor, scores: torch.Tensor, scale: float = 2
     return torch.logsumexp(torch.cat([zero, margins[ordered]]), dim=0)
 
 
+# ``contrastive.objective``: each entry makes ``loss(embeddings, scores)`` from the objective's knobs.
+# (``none``, token pretraining only, is a config value, not a loss.)
+LossFactory = Callable[[float, float], LossFn]
+CONTRASTIVE_LOSSES: Registry[LossFactory] = Registry("contrastive.objective")
+
+
+@CONTRASTIVE_LOSSES.register("simcse")
+def _simcse(temperature: float, cosent_scale: float) -> LossFn:
+    return lambda embeddings, scores: simcse_loss(embeddings, temperature)
+
+
+@CONTRASTIVE_LOSSES.register("infonce")
+def _infonce(temperature: float, cosent_scale: float) -> LossFn:
+    return lambda embeddings, scores: infonce_loss(embeddings, temperature)
+
+
+@CONTRASTIVE_LOSSES.register("cosent")
+def _cosent(temperature: float, cosent_scale: float) -> LossFn:
+    return lambda embeddings, scores: cosent_loss(embeddings, scores, cosent_scale)
+
+
 def contrastive_loss(objective: str, temperature: float = 0.05, cosent_scale: float = 20.0) -> LossFn:
     """``loss(embeddings, scores)`` of the objective named in ``contrastive.objective``."""
-    if objective == "simcse":
-        return lambda embeddings, scores: simcse_loss(embeddings, temperature)
-    if objective == "infonce":
-        return lambda embeddings, scores: infonce_loss(embeddings, temperature)
-    if objective == "cosent":
-        return lambda embeddings, scores: cosent_loss(embeddings, scores, cosent_scale)
-    raise ValueError(f"unknown contrastive objective {objective!r}")
+    return CONTRASTIVE_LOSSES.get(objective)(temperature, cosent_scale)

@@ -7,7 +7,7 @@ d_t = min(d, (1 + t) / (10 + t)). Each rank averages the parameter data it owns:
 under ZeRO 0-2, its own partition (``ds_tensor``) under ZeRO-3. So nothing is gathered and written
 back per step (a public EMA that gathers under ZeRO-3 without ``modifier_rank`` loses every
 update). For saving, partitions are all-gathered into full fp32 tensors, so an EMA file loads at
-any world size.
+any world size. Only rank 0 keeps a full tensor, one at a time.
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-def _local_data(param: nn.Parameter) -> torch.Tensor:
-    return param.ds_tensor.data if hasattr(param, "ds_tensor") else param.data
+from growth.distributed.deepspeed_adapter import full_numel, full_shape, is_partitioned, local_data, partition_numel
 
 
-def _is_partitioned(param: nn.Parameter) -> bool:
-    return hasattr(param, "ds_tensor")
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
         self.decay, self.warmup = decay, warmup
         self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        self.shadow = {name: _local_data(p).detach().float().clone() for name, p in self.params.items()}
+        self.shadow = {name: local_data(p).detach().float().clone() for name, p in self.params.items()}
         self.updates = 0
 
     def current_decay(self) -> float:
@@ -44,40 +42,49 @@ class EMA:
     def update(self) -> None:
         weight = 1.0 - self.current_decay()
         for name, param in self.params.items():
-            self.shadow[name].lerp_(_local_data(param).float(), weight)
+            self.shadow[name].lerp_(local_data(param).float(), weight)
         self.updates += 1
 
     @contextlib.contextmanager
     @torch.no_grad()
     def swapped_in(self) -> Iterator[None]:
         """Evaluate with EMA weights; the trained weights come back bit-exactly afterwards."""
-        backup = {name: _local_data(p).clone() for name, p in self.params.items()}
+        backup = {name: local_data(p).clone() for name, p in self.params.items()}
         for name, param in self.params.items():
-            _local_data(param).copy_(self.shadow[name])
+            local_data(param).copy_(self.shadow[name])
         try:
             yield
         finally:
             for name, param in self.params.items():
-                _local_data(param).copy_(backup[name])
+                local_data(param).copy_(backup[name])
 
-    def _full(self, name: str) -> torch.Tensor:
+    def _full(self, name: str) -> torch.Tensor | None:
+        """One full fp32 tensor on rank 0 (None elsewhere); an all-gather under ZeRO-3 (collective)."""
         param, local = self.params[name], self.shadow[name]
-        if not _is_partitioned(param):
-            return local.clone()
+        if not is_partitioned(param):
+            return local.clone() if _rank() == 0 else None
         parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, local)
-        return torch.cat(parts)[: param.ds_numel].view(param.ds_shape)
+        return torch.cat(parts)[: full_numel(param)].view(full_shape(param)) if _rank() == 0 else None
+
+    def specs(self) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        return [(name, full_shape(p), torch.float32) for name, p in self.params.items()]
+
+    def full_tensors(self) -> Iterator[torch.Tensor | None]:
+        """Full tensors in ``specs`` order, one at a time (for a streaming save; collective)."""
+        for name in self.params:
+            yield self._full(name)
 
     def state_dict(self) -> dict:
-        """Full (unpartitioned) fp32 EMA weights; collective under ZeRO-3 (call on every rank)."""
+        """Full fp32 EMA weights on rank 0; collective under ZeRO-3 (call on every rank)."""
         return {"decay": self.decay, "updates": self.updates, "weights": {n: self._full(n) for n in self.params}}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])
         for name, param in self.params.items():
             full = state["weights"][name].float()
-            if _is_partitioned(param):
-                size = param.ds_tensor.ds_numel
+            if is_partitioned(param):
+                size = partition_numel(param)
                 flat = torch.nn.functional.pad(full.flatten(), (0, size * dist.get_world_size() - full.numel()))
                 self.shadow[name].copy_(flat[dist.get_rank() * size : (dist.get_rank() + 1) * size])
             else:

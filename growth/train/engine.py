@@ -1,7 +1,8 @@
 """The DeepSpeed engine: config (ZeRO stage, precision, batch sizes), AdamW, warmup + cosine.
 
-The optimizer is torch's AdamW (so nothing JIT-compiles on CPU), subclassed to skip a step whose
-gradients are non-finite, the same thing DeepSpeed's ZeRO optimizers do for stages 1-3. The
+The optimizer is torch's AdamW (so nothing JIT-compiles on CPU); at ZeRO 0 in fp32 it is
+``SkippingAdamW`` (``growth/distributed/deepspeed_adapter.py``), which skips a step whose gradients
+are non-finite, the same thing DeepSpeed's ZeRO optimizers do for stages 1-3. The
 schedule is transformers' warmup + cosine with a floor (``train.min_lr_ratio``); DeepSpeed steps it
 only on applied steps and saves it in checkpoints.
 """
@@ -9,7 +10,6 @@ only on applied steps and saves it in checkpoints.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +18,8 @@ from torch import nn
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from growth.config import ConfigError, TrainConfig
-
-
-class SkippingAdamW(torch.optim.AdamW):
-    """AdamW that clips to ``max_grad_norm`` and leaves weights and moments untouched when the
-    gradient norm is non-finite (used with ZeRO stage 0 in fp32, where DeepSpeed does neither check).
-
-    It exposes what DeepSpeed's engine reads from ZeRO optimizers: ``overflow`` (count the step as
-    skipped, hold the LR schedule back) and ``_global_grad_norm`` (the pre-clipping norm).
-    """
-
-    def __init__(self, params, max_grad_norm: float = 0.0, **kwargs):
-        super().__init__(params, **kwargs)
-        self.max_grad_norm = max_grad_norm
-        self.overflow = False
-        self._global_grad_norm: float | None = None
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch's signature
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        limit = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, limit) if params else torch.zeros(())
-        self._global_grad_norm = norm.item()
-        self.overflow = not math.isfinite(self._global_grad_norm)
-        if self.overflow:
-            return None
-        return super().step(closure)
+from growth.distributed import deepspeed_adapter
+from growth.distributed.deepspeed_adapter import SkippingAdamW, zero_stage
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -87,14 +63,8 @@ def deepspeed_config(train: TrainConfig, world_size: int, load_universal: bool =
     return ds
 
 
-def zero_stage(ds_config: dict[str, Any]) -> int:
-    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
-
-
 def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]):
     """deepspeed.initialize with torch AdamW and the warmup+cosine schedule; returns the engine."""
-    import deepspeed
-
     groups, hyper = param_groups(model, train.weight_decay), dict(lr=train.lr, betas=(0.9, 0.95), eps=1e-8)
     if zero_stage(ds_config) == 0 and not ds_config["bf16"]["enabled"]:
         # Plain fp32 DeepSpeed neither skips non-finite steps nor reports the grad norm: we do both.
@@ -106,5 +76,4 @@ def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, train.warmup_steps, train.max_steps, min_lr_rate=train.min_lr_ratio
     )
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-    return engine
+    return deepspeed_adapter.initialize(model, optimizer, scheduler, ds_config)

@@ -1,6 +1,8 @@
-"""``launch/pretrain.py``'s body: parse, prepare data, build model and engine, resume, train.
+"""``launch/pretrain.py``'s body: a builder with one function per stage — run dir, tokenizer, data,
+network, module, engine, state, callbacks — chosen by the config, then ``Trainer.fit``.
 
-Bad input ends with one line on stderr and exit code 2; nothing existing is overwritten.
+Nothing here changes the config after ``load_config`` returns. Bad input ends with one line on
+stderr and exit code 2; nothing existing is overwritten.
 """
 
 from __future__ import annotations
@@ -8,31 +10,35 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from growth.config import Config, ConfigError, load_config
+from growth import checkpoint as ckpt
+from growth.config import Config, ConfigError, load_config, model_differences
 from growth.data.batches import BatchMaker
 from growth.data.corpus import corpus_path, file_digest
 from growth.data.errors import DataError
 from growth.data.packed import default_cache_dir, load_tokens, prepare_tokens
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer, train_tokenizer
-from growth.eval.sts import checkpoint_tokenizer
-from growth.model import build_model
-from growth.train import checkpoint as ckpt
-from growth.train.contrastive_trainer import ContrastiveTrainer, contrastive_sampler, load_contrastive_data
-from growth.train.distributed import World, barrier, init_distributed
+from growth.distributed import World, barrier, init_distributed
+from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
+from growth.model import GrowthLM, build_model
+from growth.model.sentence_encoder import SentenceEncoder
+from growth.train.callback import Callback
+from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEventLogger, TensorBoardLogger
+from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
-from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.engine import build_engine, deepspeed_config
-from growth.train.metrics import Metrics
-from growth.train.trainer import Callback, Trainer, TrainingDiverged
+from growth.train.init_from import load_init_training_state, load_init_weights
+from growth.train.lm_module import TokenLMModule
+from growth.train.module import TrainModule
+from growth.train.trainer import Trainer, TrainingDiverged
 
 USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
-GROWTH_SCALARS = ("loss_before", "loss_after", "params_before", "params_after", "source_step")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,6 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# -- the run directory and the tokenizer ------------------------------------------------------------
 def run_dir(config: Config) -> Path:
     return Path(config.train.out_dir or f"runs/{config.train.name}")
 
@@ -63,13 +70,13 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
         raise ConfigError(
             f"train.out_dir={out_dir} already holds checkpoints; use train.resume=auto to continue or a new train.out_dir"
         )
-    saved = out_dir / "config.yaml"
+    saved = out_dir / ckpt.CONFIG
     if has_checkpoint and saved.is_file():
-        previous = load_config(saved).model
-        if previous != config.model:
-            raise ConfigError(
-                f"train.out_dir={out_dir} holds checkpoints of a different model; use a new train.out_dir"
-            )
+        changed = model_differences(load_config(saved).model, config.model, ("fixed", "growable"))
+        if changed:
+            name, before, now = changed[0]
+            raise ConfigError(f"train.out_dir={out_dir} holds checkpoints of a different model (model.{name}={before!r} "
+                              f"there, {now!r} now); use a new train.out_dir")
 
 
 def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
@@ -93,75 +100,128 @@ def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
     return tokenizer
 
 
+# -- tasks: data and module, chosen by the config ---------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    load_data: Callable[[Config, Tokenizer, Path, World], Any]
+    build_module: Callable[[Config, Any, GrowthLM, Tokenizer, World], TrainModule]
+
+
+def load_token_data(config: Config, tokenizer: Tokenizer, cache: Path, world: World):
+    if world.is_main:
+        prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction)
+    barrier()
+    return load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
+
+
+def token_lm_module(config: Config, corpus, lm: GrowthLM, tokenizer: Tokenizer, world: World) -> TokenLMModule:
+    special = (tokenizer.pad_id, tokenizer.processor.unk_id(), tokenizer.bos_id, tokenizer.eos_id)
+    train_batches, val_batches = (
+        BatchMaker(tokens, config.data.seq_len, config.model.objective, tokenizer.vocab_size, tokenizer.mask_id,
+                   special, config.data.mlm_probability, seed)
+        for tokens, seed in ((corpus.train, config.train.seed), (corpus.val, config.train.seed + 7))
+    )
+    sampler = WindowSampler(len(corpus.train), config.data.seq_len, config.train.seed)
+    t = config.train
+    return TokenLMModule(lm, train_batches, val_batches, sampler, world, t.micro_batch_size, t.grad_accum, t.eval_batches)
+
+
+def contrastive_module(config: Config, data, lm: GrowthLM, tokenizer: Tokenizer, world: World) -> ContrastiveModule:
+    return ContrastiveModule(SentenceEncoder(lm), config, data, contrastive_sampler(data, config.train.seed), world)
+
+
+TASKS = {
+    "lm": Task(load_token_data, token_lm_module),
+    # Contrastive fine-tuning reads sentence pairs instead of the token corpus; bad files fail early.
+    "contrastive": Task(lambda config, tokenizer, cache, world: load_contrastive_data(config, tokenizer, world.size),
+                        contrastive_module),
+}
+
+
+def task_name(config: Config) -> str:
+    return "lm" if config.contrastive.objective == "none" else "contrastive"
+
+
+# -- network, state, callbacks ----------------------------------------------------------------------
+def build_network(config: Config) -> tuple[GrowthLM, ckpt.RunState, Path | None]:
+    """The LM (identical initial weights on every rank), from ``train.init_from`` when set."""
+    torch.manual_seed(config.train.seed)
+    lm = build_model(config.model)
+    state, init_folder = ckpt.RunState(), None
+    if config.train.init_from:
+        init_folder, carried = load_init_weights(lm, config.train.init_from)
+        state = ckpt.RunState(tokens_seen=carried.tokens_seen, flops_seen=carried.flops_seen,
+                              growth_events=carried.growth_events, sampler=carried.sampler)
+    return lm, state, init_folder
+
+
+def restore_extra_weights(module: TrainModule, folder: Path) -> None:
+    """Tensors outside the engine (DeepSpeed did not save them) come from the consolidated weights."""
+    extras = {name: t for name, t in module.extra_weights().items() if not is_partitioned(t)}
+    if extras:
+        saved = ckpt.LazyWeights(folder / ckpt.WEIGHTS)
+        with torch.no_grad():
+            for name, tensor in extras.items():
+                tensor.copy_(saved[name])
+
+
+def build_callbacks(config: Config, out_dir: Path, ema: EMA | None, extra: Sequence[Callback]) -> list[Callback]:
+    """Order matters: the EMA is updated before it is evaluated and saved; the logger comes first of
+    those that report, so everything they log reaches TensorBoard."""
+    t = config.train
+    callbacks: list[Callback] = [EMAUpdater(ema)] if ema is not None else []
+    callbacks += [TensorBoardLogger(out_dir / "tensorboard", t.log_interval), GrowthEventLogger(),
+                  Evaluator(t.eval_interval), Checkpointer(out_dir / "checkpoints", t.save_interval, config.to_yaml())]
+    return [*callbacks, *extra]
+
+
+def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World) -> None:
+    """The resolved config and the tokenizer, written once every check has passed."""
+    if world.is_main:
+        config.save(out_dir / ckpt.CONFIG)
+        if not (out_dir / ckpt.TOKENIZER).is_file():
+            shutil.copyfile(tokenizer.path, out_dir / ckpt.TOKENIZER)
+
+
 def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> Trainer:
     out_dir = run_dir(config)
     prepare_run_dir(config, out_dir, world)
     cache = default_cache_dir(config.data.cache_dir)
-    if config.contrastive.objective != "none" and config.train.init_from and not config.data.tokenizer:
-        config.data.tokenizer = str(checkpoint_tokenizer(Path(config.train.init_from)) or "")  # the pretrained one
     tokenizer = ensure_tokenizer(config, cache, world)
-    # Contrastive fine-tuning reads sentence pairs instead of the token corpus; bad files fail here.
-    contrastive = load_contrastive_data(config, tokenizer, world.size) if config.contrastive.objective != "none" else None
-    if world.is_main and contrastive is None:
-        prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction)
-    barrier()
-    corpus = None if contrastive is not None else load_tokens(
-        prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
-    if world.is_main:
-        config.save(out_dir / "config.yaml")
-        if not (out_dir / "tokenizer.model").is_file():
-            shutil.copyfile(tokenizer.path, out_dir / "tokenizer.model")
+    task = TASKS[task_name(config)]
+    data = task.load_data(config, tokenizer, cache, world)
 
-    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
-    model = build_model(config.model)
-    state = ckpt.RunState(world_size=world.size)
-    init_folder = None
-    if config.train.init_from:
-        init_folder, carried = load_init_weights(model, config.train.init_from)
-        state.tokens_seen, state.flops_seen = carried.tokens_seen, carried.flops_seen
-        state.growth_events = carried.growth_events
-
+    lm, state, init_folder = build_network(config)
     checkpoint_dir = out_dir / "checkpoints"
     resume_from = ckpt.latest_checkpoint(checkpoint_dir) if config.train.resume == "auto" else None
     universal = resume_from is not None and ckpt.needs_universal(ckpt.read_run_state(resume_from), world)
     ds_config = deepspeed_config(config.train, world.size, load_universal=universal)
-    engine = build_engine(model, config.train, ds_config)
+    module = task.build_module(config, data, lm, tokenizer, world)
+    engine = build_engine(module.network, config.train, ds_config)
     ema = EMA(engine.module, config.train.ema_decay, config.train.ema_warmup) if config.train.ema_decay > 0 else None
-    sampler = (contrastive_sampler(contrastive, config.train.seed) if contrastive is not None
-               else WindowSampler(len(corpus.train), config.data.seq_len, config.train.seed))
     torch.manual_seed(config.train.seed + 1 + world.rank)  # dropout differs per rank, replays on resume
 
     if init_folder is not None and resume_from is None:
         load_init_training_state(engine, ema, init_folder)
-        if isinstance(sampler, WindowSampler) and sampler.same_stream(carried.sampler):
-            sampler.load_state_dict(carried.sampler)  # continue the data order where the small model stopped
+        if isinstance(module.sampler, WindowSampler) and module.sampler.same_stream(state.sampler):
+            module.load_state_dict(state.sampler)  # continue the data order where the small model stopped
     if resume_from is not None:
         ckpt.load_training_state(engine, resume_from, world, universal)
+        restore_extra_weights(module, resume_from)
         state = ckpt.read_run_state(resume_from)
-        sampler.load_state_dict(state.sampler)
-        if ema is not None and (resume_from / "ema.pt").is_file():
-            ema.load_state_dict(torch.load(resume_from / "ema.pt", weights_only=False))
+        module.load_state_dict(state.sampler)
+        saved_ema = ckpt.read_ema(resume_from)
+        if ema is not None and saved_ema is not None:
+            ema.load_state_dict(saved_ema)
         if world.is_main:
             print(f"resumed from {resume_from} at step {state.step}", flush=True)
-    state.world_size, state.zero_stage = world.size, ds_config["zero_optimization"]["stage"]
+    state.world_size, state.zero_stage = world.size, zero_stage(ds_config)
+    record_run(config, out_dir, tokenizer, world)
 
-    special = (tokenizer.pad_id, tokenizer.processor.unk_id(), tokenizer.bos_id, tokenizer.eos_id)
-    makers = [] if contrastive is not None else [
-        BatchMaker(tokens, config.data.seq_len, config.model.objective, tokenizer.vocab_size, tokenizer.mask_id,
-                   special, config.data.mlm_probability, seed)
-        for tokens, seed in ((corpus.train, config.train.seed), (corpus.val, config.train.seed + 7))
-    ]
-    metrics = Metrics(out_dir / "tensorboard", world.is_main, config.train.max_steps, state.step)
-    for event in state.growth_events:  # x axis: tokens seen, so both phases line up with a scratch run
-        metrics.log(int(event["tokens_seen"]), {f"growth/{k}": float(event[k]) for k in GROWTH_SCALARS})
-    if contrastive is not None:
-        trainer = ContrastiveTrainer(config, world, engine, contrastive, sampler, state, checkpoint_dir, metrics, ema, callbacks)
-    else:
-        trainer = Trainer(config, world, engine, makers[0], makers[1], sampler, state, checkpoint_dir, metrics, ema, callbacks)
-    try:
-        trainer.train()
-    finally:
-        metrics.close()
+    trainer = Trainer(engine, module, state, world, config.train.max_steps, config.train.max_bad_steps,
+                      build_callbacks(config, out_dir, ema, callbacks))
+    trainer.load_callback_states(state.callbacks)
+    trainer.fit()
     if world.is_main:
         print(f"done: step {state.step}, TensorBoard logs in {out_dir / 'tensorboard'} "
               f"(tensorboard --logdir {out_dir.parent}), checkpoints in {checkpoint_dir}", flush=True)

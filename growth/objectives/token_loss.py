@@ -1,4 +1,4 @@
-"""Token losses normalised over the whole accumulated global batch (DESIGN.md Sec. 5).
+"""Token losses normalised over the whole accumulated global batch (docs/design.md Sec. 5).
 
 With micro-batches of unequal target counts, the mean of per-micro-batch means is wrong. The
 gradient we want is grad( sum of token losses / N ), N = target tokens in all micro-batches on all

@@ -1,11 +1,12 @@
-"""Contrastive fine-tuning (SimCSE, InfoNCE, CoSENT) on the pretraining loop.
+"""Contrastive fine-tuning (SimCSE, InfoNCE, CoSENT) as a ``TrainModule``.
 
-``ContrastiveTrainer`` keeps ``Trainer``'s loop, checkpoints, EMA, metrics and callbacks and replaces
-one optimizer step with cached two-pass accumulation (``growth/objectives/cached_accumulation.py``)
-through the DeepSpeed engine: each micro-batch back-propagates ``world · ⟨e_m, g_m⟩`` with
-``engine.backward(scale_wrt_gas=False)``, then ``engine.step()`` (DeepSpeed updates at the boundary).
-The factor ``world`` undoes DeepSpeed's averaging over ranks and its 1/grad_accum is not applied,
-so the update uses exactly d(global batch loss)/dθ.
+The module owns a ``SentenceEncoder`` that shares the LM's trunk (same parameter names) and leaves
+the LM head out, so the engine's forward returns pooled embeddings and nothing is repointed. One
+optimizer step is cached two-pass accumulation (``growth/objectives/cached_accumulation.py``;
+docs/design.md Sec. 5) through the DeepSpeed engine: each micro-batch back-propagates
+``world · ⟨e_m, g_m⟩`` with ``engine.backward(scale_wrt_gas=False)``, then ``engine.step()``
+(DeepSpeed updates at the boundary). The factor ``world`` undoes DeepSpeed's averaging over ranks and
+its 1/grad_accum is not applied, so the update uses exactly d(global batch loss)/dθ.
 
 A step takes ``contrastive.batch_size`` examples from the global example stream (default
 ``train.micro_batch_size · train.grad_accum · world``): rank r takes the r-th equal share, cut into
@@ -14,14 +15,12 @@ A step takes ``contrastive.batch_size`` examples from the global example stream 
 
 from __future__ import annotations
 
-import contextlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from growth.config import Config, ConfigError
 from growth.data.contrastive_batches import (
@@ -29,40 +28,26 @@ from growth.data.contrastive_batches import (
 )
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer
-from growth.eval.sts import sts_spearman
+from growth.distributed import World, all_reduce_sum
+from growth.model.sentence_encoder import SentenceEncoder
 from growth.objectives.cached_accumulation import Batch, cached_step
 from growth.objectives.contrastive_losses import LossFn, contrastive_loss
-from growth.train.checkpoint import RunState
-from growth.train.distributed import World
-from growth.train.ema import EMA
-from growth.train.metrics import Metrics
-from growth.train.trainer import Callback, StepResult, Trainer
+from growth.objectives.spearman import sts_spearman
+from growth.train.module import StepResult
 
 EVAL_SEED = 4242  # SimCSE's validation loss needs dropout: a fixed stream, outside the training one
 
 
-@contextlib.contextmanager
-def pooled_forward(model: nn.Module) -> Iterator[None]:
-    """Within the block ``model(input_ids, attention_mask)`` returns ``model.sentence_embedding(...)``.
-    The engine must call the module itself: its forward does ZeRO-3 parameter fetching, micro-step
-    bookkeeping and backward hooks that calling ``sentence_embedding`` directly would skip."""
-    model.forward = model.sentence_embedding
-    try:
-        yield
-    finally:
-        del model.forward
-
-
 def engine_cached_step(engine, micro_batches: Sequence[Batch], loss_fn: LossFn, world_size: int,
                        replay_rng: bool = True) -> float:
-    """One optimizer step of cached accumulation through ``engine``; the micro-batch count must be the
-    engine's gradient_accumulation_steps. Returns the global batch loss."""
+    """One optimizer step of cached accumulation through ``engine`` (whose module returns pooled
+    embeddings); the micro-batch count must be the engine's gradient_accumulation_steps. Returns the
+    global batch loss."""
     def embed(batch: Batch) -> torch.Tensor:
         return engine(batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device))
 
-    with pooled_forward(engine.module):
-        return cached_step(micro_batches, embed, lambda s: engine.backward(s, scale_wrt_gas=False), loss_fn,
-                           grad_scale=world_size, after_backward=engine.step, replay_rng=replay_rng)
+    return cached_step(micro_batches, embed, lambda s: engine.backward(s, scale_wrt_gas=False), loss_fn,
+                       grad_scale=world_size, after_backward=engine.step, replay_rng=replay_rng)
 
 
 # -- data and batch geometry ------------------------------------------------------------------------
@@ -114,22 +99,17 @@ def contrastive_sampler(data: ContrastiveData, seed: int) -> WindowSampler:
     return example_sampler(len(data.train), seed)
 
 
-# -- the trainer ------------------------------------------------------------------------------------
-class ContrastiveTrainer(Trainer):
-    def __init__(self, config: Config, world: World, engine, data: ContrastiveData, sampler: WindowSampler,
-                 state: RunState, checkpoint_dir: Path, metrics: Metrics, ema: EMA | None = None,
-                 callbacks: Sequence[Callback] = ()):
-        super().__init__(config, world, engine, None, None, sampler, state, checkpoint_dir, metrics, ema, callbacks)
-        c = config.contrastive
-        self.data = data
+# -- the module -------------------------------------------------------------------------------------
+class ContrastiveModule:
+    def __init__(self, network: SentenceEncoder, config: Config, data: ContrastiveData, sampler: WindowSampler,
+                 world: World):
+        c, t = config.contrastive, config.train
+        self.network, self.data, self.sampler, self.world = network, data, sampler, world
+        self.micro_batch_size, self.eval_batches = t.micro_batch_size, t.eval_batches
         self.global_batch = global_batch_size(config, world.size, len(data.train))  # examples per step
-        self.micro_sizes = micro_batch_sizes(self.global_batch // world.size, self.train_cfg.micro_batch_size,
-                                             self.train_cfg.grad_accum)
+        self.micro_sizes = micro_batch_sizes(self.global_batch // world.size, t.micro_batch_size, t.grad_accum)
         self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale)
-        # Trainer counts global_batch * seq_len tokens a step: two sentences of at most max_len per
-        # example (an upper bound: padding counts), and FLOPs of the extra forward of pass 1.
-        self.seq_len = 2 * c.max_len
-        self.flops_per_token = engine.module.flops_per_token(c.max_len) * 4 / 3
+        self.simcse, self.max_len = c.objective == "simcse", c.max_len
 
     def micro_batches(self) -> list[Batch]:
         start = self.sampler.consumed + self.world.rank * (self.global_batch // self.world.size)
@@ -137,50 +117,55 @@ class ContrastiveTrainer(Trainer):
         for size in self.micro_sizes:
             batches.append(self.data.train.batch(self.sampler.windows(start, size)))
             start += size
+        self.sampler.advance(self.global_batch)
         return batches
 
-    def train_step(self) -> StepResult:
-        self.engine.train()
-        loss = engine_cached_step(self.engine, self.micro_batches(), self.loss_fn, self.world.size)
-        applied = self.engine.was_step_applied() and math.isfinite(loss)
-        return StepResult(loss, self.global_batch, applied)
+    def train_batch(self, engine, micro_batches: list[Batch]) -> StepResult:
+        engine.train()
+        loss = engine_cached_step(engine, micro_batches, self.loss_fn, self.world.size)
+        applied = engine.was_step_applied() and math.isfinite(loss)
+        # Real (unpadded) tokens of both sentences; FLOPs include pass 1's extra forward (+1/3).
+        local = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        tokens = int(all_reduce_sum(torch.tensor(float(local))).item())
+        return StepResult(loss, tokens, tokens * engine.module.flops_per_token(self.max_len) * 4 / 3, applied)
 
     # -- evaluation: identical work on every rank (ZeRO-3 gathers), nothing gathered ---------------
-    def embed(self, batch: Batch) -> torch.Tensor:
-        with pooled_forward(self.engine.module):
-            return self.engine(batch["input_ids"].to(self.engine.device), batch["attention_mask"].to(self.engine.device))
+    @staticmethod
+    def embed(engine, batch: Batch) -> torch.Tensor:
+        return engine(batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device))
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
+    def validation_loss(self, engine) -> float:
         """Mean loss over up to ``train.eval_batches`` held-out batches of the training batch size.
         SimCSE's positives are dropout views, so it runs in training mode on a fixed, forked RNG."""
         val, size = self.data.val, min(self.global_batch, len(self.data.val))
         if size < 2:
             return float("nan")
-        simcse = self.config.contrastive.objective == "simcse"
-        self.engine.train(simcse)
+        engine.train(self.simcse)
         losses = []
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(EVAL_SEED)
-            for start in range(0, min(len(val) // size, self.train_cfg.eval_batches) * size, size):
-                rows = [self.embed(val.batch(range(i, min(i + self.train_cfg.micro_batch_size, start + size))))
-                        for i in range(start, start + size, self.train_cfg.micro_batch_size)]
+            for start in range(0, min(len(val) // size, self.eval_batches) * size, size):
+                rows = [self.embed(engine, val.batch(range(i, min(i + self.micro_batch_size, start + size))))
+                        for i in range(start, start + size, self.micro_batch_size)]
                 embeddings = torch.cat(rows).float()
                 scores = val.scores[start : start + size].to(embeddings.device) if val.scores is not None else None
                 losses.append(self.loss_fn(embeddings, scores).item())
         return sum(losses) / len(losses)
 
-    def evaluate_all(self, suffix: str = "") -> dict[str, float]:
-        scalars = {f"val/loss{suffix}": self.validation_loss()}
+    def eval_metrics(self, engine) -> dict[str, float]:
+        scalars = {"val/loss": self.validation_loss(engine)}
         if self.data.sts is not None:
-            self.engine.eval()
-            scalars[f"val/spearman{suffix}"] = sts_spearman(self.embed, self.data.sts, 2 * self.train_cfg.micro_batch_size)
+            engine.eval()
+            scalars["val/spearman"] = sts_spearman(lambda b: self.embed(engine, b), self.data.sts, 2 * self.micro_batch_size)
         return scalars
 
-    def eval_scalars(self) -> dict[str, float]:
-        scalars = self.evaluate_all()
-        if self.ema is not None:
-            with self.ema.swapped_in():
-                scalars.update(self.evaluate_all("_ema"))
-        return scalars
+    def extra_weights(self) -> Mapping[str, torch.Tensor]:
+        return self.network.head_tensors()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)

@@ -30,7 +30,7 @@ def init_distributed() -> World:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not torch.cuda.is_available():
-        # Two ranks on two cores: one thread each, or they fight over the cores (DESIGN.md Sec. 6).
+        # Two ranks on two cores: one thread each, or they fight over the cores (docs/design.md Sec. 6).
         threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"]))
         torch.set_num_threads(threads)
     # torch.distributed's deprecation notices for calls DeepSpeed makes, once per call: noise in a run log.

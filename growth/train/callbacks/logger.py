@@ -1,0 +1,53 @@
+"""TensorBoard scalars and a tqdm bar on rank 0: train/loss, lr, grad norm, tokens and FLOPs seen,
+throughput (``growth/train/metrics.py``), and whatever else reports through ``trainer.log``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from growth.train.callback import Callback
+from growth.train.metrics import Metrics
+
+
+class TensorBoardLogger(Callback):
+    def __init__(self, log_dir: Path, log_interval: int):
+        self.log_dir, self.log_interval = log_dir, log_interval
+        self.metrics: Metrics | None = None
+
+    def pre_train(self, trainer) -> None:
+        self.metrics = Metrics(self.log_dir, trainer.world.is_main, trainer.max_steps, trainer.state.step)
+        self.metrics.step_seconds()
+
+    def log_metrics(self, trainer, step: int, scalars: dict[str, float]) -> None:
+        if self.metrics is not None:
+            self.metrics.log(step, scalars)
+
+    def post_step(self, trainer, result) -> None:
+        step = trainer.state.step
+        if not result.applied:
+            trainer.log(step, {"train/skipped_steps": trainer.state.skipped_steps})
+            return
+        seconds = self.metrics.step_seconds()
+        perf = self.metrics.throughput(result.tokens, result.flops, seconds, trainer.world.size)
+        self.metrics.progress(step, result.loss, perf["perf/tokens_per_s"])
+        if step % self.log_interval == 0 or step == 1:
+            grad_norm = trainer.engine.get_global_grad_norm()
+            trainer.log(step, {
+                "train/loss": result.loss,
+                "train/lr": trainer.engine.get_lr()[0],
+                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "train/tokens_seen": trainer.state.tokens_seen,
+                "train/flops_seen": trainer.state.flops_seen,
+                **perf,
+            })
+
+    def post_train(self, trainer) -> None:
+        self.close()
+
+    def on_error(self, trainer, error: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None

@@ -1,0 +1,84 @@
+"""Token language modelling (CLM or MLM) as a ``TrainModule``, with token-normalised accumulation.
+
+One optimizer step = ``grad_accum`` micro-batches per rank. Before the first backward the number of
+target tokens in the whole global batch is all-reduced, so every micro-batch back-propagates its
+loss *sum* scaled by world / N (``growth/objectives/token_loss.py``; docs/design.md Sec. 5): the
+gradient is exactly that of the token-mean loss over the global batch, whatever the micro-batch
+split and world size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from growth.data.batches import BatchMaker
+from growth.data.sampler import WindowSampler
+from growth.distributed import World, all_reduce_sum
+from growth.model import GrowthLM
+from growth.objectives.token_loss import backward_scale, target_count, token_loss_sum
+from growth.train.module import Batch, StepResult
+
+
+class TokenLMModule:
+    def __init__(self, network: GrowthLM, train_batches: BatchMaker, val_batches: BatchMaker, sampler: WindowSampler,
+                 world: World, micro_batch_size: int, grad_accum: int, eval_batches: int):
+        self.network, self.train_batches, self.val_batches, self.sampler = network, train_batches, val_batches, sampler
+        self.world, self.micro_batch_size, self.grad_accum, self.eval_batches = world, micro_batch_size, grad_accum, eval_batches
+        self.seq_len = train_batches.seq_len
+        self.global_batch = micro_batch_size * grad_accum * world.size
+
+    def micro_batches(self) -> list[Batch]:
+        batches = []
+        for micro in range(self.grad_accum):
+            positions = self.sampler.micro_batch_positions(micro, self.world.rank, self.world.size, self.micro_batch_size)
+            batches.append(self.train_batches.batch(self.sampler.windows(positions.start, len(positions)), positions))
+        self.sampler.advance(self.global_batch)
+        return batches
+
+    def train_batch(self, engine, micro_batches: list[Batch]) -> StepResult:
+        engine.train()
+        local_targets = sum(target_count(b["labels"]) for b in micro_batches)
+        global_targets = int(all_reduce_sum(torch.tensor(float(local_targets))).item())
+        scale = backward_scale(self.world.size, global_targets)
+        loss_sum = torch.zeros(())
+        for batch in micro_batches:
+            logits = engine(batch["input_ids"].to(engine.device))
+            micro_sum = token_loss_sum(logits, batch["labels"].to(logits.device))
+            engine.backward(micro_sum * scale, scale_wrt_gas=False)
+            engine.step()  # DeepSpeed applies the update at the accumulation boundary only
+            loss_sum += micro_sum.detach().float().cpu()
+        loss = all_reduce_sum(loss_sum).item() / max(global_targets, 1)
+        tokens = self.global_batch * self.seq_len
+        applied = engine.was_step_applied() and math.isfinite(loss)
+        return StepResult(loss, tokens, tokens * engine.module.flops_per_token(self.seq_len), applied)
+
+    @torch.no_grad()
+    def eval_metrics(self, engine) -> dict[str, float]:
+        """Token-mean loss over a fixed slice of the validation split, identical at any world size."""
+        engine.eval()
+        maker, micro = self.val_batches, self.micro_batch_size
+        n_windows = (len(maker.tokens) - 1) // self.seq_len
+        count = min(self.eval_batches * micro * self.world.size, n_windows)
+        count -= count % self.world.size  # every rank runs the same number of forwards (ZeRO-3 gathers)
+        mine = list(range(self.world.rank, count, self.world.size))
+        totals = torch.zeros(2)
+        for start in range(0, len(mine), micro):
+            windows = mine[start : start + micro]
+            batch = maker.batch(windows, windows)
+            logits = engine(batch["input_ids"].to(engine.device))
+            totals += torch.tensor([token_loss_sum(logits, batch["labels"].to(logits.device)).item(),
+                                    target_count(batch["labels"])])
+        totals = all_reduce_sum(totals)
+        return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item()}
+
+    def extra_weights(self) -> Mapping[str, torch.Tensor]:
+        return {}
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
