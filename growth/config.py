@@ -129,6 +129,18 @@ class DataConfig:
 
 
 @dataclass
+class GrowthStage:
+    """One growth inside a run (``train.growth``; README "Grow inside one run")."""
+
+    at_step: int  # grow after this optimizer step of the whole run
+    model: dict[str, Any] = field(default_factory=dict)  # the growable fields that change, e.g. {n_layers: 8}
+    noise_std: float = 1e-3  # zero-sum symmetry-breaking noise (exact at any value), as tools/expand.py
+    optimizer: str = "grown"  # grown (Adam moments mapped with the weights) | reset
+    rewarmup_steps: int = 0  # ramp the LR from 0 to the scheduled value over this many steps after growing
+    seed: int = 0  # seeds the noise and new layers (tools/expand.py --seed)
+
+
+@dataclass
 class TrainConfig:
     name: str = "default"
     out_dir: str = ""  # empty: runs/<name>
@@ -153,6 +165,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA
     ema_warmup: bool = False  # decay_t = min(ema_decay, (1 + t) / (10 + t))
     max_bad_steps: int = 5  # stop after this many consecutive non-finite (skipped) steps
+    lr_schedule: str = "cosine"  # cosine (warmup + cosine to min_lr_ratio) | wsd (warmup-stable-decay) | constant
+    decay_fraction: float = 0.2  # wsd: the final share of max_steps that decays to min_lr_ratio
+    growth: list[GrowthStage] = field(default_factory=list)  # growth stages applied in order inside the run
+    continue_schedule: bool = False  # with init_from: continue the source's step count and LR schedule position
 
 
 @dataclass
@@ -211,6 +227,7 @@ OFF_VALUES: dict[str, tuple[str, ...]] = {"contrastive.objective": ("none",)}
 OPTIONS: dict[str, tuple[str, ...]] = {
     "train.resume": ("auto", "none"),
     "train.precision": ("fp32", "bf16"),
+    "train.lr_schedule": ("cosine", "wsd", "constant"),
     "contrastive.format": ("sts", "pairs", "text"),
 }
 
@@ -527,12 +544,41 @@ def _validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA), got {t.ema_decay}")
     if not 0.0 <= t.min_lr_ratio <= 1.0:
         raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    if not 0.0 < t.decay_fraction <= 1.0:
+        raise ConfigError(f"train.decay_fraction must be in (0, 1], got {t.decay_fraction}")
+    previous = 0
+    for index, stage in enumerate(t.growth):
+        _validate_stage(f"train.growth[{index}]", stage, previous, t.max_steps)
+        previous = stage.at_step
+
+
+def _validate_stage(key: str, stage: GrowthStage, previous: int, max_steps: int) -> None:
+    """What can be checked without the growth operators (the builder checks each stage against them)."""
+    if not previous < stage.at_step < max_steps:
+        raise ConfigError(f"{key}.at_step={stage.at_step} must be after the previous stage ({previous}) and before "
+                          f"train.max_steps ({max_steps})")
+    if not stage.model:
+        raise ConfigError(f"{key}.model is empty; give the growable fields that change, e.g. {{n_layers: 8}}")
+    growable, hints = fields_with_role("growable"), typing.get_type_hints(ModelConfig)
+    for name, value in stage.model.items():
+        if name not in growable:
+            what = "not a model field" if name not in hints else f"{model_field_role(name)} across growth"
+            raise ConfigError(f"{key}.model.{name} is {what}; growable fields are {', '.join(growable)}")
+        stage.model[name] = _coerce(f"{key}.model.{name}", value, hints[name], key, from_text=False)
+    if not stage.noise_std >= 0:
+        raise ConfigError(f"{key}.noise_std must be >= 0 (0: no symmetry breaking), got {stage.noise_std}")
+    if stage.optimizer not in ("grown", "reset"):
+        raise ConfigError(f"{key}.optimizer must be one of grown | reset, got {stage.optimizer!r}")
+    if stage.rewarmup_steps < 0:
+        raise ConfigError(f"{key}.rewarmup_steps must be >= 0, got {stage.rewarmup_steps}")
 
 
 def _validate_contrastive(config: Config) -> None:
     c = config.contrastive
     _validate_choices(config, "contrastive")
     _positive("contrastive", c, "temperature", "cosent_scale", "max_len")
+    if c.objective != "none" and config.train.growth:
+        raise ConfigError("train.growth grows a pretraining run; contrastive fine-tuning does not grow (remove train.growth)")
     if c.objective != "none" and c.max_len > config.model.max_seq_len:
         raise ConfigError(f"contrastive.max_len ({c.max_len}) must be <= model.max_seq_len ({config.model.max_seq_len})")
     if c.batch_size < 0 or c.batch_size == 1:

@@ -33,12 +33,15 @@ def specs_of(items: list[tuple[str, torch.Tensor]]) -> list[TensorSpec]:
     return [(name, full_shape(t), _saved_dtype(t)) for name, t in items]
 
 
-def gathered_tensors(items: list[tuple[str, torch.Tensor]], world: World) -> Iterator[torch.Tensor | None]:
-    """Each tensor whole, fp32, on CPU on rank 0 (None elsewhere), gathering one at a time."""
+def gathered_tensors(items: list[tuple[str, torch.Tensor]], world: World,
+                     every_rank: bool = False) -> Iterator[torch.Tensor | None]:
+    """Each tensor whole, fp32, on CPU on rank 0 (None elsewhere, unless ``every_rank``), gathering
+    one at a time."""
     for _, tensor in items:
         context = gathered([tensor]) if is_partitioned(tensor) else contextlib.nullcontext()
         with context:
-            yield tensor.detach().to("cpu", _saved_dtype(tensor)).clone() if world.is_main else None
+            keep = world.is_main or every_rank
+            yield tensor.detach().to("cpu", _saved_dtype(tensor)).clone() if keep else None
 
 
 def write_consolidated(module: nn.Module, path: Path, world: World,
@@ -48,13 +51,13 @@ def write_consolidated(module: nn.Module, path: Path, world: World,
     write_streaming(path, specs_of(items), gathered_tensors(items, world))
 
 
-def consolidated_state_dict(engine, world: World | None = None) -> dict[str, torch.Tensor]:
-    """All full fp32 weights in memory on rank 0 ({} on other ranks); collective under ZeRO-3. For
-    tests and small models; saving streams instead."""
+def consolidated_state_dict(engine, world: World | None = None, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """All full fp32 weights in memory on rank 0 ({} on other ranks unless ``every_rank``);
+    collective under ZeRO-3. For growing inside a run, tests and small models; saving streams instead."""
     import torch.distributed as dist
 
     world = world or World(dist.get_rank() if dist.is_initialized() else 0, 0,
                            dist.get_world_size() if dist.is_initialized() else 1)
     items = state_items(engine.module)
-    tensors = list(gathered_tensors(items, world))
-    return {name: t for (name, _), t in zip(items, tensors)} if world.is_main else {}
+    tensors = list(gathered_tensors(items, world, every_rank))
+    return {name: t for (name, _), t in zip(items, tensors)} if world.is_main or every_rank else {}

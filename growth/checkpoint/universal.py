@@ -17,12 +17,13 @@ def needs_universal(state: RunState, world: World) -> bool:
 
 
 def ensure_universal(folder: Path, world: World) -> Path:
-    """Convert ``folder`` once (rank 0; collective), return the universal folder."""
+    """Convert ``folder`` once (rank 0; collective over ``world``), return the universal folder."""
     universal = folder.with_name(folder.name + "_universal")
     if world.is_main and not (universal / COMPLETE).is_file():
         error = convert_to_universal(folder, universal)
         if error is not None:
             raise ConfigError(f"ds_to_universal could not convert {folder}: {error}")
         write_atomic(universal / COMPLETE, b"ok\n")
-    barrier()
+    if world.size > 1:  # a reader passing a world of one (tools/expand.py) is not a collective
+        barrier()
     return universal

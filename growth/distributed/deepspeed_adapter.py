@@ -126,6 +126,31 @@ def get_adam_moments(engine, name: str, param: nn.Parameter) -> dict[str, torch.
     return {key: state[key].detach().float().cpu().clone() for key in MOMENT_KEYS}
 
 
+def all_adam_moments(engine) -> Moments:
+    """Every parameter's full moments and the step, by name, on every rank (collective)."""
+    step = torch.tensor(applied_optimizer_steps(engine))
+    _link_optimizer_state(engine)
+    moments = {}
+    for name, param in engine.module.named_parameters():
+        entry = get_adam_moments(engine, name, param)
+        if entry is not None:
+            moments[name] = {**entry, "step": step.clone()}
+    return moments
+
+
+def _link_optimizer_state(engine) -> None:
+    """ZeRO 1/2 and the bf16 optimizer map parameters onto their flat Adam state lazily; (re)link now.
+
+    DeepSpeed links every param group after stepping the *first* one, when the other groups have no
+    Adam state yet, and never again: their fragments stay empty (0.19.8: "exp_avg not found in
+    optimizer state fragment"). Clearing its flag makes the link see the state as it is."""
+    link = getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
+    if link is not None:
+        if hasattr(engine.optimizer, "_hp_optimizer_states_linked"):
+            engine.optimizer._hp_optimizer_states_linked = False
+        link()
+
+
 def set_adam_moments(engine, moments: Moments) -> None:
     """Per-parameter exp_avg/exp_avg_sq and the step, into whatever optimizer DeepSpeed built.
     Parameters without an entry (identity layers) start at zero moments with the same step."""
@@ -141,9 +166,7 @@ def set_adam_moments(engine, moments: Moments) -> None:
         if not base.state[flat]:
             base.state[flat] = {"step": torch.tensor(step), "exp_avg": torch.zeros_like(flat),
                                 "exp_avg_sq": torch.zeros_like(flat)}
-    link = getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
-    if link is not None:  # ZeRO 1/2 and the bf16 optimizer map parameters onto that state lazily too
-        link()
+    _link_optimizer_state(engine)
     for name, param in engine.module.named_parameters():
         entry = moments.get(name) or {k: torch.zeros(full_shape(param)) for k in MOMENT_KEYS}
         if is_managed(param):

@@ -58,14 +58,16 @@ class EMA:
             for name, param in self.params.items():
                 local_data(param).copy_(backup[name])
 
-    def _full(self, name: str) -> torch.Tensor | None:
-        """One full fp32 tensor on rank 0 (None elsewhere); an all-gather under ZeRO-3 (collective)."""
+    def _full(self, name: str, every_rank: bool = False) -> torch.Tensor | None:
+        """One full fp32 tensor on rank 0 (None elsewhere unless ``every_rank``); an all-gather under
+        ZeRO-3 (collective)."""
         param, local = self.params[name], self.shadow[name]
+        keep = every_rank or _rank() == 0
         if not is_partitioned(param):
-            return local.clone() if _rank() == 0 else None
+            return local.clone() if keep else None
         parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, local)
-        return torch.cat(parts)[: full_numel(param)].view(full_shape(param)) if _rank() == 0 else None
+        return torch.cat(parts)[: full_numel(param)].view(full_shape(param)) if keep else None
 
     def specs(self) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         return [(name, full_shape(p), torch.float32) for name, p in self.params.items()]
@@ -76,8 +78,9 @@ class EMA:
             yield self._full(name)
 
     def state_dict(self) -> dict:
-        """Full fp32 EMA weights on rank 0; collective under ZeRO-3 (call on every rank)."""
-        return {"decay": self.decay, "updates": self.updates, "weights": {n: self._full(n) for n in self.params}}
+        """Full fp32 EMA weights on every rank (to grow them); collective under ZeRO-3."""
+        return {"decay": self.decay, "updates": self.updates,
+                "weights": {n: self._full(n, every_rank=True) for n in self.params}}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])

@@ -3,8 +3,8 @@
 The optimizer is torch's AdamW (so nothing JIT-compiles on CPU); at ZeRO 0 in fp32 it is
 ``SkippingAdamW`` (``growth/distributed/deepspeed_adapter.py``), which skips a step whose gradients
 are non-finite, the same thing DeepSpeed's ZeRO optimizers do for stages 1-3. The
-schedule is transformers' warmup + cosine with a floor (``train.min_lr_ratio``); DeepSpeed steps it
-only on applied steps and saves it in checkpoints.
+schedule (``schedule.py``: cosine, WSD or constant from transformers) is positioned by the run's
+applied steps; DeepSpeed steps it only on applied steps and saves it in checkpoints.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from growth.config import ConfigError, TrainConfig
 from growth.distributed import deepspeed_adapter
 from growth.distributed.deepspeed_adapter import SkippingAdamW, zero_stage
+from growth.train.schedule import build_scheduler
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -63,8 +63,10 @@ def deepspeed_config(train: TrainConfig, world_size: int, load_universal: bool =
     return ds
 
 
-def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]):
-    """deepspeed.initialize with torch AdamW and the warmup+cosine schedule; returns the engine."""
+def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any], schedule_start: int = 0,
+                 rewarmup: tuple[int, int] = (0, 0)):
+    """deepspeed.initialize with torch AdamW and the run's LR schedule at applied step
+    ``schedule_start`` (``schedule.py``); returns the engine."""
     groups, hyper = param_groups(model, train.weight_decay), dict(lr=train.lr, betas=(0.9, 0.95), eps=1e-8)
     if zero_stage(ds_config) == 0 and not ds_config["bf16"]["enabled"]:
         # Plain fp32 DeepSpeed neither skips non-finite steps nor reports the grad norm: we do both.
@@ -73,7 +75,5 @@ def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]
     else:
         # ZeRO 1-3 and the bf16 optimizer clip, skip and report themselves (and want stock AdamW).
         optimizer = torch.optim.AdamW(groups, **hyper)
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, train.warmup_steps, train.max_steps, min_lr_rate=train.min_lr_ratio
-    )
+    scheduler = build_scheduler(optimizer, train, schedule_start, rewarmup)
     return deepspeed_adapter.initialize(model, optimizer, scheduler, ds_config)

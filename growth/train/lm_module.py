@@ -74,6 +74,11 @@ class TokenLMModule:
         totals = all_reduce_sum(totals)
         return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item()}
 
+    def probe_batch(self, size: int = 4) -> torch.Tensor:
+        """Fixed validation inputs on which a growth must keep the function (identical on every rank)."""
+        windows = list(range(min(size, (len(self.val_batches.tokens) - 1) // self.seq_len)))
+        return self.val_batches.batch(windows, windows)["input_ids"]
+
     def extra_weights(self) -> Mapping[str, torch.Tensor]:
         return {}
 

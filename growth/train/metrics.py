@@ -48,9 +48,10 @@ class Metrics:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
 
-    def progress(self, step: int, loss: float, tokens_per_s: float) -> None:
+    def progress(self, step: int, loss: float, tokens_per_s: float, stage: int | None = None) -> None:
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        shown = {"stage": stage} if stage is not None else {}
+        self.bar.set_postfix(**shown, loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
 
     def close(self) -> None:
         self.bar.close()

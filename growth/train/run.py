@@ -33,6 +33,7 @@ from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEv
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
+from growth.train.growth_schedule import GrowthSchedule, model_at, rewarmup_in_effect, schedule_position, stage_models
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
 from growth.train.module import TrainModule
@@ -143,15 +144,19 @@ def task_name(config: Config) -> str:
 
 
 # -- network, state, callbacks ----------------------------------------------------------------------
-def build_network(config: Config) -> tuple[GrowthLM, ckpt.RunState, Path | None]:
-    """The LM (identical initial weights on every rank), from ``train.init_from`` when set."""
+def build_network(config: Config, resume_step: int) -> tuple[GrowthLM, ckpt.RunState, Path | None]:
+    """The LM (identical initial weights on every rank) of the growth stage the run is in, from
+    ``train.init_from`` when set. The run state carries what the source had seen; with
+    ``train.continue_schedule`` also its step count (so the LR schedule continues)."""
     torch.manual_seed(config.train.seed)
-    lm = build_model(config.model)
+    lm = build_model(model_at(config, resume_step))
     state, init_folder = ckpt.RunState(), None
     if config.train.init_from:
         init_folder, carried = load_init_weights(lm, config.train.init_from)
         state = ckpt.RunState(tokens_seen=carried.tokens_seen, flops_seen=carried.flops_seen,
                               growth_events=carried.growth_events, sampler=carried.sampler)
+        if config.train.continue_schedule:
+            state.step, state.skipped_steps = carried.step, carried.skipped_steps
     return lm, state, init_folder
 
 
@@ -170,8 +175,10 @@ def build_callbacks(config: Config, out_dir: Path, ema: EMA | None, extra: Seque
     those that report, so everything they log reaches TensorBoard."""
     t = config.train
     callbacks: list[Callback] = [EMAUpdater(ema)] if ema is not None else []
-    callbacks += [TensorBoardLogger(out_dir / "tensorboard", t.log_interval), GrowthEventLogger(),
-                  Evaluator(t.eval_interval), Checkpointer(out_dir / "checkpoints", t.save_interval, config.to_yaml())]
+    callbacks += [TensorBoardLogger(out_dir / "tensorboard", t.log_interval, show_stage=bool(t.growth)), GrowthEventLogger(),
+                  Evaluator(t.eval_interval), Checkpointer(out_dir / "checkpoints", t.save_interval, config)]
+    if t.growth:
+        callbacks.append(GrowthSchedule(config))
     return [*callbacks, *extra]
 
 
@@ -184,6 +191,7 @@ def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World
 
 
 def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> Trainer:
+    stage_models(config)  # every growth stage must be one the operators make exact: refuse before any work
     out_dir = run_dir(config)
     prepare_run_dir(config, out_dir, world)
     cache = default_cache_dir(config.data.cache_dir)
@@ -191,13 +199,16 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     task = TASKS[task_name(config)]
     data = task.load_data(config, tokenizer, cache, world)
 
-    lm, state, init_folder = build_network(config)
     checkpoint_dir = out_dir / "checkpoints"
     resume_from = ckpt.latest_checkpoint(checkpoint_dir) if config.train.resume == "auto" else None
-    universal = resume_from is not None and ckpt.needs_universal(ckpt.read_run_state(resume_from), world)
+    resumed_state = ckpt.read_run_state(resume_from) if resume_from is not None else None
+    lm, state, init_folder = build_network(config, resumed_state.step if resumed_state else 0)
+    universal = resumed_state is not None and ckpt.needs_universal(resumed_state, world)
     ds_config = deepspeed_config(config.train, world.size, load_universal=universal)
     module = task.build_module(config, data, lm, tokenizer, world)
-    engine = build_engine(module.network, config.train, ds_config)
+    # A new run starts the schedule at its (continued) step; a resume gets the position from DeepSpeed.
+    engine = build_engine(module.network, config.train, ds_config, schedule_start=schedule_position(state),
+                          rewarmup=rewarmup_in_effect(config, resumed_state or state))
     ema = EMA(engine.module, config.train.ema_decay, config.train.ema_warmup) if config.train.ema_decay > 0 else None
     torch.manual_seed(config.train.seed + 1 + world.rank)  # dropout differs per rank, replays on resume
 
@@ -208,7 +219,7 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     if resume_from is not None:
         ckpt.load_training_state(engine, resume_from, world, universal)
         restore_extra_weights(module, resume_from)
-        state = ckpt.read_run_state(resume_from)
+        state = resumed_state
         module.load_state_dict(state.sampler)
         saved_ema = ckpt.read_ema(resume_from)
         if ema is not None and saved_ema is not None:

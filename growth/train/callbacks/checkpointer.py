@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from growth.checkpoint import save_checkpoint
+from growth.config import Config
 from growth.train.callback import Callback
 from growth.train.callbacks.ema import averaged_weights
 
 
 class Checkpointer(Callback):
-    def __init__(self, root: Path, interval: int, config_yaml: str):
-        self.root, self.interval, self.config_yaml = root, interval, config_yaml
+    def __init__(self, root: Path, interval: int, config: Config):
+        self.root, self.interval, self.config = root, interval, config
 
     def pre_train(self, trainer) -> None:
         trainer.recovery_note = f"checkpoints in {self.root} are as they were"
@@ -24,7 +26,9 @@ class Checkpointer(Callback):
         state = trainer.state
         state.sampler = trainer.module.state_dict()
         state.callbacks = trainer.callback_states()
-        folder = save_checkpoint(trainer.engine, self.root, state, self.config_yaml, trainer.world, averaged_weights(trainer),
+        # Each checkpoint records the model it holds (after a growth stage, the grown one).
+        config_yaml = dataclasses.replace(self.config, model=trainer.module.network.config).to_yaml()
+        folder = save_checkpoint(trainer.engine, self.root, state, config_yaml, trainer.world, averaged_weights(trainer),
                                  trainer.module.extra_weights(),
                                  before_publish=lambda f: trainer.call("pre_publish_checkpoint", f))
         trainer.recovery_note = f"the last good checkpoint, {folder}, is intact"

@@ -10,8 +10,8 @@ from growth.train.metrics import Metrics
 
 
 class TensorBoardLogger(Callback):
-    def __init__(self, log_dir: Path, log_interval: int):
-        self.log_dir, self.log_interval = log_dir, log_interval
+    def __init__(self, log_dir: Path, log_interval: int, show_stage: bool = False):
+        self.log_dir, self.log_interval, self.show_stage = log_dir, log_interval, show_stage
         self.metrics: Metrics | None = None
 
     def pre_train(self, trainer) -> None:
@@ -29,7 +29,8 @@ class TensorBoardLogger(Callback):
             return
         seconds = self.metrics.step_seconds()
         perf = self.metrics.throughput(result.tokens, result.flops, seconds, trainer.world.size)
-        self.metrics.progress(step, result.loss, perf["perf/tokens_per_s"])
+        grown = sum("stage" in event for event in trainer.state.growth_events)
+        self.metrics.progress(step, result.loss, perf["perf/tokens_per_s"], stage=grown if self.show_stage else None)
         if step % self.log_interval == 0 or step == 1:
             grad_norm = trainer.engine.get_global_grad_norm()
             trainer.log(step, {
@@ -38,6 +39,7 @@ class TensorBoardLogger(Callback):
                 "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                 "train/tokens_seen": trainer.state.tokens_seen,
                 "train/flops_seen": trainer.state.flops_seen,
+                "model/params": trainer.engine.module.num_params(),
                 **perf,
             })
 

@@ -1,0 +1,126 @@
+"""What happens at a growth stage inside a run (``train.growth``; docs/design.md Sec. 4.12).
+
+Before the first optimizer step after ``at_step``, on every rank, at any ZeRO stage and world size:
+
+1. the small model is checkpointed (kept: a user can go back to it; a resume from it grows again);
+2. its full weights, EMA weights and Adam moments (by name) are gathered on every rank and grown by
+   ``growth.expand.grow_state`` — the same code path as ``tools/expand.py``;
+3. the grown model must compute the small one's function on a validation probe batch (fp32:
+   max |Δlogits| ≤ 1e-5 × max(1, |logits|)), else the run stops with one line, the small
+   checkpoint intact;
+4. the DeepSpeed engine is rebuilt around the grown model, the LR schedule continued at the same
+   applied step (optionally re-warmed), the grown moments and EMA set, and training goes on with the
+   next batch of the same data stream.
+
+A checkpoint at step s holds the model of the stages with ``at_step < s``, so a run killed before a
+growth resumes and grows at the same step, and one killed after it resumes with the grown model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from growth.checkpoint import consolidated_state_dict, tag_for
+from growth.checkpoint.layout import COMPLETE
+from growth.config import Config, ConfigError, GrowthStage, ModelConfig
+from growth.distributed.deepspeed_adapter import all_adam_moments, set_adam_moments
+from growth.expand import GrowthError, plan_growth
+from growth.expand.grow_state import GrownState, grow_state, materialize
+from growth.train.callback import Callback
+from growth.train.callbacks.checkpointer import Checkpointer
+from growth.train.callbacks.ema import EMAUpdater, averaged_weights
+from growth.train.ema import EMA
+from growth.train.engine import build_engine, deepspeed_config
+
+TOLERANCE = 1e-5
+
+
+def stage_models(config: Config) -> list[ModelConfig]:
+    """The model before any stage, then after each one; a stage the operators cannot make exact is
+    refused with one line naming ``train.growth[i].model``."""
+    models = [config.model]
+    for index, stage in enumerate(config.train.growth):
+        target = dataclasses.replace(models[-1], **stage.model)
+        try:
+            models.append(plan_growth(models[-1], target).new)
+        except (GrowthError, ConfigError) as err:
+            raise ConfigError(f"train.growth[{index}].model: {err}") from None
+    return models
+
+
+def schedule_position(state) -> int:
+    """The LR schedule's position: applied optimizer steps (skipped ones do not move it)."""
+    return state.step - state.skipped_steps
+
+
+def rewarmup_in_effect(config: Config, state) -> tuple[int, int]:
+    """(schedule step of the last in-run growth, its rewarmup_steps), to rebuild the schedule on resume."""
+    stages = [e for e in state.growth_events if "stage" in e and e["stage"] < len(config.train.growth)]
+    if not stages:
+        return 0, 0
+    last = stages[-1]
+    return int(last["schedule_step"]), config.train.growth[last["stage"]].rewarmup_steps
+
+
+def model_at(config: Config, step: int) -> ModelConfig:
+    """The model a run holds after ``step`` optimizer steps (the stages with ``at_step < step``)."""
+    done = sum(stage.at_step < step for stage in config.train.growth)
+    return stage_models(config)[done]
+
+
+class GrowthSchedule(Callback):
+    def __init__(self, config: Config):
+        self.config, self.models = config, stage_models(config)
+
+    def pre_step(self, trainer) -> None:
+        for index, stage in enumerate(self.config.train.growth):
+            if stage.at_step == trainer.state.step:
+                self.grow(trainer, index, stage)
+
+    def grow(self, trainer, index: int, stage: GrowthStage) -> None:
+        self._keep_small_checkpoint(trainer)
+        engine, world, state = trainer.engine, trainer.world, trainer.state
+        ema = averaged_weights(trainer)
+        small = self.models[index]
+        try:
+            grown = grow_state(small, self.models[index + 1], consolidated_state_dict(engine, world, every_rank=True),
+                               ema.state_dict() if ema is not None else None, all_adam_moments(engine),
+                               trainer.module.probe_batch(), stage.noise_std, stage.seed, stage.optimizer, TOLERANCE)
+        except GrowthError as err:
+            raise ConfigError(f"train.growth[{index}] at step {stage.at_step}: {err}; {trainer.recovery_note}") from None
+        self._rebuild(trainer, grown, stage)
+        event = {"stage": index, "source_step": state.step, "schedule_step": schedule_position(state),
+                 "tokens_seen": state.tokens_seen,
+                 "flops_seen": state.flops_seen, **{k: grown.report[k] for k in (
+                     "loss_before", "loss_after", "params_before", "params_after", "max_abs_logit_diff")}}
+        state.growth_events.append(event)
+        scalars = {f"growth/{k}": float(v) for k, v in event.items() if k not in ("tokens_seen", "flops_seen")}
+        trainer.log(state.step, scalars)
+        trainer.log(state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
+        if world.is_main:
+            print(f"grew at step {state.step} (stage {index}): {grown.report['params_before']:,} -> "
+                  f"{grown.report['params_after']:,} parameters, max |logit diff| "
+                  f"{grown.report['max_abs_logit_diff']:.2e}", flush=True)
+
+    def _keep_small_checkpoint(self, trainer) -> None:
+        checkpointer = trainer.callback(Checkpointer)
+        if checkpointer is not None and not (checkpointer.root / tag_for(trainer.state.step) / COMPLETE).is_file():
+            checkpointer.save(trainer)
+
+    def _rebuild(self, trainer, grown: GrownState, stage: GrowthStage) -> None:
+        """A new engine around the grown model, on the same schedule position, with the grown state."""
+        applied = schedule_position(trainer.state)
+        trainer.engine.destroy()
+        network = materialize(grown.plan.new, grown.weights)
+        trainer.module.network = network
+        engine = build_engine(network, self.config.train, deepspeed_config(self.config.train, trainer.world.size),
+                              schedule_start=applied,
+                              rewarmup=(applied, stage.rewarmup_steps))
+        if grown.moments is not None:
+            set_adam_moments(engine, grown.moments)
+        owner = trainer.callback(EMAUpdater)
+        if owner is not None:
+            ema = EMA(engine.module, owner.ema.decay, owner.ema.warmup)
+            ema.load_state_dict(grown.ema)
+            owner.ema = ema
+        trainer.engine = engine
