@@ -59,7 +59,13 @@ class ModelConfig:
     layer: str = _fixed("transformer")  # transformer (MHA + FFN) | gau (one gated attention unit per layer)
     # transformer layers
     n_heads: int = _growable(4)
-    head_dim: int = _fixed(32)  # heads grow in number, never in size (keeps 1/sqrt(d_h) and RoPE)
+    # key/value heads: grouped-query attention (1: multi-query); 0 means n_heads. Growth keeps the query group
+    # size n_heads / n_kv_heads, so the plan derives the grown value (growth/expand/width.py).
+    n_kv_heads: int = _growable(0)
+    qkv_bias: bool = _fixed(False)  # biases on the q/k/v projections (Qwen2); no other linear layer has one
+    # heads grow in number, or in size (growth/expand/blocks.py: q rescaled so q.k/sqrt(d_h) is kept, the new
+    # dimensions start empty and are not rotated: rope_dim keeps the old width)
+    head_dim: int = _growable(32)
     d_ff: int = _growable(384)
     ffn: str = _fixed("swiglu")  # gelu | swiglu
     # GAU layers (Hua et al. 2022, "Transformer Quality in Linear Time")
@@ -69,7 +75,13 @@ class ModelConfig:
     chunk_size: int = _fixed(0)  # 0: dense GAU; c > 0: FLASH mixed-chunk attention with chunks of c tokens
     # positions and attention scale
     position: str = _fixed("rope")  # rope | none
-    rope_base: float = _fixed(10000.0)
+    rope_base: float = _fixed(10000.0)  # theta (Hugging Face rope_theta)
+    # RoPE frequency scaling: none | llama3 (Llama 3.1/3.2: low frequencies / factor, a smooth ramp between)
+    rope_scaling: str = _fixed("none")
+    rope_scaling_factor: float = _fixed(8.0)  # llama3: factor
+    rope_low_freq_factor: float = _fixed(1.0)  # llama3: low_freq_factor
+    rope_high_freq_factor: float = _fixed(4.0)  # llama3: high_freq_factor
+    rope_original_max_len: int = _fixed(8192)  # llama3: original_max_position_embeddings
     # rotated dimensions per head (partial rotary); 0 means all of them. Growable: growing the GAU key
     # size pins it to the old key size (new dimensions are not rotated); otherwise growth keeps it.
     rope_dim: int = _growable(0)
@@ -118,11 +130,34 @@ def _check_roles(roles: tuple[str, ...]) -> None:
             raise ValueError(f"unknown model field role {role!r}; roles are {' | '.join(ROLES)}")
 
 
+DEFAULT_CORPUS = "bundled:tinyshakespeare"
+
+
+@dataclass
+class SourceConfig:
+    """One corpus of a mixture (``data.sources``), drawn in proportion to ``weight``."""
+
+    corpus: str | list[str]  # as data.corpus
+    weight: float = 1.0
+    text_field: str = ""  # empty: data.text_field
+
+
 @dataclass
 class DataConfig:
-    corpus: str = "bundled:tinyshakespeare"  # a text file, or bundled:<name> for a corpus in the package
-    tokenizer: str = ""  # a sentencepiece .model; empty: train one on the corpus on first use (cached)
+    # A file, a directory (recursive), a glob ('corpus/**/*.jsonl.gz'), bundled:<name>, or a list of these.
+    # Formats by suffix: .jsonl/.jsonl.gz/.jsonl.zst and .parquet (text in text_field); any other file is
+    # UTF-8 text, one document per file. growth/data/sources.py.
+    corpus: str | list[str] = DEFAULT_CORPUS
+    sources: list[SourceConfig] = field(default_factory=list)  # a mixture [{corpus, weight}]; replaces data.corpus
+    val_corpus: str | list[str] = ""  # validation documents; empty: hold out val_fraction of the documents
+    text_field: str = "text"  # the JSONL key / Parquet column holding the text
+    # a sentencepiece .model, or a Hugging Face tokenizer (a folder with tokenizer.json, the file itself, or an
+    # imported checkpoint's tokenizer.model: growth/data/hf_tokenizer.py); empty: train one on the corpus (cached)
+    tokenizer: str = ""
+    input_sentence_size: int = 1_000_000  # lines sampled (seeded) to train that tokenizer
     cache_dir: str = ""  # tokenizers and packed token files; empty: $GROWTH_CACHE or ~/.cache/growth
+    workers: int = 0  # processes that tokenize a corpus the cache lacks; 0: all cores
+    seed: int = 0  # the validation split and the tokenizer's sample
     seq_len: int = 128
     val_fraction: float = 0.05
     mlm_probability: float = 0.15
@@ -138,6 +173,13 @@ class GrowthStage:
     optimizer: str = "grown"  # grown (Adam moments mapped with the weights) | reset
     rewarmup_steps: int = 0  # ramp the LR from 0 to the scheduled value over this many steps after growing
     seed: int = 0  # seeds the noise and new layers (tools/expand.py --seed)
+    # The operators (growth/expand/options.py; tools/expand.py flags of the same names):
+    depth_operator: str = "auto"  # auto (zero for pre, ramp for post/deepnorm) | ramp | zero | stack (not exact)
+    ramp_steps: int = 100  # ramp: a new layer's gate m rises linearly from 0 to 1 over this many optimizer steps
+    noise: str = "absolute"  # absolute | relative (noise_std x each weight's RMS)
+    split: str = "equal"  # equal | lemon (unequal splits alpha, (1 - alpha)/(c - 1), ...: exact for any alpha)
+    split_alpha: float = 0.7  # lemon: the first copy's share
+    width_operator: str = "tiled"  # tiled [h; h; 0_r] | interleaved (Su: repeat in place, 1/sqrt(k); no RoPE)
 
 
 @dataclass
@@ -153,6 +195,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     save_interval: int = 100
+    keep_checkpoints: int = 0  # keep the newest N complete checkpoints (older ones deleted once a newer is complete); 0: all
     eval_interval: int = 50
     eval_batches: int = 8
     log_interval: int = 10
@@ -169,6 +212,7 @@ class TrainConfig:
     decay_fraction: float = 0.2  # wsd: the final share of max_steps that decays to min_lr_ratio
     growth: list[GrowthStage] = field(default_factory=list)  # growth stages applied in order inside the run
     continue_schedule: bool = False  # with init_from: continue the source's step count and LR schedule position
+    compile: bool = False  # torch.compile the model under the DeepSpeed engine (engine.compile(); growth/train/engine.py)
 
 
 @dataclass
@@ -214,6 +258,7 @@ COMPONENT_KEYS = (
     "model.ffn",
     "model.gau_attention",
     "model.position",
+    "model.rope_scaling",
     "model.attention_scale",
     "model.residual",
     "model.norm",
@@ -489,6 +534,11 @@ def _validate_model(m: ModelConfig) -> None:
     if m.chunk_size < 0:
         raise ConfigError(f"model.chunk_size must be >= 0 (0 = dense), got {m.chunk_size}")
     rotated, rotated_key = _validate_layer(m)
+    if m.rope_scaling == "llama3":
+        _positive("model", m, "rope_scaling_factor", "rope_low_freq_factor", "rope_original_max_len")
+        if m.rope_high_freq_factor <= m.rope_low_freq_factor:
+            raise ConfigError(f"model.rope_high_freq_factor ({m.rope_high_freq_factor}) must be > "
+                              f"model.rope_low_freq_factor ({m.rope_low_freq_factor})")
     if m.position == "rope":
         rope_dim = m.rope_dim or rotated
         if rope_dim % 2 or rope_dim > rotated or rope_dim < 0:
@@ -506,6 +556,9 @@ def _validate_layer(m: ModelConfig) -> tuple[int, str]:
                 "model.n_heads * model.head_dim must equal model.d_model "
                 f"({m.n_heads} * {m.head_dim} != {m.d_model})"
             )
+        if m.n_kv_heads < 0 or m.n_heads % (m.n_kv_heads or m.n_heads):
+            raise ConfigError(f"model.n_kv_heads must divide model.n_heads ({m.n_heads}), got {m.n_kv_heads} "
+                              "(0: one key/value head per query head)")
         if m.chunk_size:
             raise ConfigError("model.chunk_size (FLASH) needs model.layer=gau; set model.chunk_size=0")
         return m.head_dim, "model.head_dim"
@@ -531,11 +584,29 @@ def _validate_data(d: DataConfig, m: ModelConfig) -> None:
         raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     if not 0.0 < d.mlm_probability < 1.0:
         raise ConfigError(f"data.mlm_probability must be in (0, 1), got {d.mlm_probability}")
+    _positive("data", d, "input_sentence_size")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0 (0: all cores), got {d.workers}")
+    if not d.text_field:
+        raise ConfigError("data.text_field must name the JSONL key / Parquet column of the text, got ''")
+    for key, spec in [("data.corpus", d.corpus), ("data.val_corpus", d.val_corpus or ["-"]),
+                      *((f"data.sources[{i}].corpus", s.corpus) for i, s in enumerate(d.sources))]:
+        items = [spec] if isinstance(spec, str) else spec
+        if not items or not all(isinstance(item, str) and item.strip() for item in items):
+            raise ConfigError(f"{key} must be a file, a directory, a glob or a non-empty list of these, got {spec!r}")
+    for i, source in enumerate(d.sources):
+        if not (source.weight > 0 and math.isfinite(source.weight)):
+            raise ConfigError(f"data.sources[{i}].weight must be > 0, got {source.weight} (corpus {source.corpus})")
+    if d.sources and d.corpus != DEFAULT_CORPUS:
+        raise ConfigError("data.corpus and data.sources are both set; list every corpus in data.sources "
+                          f"(data.corpus={d.corpus})")
 
 
 def _validate_train(t: TrainConfig) -> None:
     _positive("train", t, "max_steps", "micro_batch_size", "grad_accum", "lr")
     _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval", "max_bad_steps")
+    if t.keep_checkpoints < 0:
+        raise ConfigError(f"train.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {t.keep_checkpoints}")
     if t.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
     if t.zero_stage not in (0, 1, 2, 3):
@@ -571,6 +642,20 @@ def _validate_stage(key: str, stage: GrowthStage, previous: int, max_steps: int)
         raise ConfigError(f"{key}.optimizer must be one of grown | reset, got {stage.optimizer!r}")
     if stage.rewarmup_steps < 0:
         raise ConfigError(f"{key}.rewarmup_steps must be >= 0, got {stage.rewarmup_steps}")
+    for name, allowed in STAGE_CHOICES.items():
+        if getattr(stage, name) not in allowed:
+            raise ConfigError(f"{key}.{name} must be one of {' | '.join(allowed)}, got {getattr(stage, name)!r}")
+    if stage.ramp_steps < 1:
+        raise ConfigError(f"{key}.ramp_steps must be >= 1 (the gate rises over that many steps), got {stage.ramp_steps}")
+
+
+# A growth stage's operator choices (growth/expand/options.py holds the same tuples; a test keeps them equal).
+STAGE_CHOICES = {
+    "depth_operator": ("auto", "ramp", "zero", "stack"),
+    "noise": ("absolute", "relative"),
+    "split": ("equal", "lemon"),
+    "width_operator": ("tiled", "interleaved"),
+}
 
 
 def _validate_contrastive(config: Config) -> None:

@@ -47,3 +47,109 @@ class WeightRecorder(Callback):
         from growth.checkpoint import consolidated_state_dict
 
         self.snapshots.append(consolidated_state_dict(trainer.engine, trainer.world))
+
+
+class SelfKill(Callback):
+    """``kill -9`` this process, as the OOM killer or a preempting scheduler would, at one point of
+    the run (rank ``rank`` only; the launcher then takes the other ranks down):
+
+    - ``"pre_step"`` / ``"post_step"``: at optimizer step ``step`` (1-based);
+    - ``"pre_publish"``: in save number ``nth``, when every file is written, before ``complete``;
+    - ``"mid_save"``: in the save of optimizer step ``step``, once ``fraction`` of the bytes the
+      previous checkpoint holds are on disk (a thread watches the folder grow): inside the writes of
+      DeepSpeed's files, the RNG states, the EMA or the consolidated weights."""
+
+    def __init__(self, where: str, step: int = 0, nth: int = 1, fraction: float = 0.5, rank: int = 0):
+        assert where in ("pre_step", "post_step", "pre_publish", "mid_save"), where
+        self.where, self.step, self.nth, self.fraction, self.rank = where, step, nth, fraction, rank
+        self.saves = 0
+
+    def _kill(self) -> None:
+        import os
+        import signal
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _mine(self, trainer) -> bool:
+        return trainer.world.rank == self.rank
+
+    def pre_step(self, trainer) -> None:
+        if not self._mine(trainer) or trainer.state.step + 1 != self.step:
+            return
+        if self.where == "pre_step":
+            self._kill()
+        if self.where == "mid_save":
+            self._watch(trainer)
+
+    def _watch(self, trainer) -> None:
+        import threading
+        import time
+
+        from growth.checkpoint import complete_folders, tag_for
+        from growth.checkpoint.verify import read_manifest
+        from growth.train.callbacks import Checkpointer
+
+        root = trainer.callback(Checkpointer).root
+        done = complete_folders(root)
+        files = read_manifest(done[-1]) if done else None
+        # Without an earlier checkpoint to measure, a small one: the tiny test models write ~0.8 MB.
+        threshold = self.fraction * (sum(size for size, _ in files.values()) if files else 200_000)
+        folder, armed = root / tag_for(self.step), time.time() - 0.01
+
+        def written() -> int:
+            """Bytes this save has written (a folder a killed save left is older: not counted)."""
+            total = 0
+            for path in list(folder.glob("*")) if folder.is_dir() else []:
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # a temporary renamed meanwhile
+                    continue
+                total += stat.st_size if stat.st_mtime >= armed else 0
+            return total
+
+        def watch() -> None:
+            while written() < threshold:
+                time.sleep(0.0005)
+            self._kill()
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def pre_publish_checkpoint(self, trainer, folder) -> None:
+        self.saves += 1
+        if self.where == "pre_publish" and self._mine(trainer) and self.saves == self.nth:
+            self._kill()
+
+    def post_step(self, trainer, result) -> None:
+        if self.where == "post_step" and self._mine(trainer) and trainer.state.step == self.step:
+            self._kill()
+
+
+class Stall(Callback):
+    """Sleep ``seconds`` before optimizer step ``step`` on every rank: a slow step that keeps a run
+    alive (e.g. while a test launches a second run on its directory)."""
+
+    def __init__(self, step: int, seconds: float):
+        self.step, self.seconds = step, seconds
+
+    def pre_step(self, trainer) -> None:
+        import time
+
+        if trainer.state.step + 1 == self.step:
+            time.sleep(self.seconds)
+
+
+class RaiseAt(Callback):
+    """Rank ``rank`` alone fails with a ConfigError after optimizer step ``step`` (the other ranks
+    go on into the next step's collectives): what a rank-local check failing mid-run looks like."""
+
+    def __init__(self, step: int, rank: int, message: str):
+        self.step, self.rank, self.message = step, rank, message
+
+    def post_step(self, trainer, result) -> None:
+        from growth.config import ConfigError
+
+        if trainer.state.step == self.step and trainer.world.rank == self.rank:
+            raise ConfigError(self.message)

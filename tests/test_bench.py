@@ -98,3 +98,50 @@ def test_seq_len_sweep_builds_the_kinds_it_reports(monkeypatch):
         # The FLOP rate uses the FLASH chunk actually built (its attention term depends on c).
         assert row["gflops_per_s"] == pytest.approx(
             accounting.flops_per_token(config, row["seq_len"]) * row["tokens_per_s"] / 1e9, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_comparison_runs_all_four_in_the_same_rounds(monkeypatch):
+    """growth and HF Llama, each eager and compiled (in-place copies of the same weights), interleaved;
+    ``ratio_best`` compares the better mode of each side round by round."""
+    compiled = []
+    original = throughput.compiled_copy
+    monkeypatch.setattr(throughput, "compiled_copy", lambda m: compiled.append(type(m).__name__) or original(m))
+    result = compare_with_llama(tiny_model_config(), batch_size=2, seq_len=16, rounds=3, compiled=True)
+    assert compiled == ["GrowthLM", "LlamaForCausalLM"]
+    names = ("growth", "hf_llama", "growth_compiled", "hf_llama_compiled")
+    for name in names:
+        assert len(result[name]["seconds"]) == 3
+        assert_summary_of(result[name], 32)
+    assert result["growth_compiled"]["params"] == result["growth"]["params"] == result["hf_llama_compiled"]["params"]
+    s = {name: result[name]["seconds"] for name in names}
+    assert result["round_ratios_compiled"] == pytest.approx(
+        [h / g for g, h in zip(s["growth_compiled"], s["hf_llama_compiled"])], rel=1e-12)
+    assert result["ratio_compiled"] == pytest.approx(statistics.median(result["round_ratios_compiled"]), rel=1e-12)
+    best = [min(h, hc) / min(g, gc) for g, gc, h, hc in zip(s["growth"], s["growth_compiled"], s["hf_llama"],
+                                                             s["hf_llama_compiled"])]
+    assert result["round_ratios_best"] == pytest.approx(best, rel=1e-12)
+    assert result["ratio_best"] == pytest.approx(statistics.median(best), rel=1e-12)
+
+
+def test_compiled_copy_keeps_weights_and_names():
+    model = build_model(tiny_model_config())
+    twin = throughput.compiled_copy(model)
+    assert twin is not model and twin._compiled_call_impl is not None and model._compiled_call_impl is None
+    assert list(twin.state_dict()) == list(model.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(twin.state_dict().values(), model.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_sweep_ratios_to_attention_come_from_the_rounds_in_the_same_mode():
+    base = [*BASE[:2], "model.n_layers=1", *BASE[3:]]
+    rows = seq_len_sweep(base, [16], tokens_per_batch=32, chunk_size=8, rounds=3, compiled_seq_lens=[16])
+    assert sorted((r["kind"], r["compiled"]) for r in rows) == sorted(
+        (kind, mode) for kind in ("attention", "gau", "flash") for mode in (False, True))
+    for mode in (False, True):
+        by_kind = {r["kind"]: r for r in rows if r["compiled"] == mode}
+        attention = by_kind["attention"]["seconds"]
+        for kind, row in by_kind.items():
+            assert row["ratio_to_attention"] == pytest.approx(
+                statistics.median(t / a for t, a in zip(row["seconds"], attention)), rel=1e-12)
+        assert by_kind["attention"]["ratio_to_attention"] == 1.0

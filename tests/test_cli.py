@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -56,7 +57,21 @@ def test_deepspeed_two_ranks_end_to_end(corpus, tmp_path):
     assert SCALARS <= scalars_written(tmp_path / "run")
     assert (tmp_path / "run/checkpoints/latest").read_text() == "step_00000004"
     assert (tmp_path / "run/config.yaml").is_file() and (tmp_path / "run/tokenizer.model").is_file()
-    assert "TensorBoard logs in" in result.stdout
+    assert f"TensorBoard: tensorboard --logdir {tmp_path / 'run' / 'tensorboard'}" in result.stdout  # the summary
+
+
+def test_deepspeed_two_ranks_on_a_folder_of_jsonl_shards(corpus, tmp_path):
+    """data.corpus is a folder of JSONL shards: rank 0 prepares it (progress bar), both ranks train."""
+    shards = jsonl_shards(tmp_path / "shards")
+    result = run([bin_path("deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), PRETRAIN,
+                  *overrides(corpus, tmp_path / "run", f"data.corpus={shards}", f"data.cache_dir={tmp_path / 'cache'}",
+                             "train.max_steps=2")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "docs" in result.stderr and "tokens" in result.stderr  # the preparation's progress bar
+    assert '"world_size": 2' in (tmp_path / "run/checkpoints/step_00000002/run_state.json").read_text()
+    (entry,) = [p for p in (tmp_path / "cache").glob("tokens-*") if (p / "meta.json").is_file()]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["split"] == "documents" and len(meta["files"]) == 4
 
 
 def test_two_nodes_with_no_ssh(corpus, tmp_path):
@@ -127,12 +142,29 @@ def bad_cases(corpus: Path, tmp: Path, finished: Path) -> dict[str, tuple[list[s
                                     f"train.out_dir={tmp}/grown"],
                                    "grow it with tools/expand.py first"),
         "unwritable out_dir": ([f"train.out_dir={tmp}/a_file/run"], "is not writable"),
+        "bad JSONL line": ([f"data.corpus={jsonl_shards(tmp / 'shards', broken_line=2)}"],
+                           f"{tmp}/shards/00.jsonl:2: not valid JSON"),
+        "empty glob": ([f"data.corpus={tmp}/nothing/**/*.jsonl.gz"], "the glob matches no files"),
+        "weight not positive": ([f"data.sources=[{{corpus: {corpus}, weight: -1}}]"],
+                                f"data.sources[0].weight must be > 0, got -1.0 (corpus {corpus})"),
     }
+
+
+def jsonl_shards(folder: Path, shards: int = 4, broken_line: int = 0) -> Path:
+    """A folder of JSONL shards of tiny-Shakespeare paragraphs (one document each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paragraphs = [p for p in (ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000].split("\n\n") if p]
+    for shard in range(shards):
+        lines = [json.dumps({"text": p, "shard": shard}) for p in paragraphs[shard::shards]]
+        if broken_line and shard == 0:
+            lines[broken_line - 1] = lines[broken_line - 1][:-3]
+        (folder / f"{shard:02d}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
 
 
 @pytest.mark.parametrize("case", ["missing corpus", "empty corpus", "binary corpus", "short corpus",
                                   "missing tokenizer", "unknown zero stage", "incompatible init_from",
-                                  "unwritable out_dir"])
+                                  "unwritable out_dir", "bad JSONL line", "empty glob", "weight not positive"])
 def test_bad_input_one_line_error(corpus, tmp_path, finished_run, case):
     before = tree_digest(finished_run)
     extra, message = bad_cases(corpus[0], tmp_path, finished_run)[case]

@@ -89,3 +89,28 @@ def test_kill_and_resume_before_and_after_a_growth(suite):
     _, _, result = suite
     for keep in (2, 4):
         assert result[f"resumed_from_{keep}"] == pytest.approx(result["grown"][keep:], rel=0, abs=1e-6), keep
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_compare_runs_plots_real_runs_with_growth_marked(suite, tmp_path):
+    """tools/compare_runs.py on the grown and the plain run: both curves, the two growth events at
+    steps 3 and 5 (and at the FLOPs seen by then), a PNG."""
+    import subprocess
+    import sys
+
+    from growth.eval.run_curves import read_run
+
+    _, root, _ = suite
+    grown, small = read_run(root / "grown", "steps"), read_run(root / "small", "steps")
+    assert grown.growth == [3.0, 5.0] and small.growth == []
+    assert [x for x, _ in grown.val] == [2.0, 4.0, 6.0, 8.0] and len(grown.val_ema) == 4
+    by_flops = read_run(root / "grown", "flops")
+    assert by_flops.growth[0] < by_flops.val[1][0] < by_flops.growth[1]  # step 4's FLOPs lie between
+    out = tmp_path / "runs.png"
+    result = subprocess.run([sys.executable, str(ROOT / "tools/compare_runs.py"), str(root / "grown"),
+                             str(root / "small"), "--x", "flops", "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 10_000 and "grown: 4 evaluations" in result.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "tools/compare_runs.py"), str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "not a run directory" in bad.stderr

@@ -17,7 +17,8 @@ ALLOWED = {
     "distributed": set(),
     "data": {"config", "registry"},
     "objectives": {"config", "registry", "data"},
-    "checkpoint": {"config", "distributed", "registry"},
+    # checkpoint/hf/ converts Hugging Face folders with the model's name maps (growth/model/hf_llama.py, hf_model.py)
+    "checkpoint": {"config", "distributed", "registry", "model"},
     "expand": {"config", "registry", "model", "distributed", "data", "objectives", "checkpoint"},
     "eval": {"config", "registry", "model", "distributed", "data", "objectives", "checkpoint"},
     # train/ grows inside a run with expand/'s operators (one code path); it never imports eval/.

@@ -106,14 +106,13 @@ def test_resume_on_one_rank_from_two_rank_zero2(zero_runs, tmp_path):
 def reference_first_step(config, cache: Path) -> tuple[float, float]:
     """Loss and gradient norm of step 1 in plain PyTorch: mean token loss over the global batch."""
     from growth.data.batches import BatchMaker
-    from growth.data.corpus import corpus_path, file_digest
-    from growth.data.packed import load_tokens, prepare_tokens
+    from growth.data.pipeline import load_token_corpus, prepare_tokens, tokenizer_cache_path
     from growth.data.sampler import WindowSampler
     from growth.data.tokenizer import Tokenizer
     from growth.objectives.token_loss import token_loss_sum, target_count
 
-    tokenizer = Tokenizer.load(cache / f"tokenizer-{file_digest(corpus_path(config.data.corpus))}-{config.model.vocab_size}.model")
-    tokens = load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
+    tokenizer = Tokenizer.load(tokenizer_cache_path(config.data, config.model.vocab_size, cache))
+    tokens = load_token_corpus(prepare_tokens(config.data, tokenizer, cache), config.data.seq_len)
     sampler = WindowSampler(len(tokens.train), config.data.seq_len, config.train.seed)
     maker = BatchMaker(tokens.train, config.data.seq_len, config.model.objective, tokenizer.vocab_size,
                        tokenizer.mask_id, (0, 1, 2, 3), config.data.mlm_probability, config.train.seed)

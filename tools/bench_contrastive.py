@@ -22,11 +22,11 @@ from growth.bench.contrastive import fine_tuning, memory_and_time, plot
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="pretrained default run; omitted: pretrain one")
-    parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--finetune-steps", type=int, default=120)
-    parser.add_argument("--timed-steps", type=int, default=4)
-    parser.add_argument("--skip-finetune", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("bench_out"))
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="steps of the pretrained default model when --checkpoint is not given (default: %(default)s)")
+    parser.add_argument("--finetune-steps", type=int, default=120, help="CoSENT and InfoNCE fine-tuning steps each (default: %(default)s)")
+    parser.add_argument("--timed-steps", type=int, default=4, help="optimizer steps timed for the memory/time comparison (default: %(default)s)")
+    parser.add_argument("--skip-finetune", action="store_true", help="only the memory/time comparison, no STS-B fine-tuning")
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the JSON and PNG (default: %(default)s)")
     args = parser.parse_args()
     work = args.out / "contrastive"
     work.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Training-step throughput: growth vs HF Llama of the same shape, and attention vs GAU vs FLASH
-across sequence lengths. Writes <out>/bench_model.json (and bench_model.png with matplotlib).
+"""Training-step throughput: growth vs HF Llama of the same shape, each eager and compiled
+(torch.compile, as train.compile=true), and attention vs GAU vs FLASH across sequence lengths (eager,
+and compiled at some lengths). Writes <out>/bench_model.json (and bench_model.png with matplotlib).
 
-    python tools/bench_model.py --quick          # smoke run, < 1 min on 2 cores
-    python tools/bench_model.py --threads 2      # full run, a few minutes
+    python tools/bench_model.py --quick          # smoke run, a few minutes on 2 cores (compiling included)
+    python tools/bench_model.py --threads 2      # full run, ~15 minutes
+    python tools/bench_model.py --no-compile     # eager only
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ MODES = {  # Pre-LN, RMSNorm, SwiGLU, RoPE (the config defaults), fp32
         model=["model.d_model=128", "model.n_layers=2", "model.n_heads=2", "model.head_dim=64", "model.d_ff=344",
                "model.vocab_size=4096", "model.gau_key_size=64"],
         batch_size=8, seq_len=128, rounds=6, seq_lens=[256, 512, 1024, 2048], tokens_per_batch=2048, sweep_rounds=2,
+        compiled_seq_lens=[256],
     ),
     "full": dict(
         model=["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "model.head_dim=64", "model.d_ff=688",
                "model.vocab_size=8192", "model.gau_key_size=128"],
         batch_size=8, seq_len=256, rounds=10, seq_lens=[256, 512, 1024, 2048, 4096], tokens_per_batch=4096,
-        sweep_rounds=3,
+        sweep_rounds=4, compiled_seq_lens=[256, 4096],
     ),
 }
 
@@ -53,8 +56,12 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+MODELS = ("growth", "hf_llama", "growth_compiled", "hf_llama_compiled")
+
+
 def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
-    """Left: tokens/s of growth and HF Llama; right: us/token vs sequence length per layer kind."""
+    """Left: tokens/s of growth and HF Llama (eager, compiled); right: us/token vs sequence length per
+    layer kind (lines eager, hollow markers compiled)."""
     try:
         import matplotlib
     except ImportError:
@@ -63,13 +70,22 @@ def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    names = ["growth", "hf_llama"]
-    left.bar(names, [compare[n]["tokens_per_s"] for n in names], color=["tab:blue", "tab:gray"])
-    left.set(ylabel="tokens/s (train step)", title=f"growth / HF Llama = {compare['ratio']:.2f}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    names = [n for n in MODELS if n in compare]
+    colors = {"growth": "tab:blue", "hf_llama": "tab:gray", "growth_compiled": "navy", "hf_llama_compiled": "dimgray"}
+    left.bar([n.replace("_compiled", "\ncompiled") for n in names], [compare[n]["tokens_per_s"] for n in names],
+             color=[colors[n] for n in names])
+    title = f"growth / HF Llama = {compare['ratio']:.2f}"
+    if "ratio_best" in compare:
+        title = f"eager {compare['ratio']:.2f}, compiled {compare['ratio_compiled']:.2f}, best/best {compare['ratio_best']:.2f}"
+    left.set(ylabel="tokens/s (train step)", title=title)
     for kind in dict.fromkeys(r["kind"] for r in sweep):
-        rows = [r for r in sweep if r["kind"] == kind]
-        right.plot([r["seq_len"] for r in rows], [r["us_per_token"] for r in rows], marker="o", label=kind)
+        rows = [r for r in sweep if r["kind"] == kind and not r.get("compiled")]
+        line, = right.plot([r["seq_len"] for r in rows], [r["us_per_token"] for r in rows], marker="o", label=kind)
+        compiled = [r for r in sweep if r["kind"] == kind and r.get("compiled")]
+        if compiled:
+            right.plot([r["seq_len"] for r in compiled], [r["us_per_token"] for r in compiled], linestyle="none",
+                       marker="D", markerfacecolor="none", color=line.get_color(), label=f"{kind} compiled")
     right.set_xscale("log", base=2)
     right.set_xticks(sorted({r["seq_len"] for r in sweep}), [str(n) for n in sorted({r["seq_len"] for r in sweep})])
     right.set(xlabel="sequence length", ylabel="us / token (train step)", title="same tokens per step")
@@ -87,6 +103,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out", help="output folder (default: bench_out/)")
     parser.add_argument("--threads", type=int, help="torch threads (default: $OMP_NUM_THREADS, else all cores)")
     parser.add_argument("--chunk-size", type=int, default=128, help="FLASH chunk size (default: 128)")
+    parser.add_argument("--no-compile", action="store_true", help="eager only (no torch.compile rows)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     m = MODES[mode]
@@ -97,28 +114,36 @@ def main() -> None:
     print(f"bench_model ({mode}): torch {torch.__version__}, {torch.get_num_threads()} threads ({source}), "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, fp32, CPU; "
           f"load average {load:.1f} on {os.cpu_count()} cores{busy}")
-    config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}"]).model
+    config = load_config(overrides=[*m["model"], f"model.max_seq_len={m['seq_len']}", f"data.seq_len={m['seq_len']}"]).model
 
-    compare = compare_with_llama(config, m["batch_size"], m["seq_len"], m["rounds"])
+    compiled = not args.no_compile
+    compare = compare_with_llama(config, m["batch_size"], m["seq_len"], m["rounds"], compiled=compiled)
     print(f"\ntrain step, batch {m['batch_size']} x seq {m['seq_len']}, {m['rounds']} interleaved rounds (median):")
-    print(f"{'model':<10}{'params':>11}{'ms/step':>10}{'tokens/s':>10}")
-    for name in ("growth", "hf_llama"):
+    print(f"{'model':<19}{'params':>11}{'ms/step':>10}{'tokens/s':>10}")
+    for name in (n for n in MODELS if n in compare):
         r = compare[name]
-        print(f"{name:<10}{r['params']:>11,}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>10.0f}")
+        print(f"{name:<19}{r['params']:>11,}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>10.0f}")
     spread = sorted(compare["round_ratios"])
     print(f"growth / HF Llama tokens/s ratio: {compare['ratio']:.2f}  (median of per-round ratios; "
           f"range {spread[0]:.2f} .. {spread[-1]:.2f}, ratio of medians {compare['ratio_of_medians']:.2f})")
+    if compiled:
+        print(f"compiled growth / compiled HF Llama: {compare['ratio_compiled']:.2f}; the better growth mode / "
+              f"the better reference, per round: {compare['ratio_best']:.2f}")
 
-    sweep = seq_len_sweep(m["model"], m["seq_lens"], m["tokens_per_batch"], args.chunk_size, m["sweep_rounds"])
+    compiled_lens = m["compiled_seq_lens"] if compiled else []
+    sweep = seq_len_sweep(m["model"], m["seq_lens"], m["tokens_per_batch"], args.chunk_size, m["sweep_rounds"],
+                          compiled_seq_lens=compiled_lens)
     kinds = ("attention", "gau", "flash")
     print(f"\nsequence-length sweep, {m['tokens_per_batch']} tokens/step, GAU/FLASH with 2x layers, "
-          f"FLASH chunk {args.chunk_size} (median us per token):")
-    print(f"{'seq_len':>8}{'batch':>6}" + "".join(f"{k:>12}" for k in kinds))
+          f"FLASH chunk {args.chunk_size} (median us per token; x attention's, per-round median):")
+    print(f"{'seq_len':>8}{'mode':>10}{'batch':>6}" + "".join(f"{k:>18}" for k in kinds))
     for seq_len in m["seq_lens"]:
-        rows = {r["kind"]: r for r in sweep if r["seq_len"] == seq_len}
-        figures = "".join(f"{rows[k]['us_per_token']:>12.1f}" for k in kinds)
-        print(f"{seq_len:>8}{rows['attention']['batch_size']:>6}{figures}")
-    first = [r for r in sweep if r["seq_len"] == m["seq_lens"][0]]
+        for mode in (False, True):
+            rows = {r["kind"]: r for r in sweep if r["seq_len"] == seq_len and r["compiled"] == mode}
+            if rows:
+                figures = "".join(f"{rows[k]['us_per_token']:>10.1f} ({rows[k]['ratio_to_attention']:.2f})" for k in kinds)
+                print(f"{seq_len:>8}{'compiled' if mode else 'eager':>10}{rows['attention']['batch_size']:>6}{figures}")
+    first = [r for r in sweep if r["seq_len"] == m["seq_lens"][0] and not r["compiled"]]
     print("params: " + ", ".join(f"{r['kind']} {r['params']:,} ({r['n_layers']} layers)" for r in first))
 
     out = Path(args.out)
@@ -128,7 +153,7 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_average": [load, os.getloadavg()[0]],
         "model_config": dataclasses.asdict(config), "mode_settings": m, "chunk_size": args.chunk_size,
-        "sweep_overrides": layer_kinds(config, args.chunk_size), "compare": compare, "sweep": sweep,
+        "sweep_overrides": layer_kinds(config, args.chunk_size), "compiled": compiled, "compare": compare, "sweep": sweep,
     })
     if plot(out / "bench_model.png", compare, sweep):
         print(f"\nwrote {out / 'bench_model.json'} and {out / 'bench_model.png'}")

@@ -18,9 +18,9 @@ from growth.bench.train_throughput import measure
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--world-sizes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per world size (default: %(default)s)")
+    parser.add_argument("--world-sizes", type=int, nargs="+", default=[1, 2], help="ranks to compare (default: %(default)s)")
+    parser.add_argument("--out", default="bench_out", help="folder for the JSON (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.zero_stage=2")
     args = parser.parse_args()
     overrides = [f"train.max_steps={args.steps}", "train.log_interval=1", f"train.eval_interval={args.steps}",

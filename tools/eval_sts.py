@@ -3,7 +3,8 @@
 CKPT is a run directory, its checkpoints/ folder or one checkpoint; FILE is in the STS-B layout
 (genre, file, year, id, score, sentence1, sentence2, ...) or bundled:sts-dev. Prints one line per
 weight set, `spearman: 0.xxx (raw weights)` and, when the checkpoint holds EMA weights,
-`spearman: 0.xxx (ema weights)`. Bad input: one `error: ...` line, exit code 2.
+`spearman: 0.xxx (ema weights)`. Bad input (including a file with fewer than two pairs or one score
+for all, where Spearman is undefined): one `error: ...` line, exit code 2.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         results = evaluate_checkpoint(args.checkpoint, args.data, args.tokenizer, args.batch_size)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError) as err:  # incl. a one-row or constant-score file (Spearman undefined)
         print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or args.checkpoint}: {err.strerror or err}", file=sys.stderr, flush=True)
         return 2
     for weights, rho in results.items():
         print(f"spearman: {rho:.6f} ({weights} weights)")

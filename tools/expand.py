@@ -1,4 +1,4 @@
-"""Grow a checkpoint: `python tools/expand.py --from CKPT --to NEW_CONFIG --out DIR [--noise-std X] [--seed S]`.
+"""Grow a checkpoint: `python tools/expand.py --from CKPT --to NEW_CONFIG --out DIR [--noise-std X] [--seed S] [operators]`.
 
 CKPT is a run dir or a checkpoint folder (any ZeRO stage, any world size); NEW_CONFIG a YAML whose
 `model` section is the larger model. Writes DIR (continue with
@@ -7,6 +7,7 @@ CKPT is a run dir or a checkpoint folder (any ZeRO stage, any world size); NEW_C
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from growth.config import ConfigError
 from growth.data.errors import DataError
 from growth.expand import GrowthError
 from growth.expand.grow_checkpoint import expand_checkpoint
+from growth.expand.options import DEPTH_OPERATORS, NOISE_KINDS, SPLITS, WIDTH_OPERATORS
 
 
 def main() -> int:
@@ -26,15 +28,39 @@ def main() -> int:
     parser.add_argument("--optimizer", choices=["grown", "reset"], default="grown",
                         help="grow Adam moments with the weights, or reset them (the new run re-warms up)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max(1, |logits|)")
+    # The operators (growth/expand/options.py; a train.growth stage has the same keys and defaults).
+    parser.add_argument("--depth-operator", choices=DEPTH_OPERATORS, default="auto",
+                        help="auto: zero for Pre-LN, ramp for Post-LN/DeepNorm; ramp: new layers gated in over "
+                             "--ramp-steps steps of the continued run; stack: G_stack (not function-preserving)")
+    parser.add_argument("--ramp-steps", type=int, default=100, help="ramp: optimizer steps for m to go from 0 to 1")
+    parser.add_argument("--noise", choices=NOISE_KINDS, default="absolute",
+                        help="relative: --noise-std times each weight's RMS")
+    parser.add_argument("--split", choices=SPLITS, default="equal",
+                        help="lemon: copies read with shares alpha, (1-alpha)/(c-1), ... (exact for any alpha)")
+    parser.add_argument("--split-alpha", type=float, default=0.7, help="lemon: the first copy's share")
+    parser.add_argument("--width-operator", choices=WIDTH_OPERATORS, default="tiled",
+                        help="tiled [h; h; 0_r], or interleaved (Su: each channel repeated in place, 1/sqrt(k))")
     args = parser.parse_args()
+    operators = {name: getattr(args, name) for name in ("depth_operator", "ramp_steps", "noise", "split",
+                                                         "split_alpha", "width_operator")}
     try:
+        if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+            raise GrowthError(f"--tolerance {args.tolerance} must be a finite number > 0")
+        # --noise-std: grow_state refuses a negative or non-finite value (it would silently mean no noise).
         report = expand_checkpoint(Path(args.source), Path(args.target), Path(args.out), args.noise_std, args.seed,
-                                   args.optimizer, args.tolerance)
+                                   args.optimizer, args.tolerance, **operators)
     except (ConfigError, DataError, GrowthError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk under --out: the half-written folder is already removed
+        print(f"error: {err.filename or args.out}: {err.strerror or err}; nothing was written to --out {args.out}",
+              file=sys.stderr)
+        return 2
     print(json.dumps({k: report[k] for k in ("max_abs_logit_diff", "relative_logit_diff", "params_before",
-                                             "params_after", "loss_before", "loss_after")}, indent=2))
+                                             "params_after", "loss_before", "loss_after", "optimizer")}, indent=2))
+    if not report["function_preserving"]:
+        print(f"not function-preserving ({report['depth_operator']}): loss {report['loss_before']:.4f} -> "
+              f"{report['loss_after']:.4f} on the probe batch")
     print(f"grown checkpoint: {args.out}; continue with: deepspeed launch/pretrain.py --config {args.out}/config.yaml")
     return 0
 

@@ -182,12 +182,12 @@ def plot(record: dict, path: Path) -> None:
 
 def _variant_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("variant", choices=("full", "cached"))
-    parser.add_argument("--sentences", type=int, default=512)
-    parser.add_argument("--micro-sentences", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grads-out", required=True)
+    parser.add_argument("variant", choices=("full", "cached"), help="one batch of all sentences, or cached micro-batches")
+    parser.add_argument("--sentences", type=int, default=512, help="sentences per optimizer step (default: %(default)s)")
+    parser.add_argument("--micro-sentences", type=int, default=32, help="sentences per cached micro-batch (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps timed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model and data (default: %(default)s)")
+    parser.add_argument("--grads-out", required=True, help="file for the first step's gradients (compared across variants)")
     args = parser.parse_args(argv)
     print(json.dumps(run_variant(args.variant, args.sentences, args.micro_sentences, args.steps, args.seed, args.grads_out)))
     return 0

@@ -1,13 +1,16 @@
-"""Training-step throughput on random tokens: one model, growth vs its HF Llama twin, and layer kinds
-(attention, GAU, FLASH) across sequence lengths.
+"""Training-step throughput on random tokens: one model, growth vs its HF Llama twin (each eager and
+compiled), and layer kinds (attention, GAU, FLASH) across sequence lengths.
 
 A step is forward + causal-LM cross-entropy + backward + AdamW (foreach). Figures are medians over
 steps, and models that are compared run in alternating rounds (A B, B A, A B, ...) so that noise and
-drift on a shared machine hit each of them alike.
+drift on a shared machine hit each of them alike; ratios are medians of per-round ratios. A compiled
+model is ``model.compile()`` (torch.compile in place, what ``train.compile`` does under the engine),
+a deep copy of the eager one, so both start from the same weights.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Any, Callable
@@ -27,19 +30,26 @@ def _logits(output: Any) -> torch.Tensor:
 
 
 def make_step(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> Callable[[], float]:
-    """A closure that runs one training step on fixed random token ids and returns its seconds."""
+    """A closure that runs one training step on fixed random token ids and returns its seconds. The
+    ids live on the model's device; on CUDA the step is timed to its end (synchronised), with torch's
+    fused AdamW (on CPU foreach, as before)."""
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len + 1), generator=generator)
+    ids = torch.randint(model.config.vocab_size, (batch_size, seq_len + 1), generator=generator).to(device)
     inputs, targets = ids[:, :-1], ids[:, 1:].reshape(-1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
     model.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step() -> float:
+        sync()
         start = time.perf_counter()
         logits = _logits(model(inputs))
-        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets).backward()
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         return time.perf_counter() - start
 
     return step
@@ -91,19 +101,42 @@ def llama_twin(config: ModelConfig) -> nn.Module:
     return LlamaForCausalLM(hf_config)
 
 
+def compiled_copy(model: nn.Module) -> nn.Module:
+    """A deep copy (same weights) compiled in place: parameter names unchanged, as under ``train.compile``."""
+    twin = copy.deepcopy(model)
+    twin.compile()
+    return twin
+
+
+def round_ratio(times: dict[str, list[float]], faster: list[str], slower: list[str]) -> list[float]:
+    """Per round: the best (least) time among ``slower`` over the best among ``faster`` (> 1: ``faster``
+    wins). Each round's steps ran back to back, so a ratio sees one machine state."""
+    return [min(times[n][r] for n in slower) / min(times[n][r] for n in faster) for r in range(len(times[faster[0]]))]
+
+
 def compare_with_llama(
-    config: ModelConfig, batch_size: int, seq_len: int, rounds: int, warmup: int = 1
+    config: ModelConfig, batch_size: int, seq_len: int, rounds: int, warmup: int = 1, compiled: bool = False
 ) -> dict[str, Any]:
-    """growth vs HF Llama of the same shape, interleaved; ``ratio``: growth / HF tokens/s, median over rounds."""
+    """growth vs HF Llama of the same shape, interleaved; ``ratio``: growth / HF tokens/s, median over
+    rounds. With ``compiled``, compiled copies of both run in the same rounds, and
+    ``ratio_compiled`` (compiled growth / compiled HF) and ``ratio_best`` (the better growth mode / the
+    better of the two references, per round) are added."""
     torch.manual_seed(0)
     models = {"growth": build_model(config), "hf_llama": llama_twin(config)}
-    result: dict[str, Any] = interleaved(models, batch_size, seq_len, rounds, warmup)
+    if compiled:
+        models.update(growth_compiled=compiled_copy(models["growth"]), hf_llama_compiled=compiled_copy(models["hf_llama"]))
+    result: dict[str, Any] = interleaved(models, batch_size, seq_len, rounds, warmup + (1 if compiled else 0))
     for name, model in models.items():
         result[name]["params"] = accounting.num_params(model)
-    # Each round's two steps ran back to back, so their ratio sees the same machine state.
-    result["round_ratios"] = [h / g for g, h in zip(result["growth"]["seconds"], result["hf_llama"]["seconds"])]
+    times = {name: result[name]["seconds"] for name in models}
+    result["round_ratios"] = round_ratio(times, ["growth"], ["hf_llama"])
     result["ratio"] = statistics.median(result["round_ratios"])
     result["ratio_of_medians"] = result["growth"]["tokens_per_s"] / result["hf_llama"]["tokens_per_s"]
+    if compiled:
+        result["round_ratios_compiled"] = round_ratio(times, ["growth_compiled"], ["hf_llama_compiled"])
+        result["ratio_compiled"] = statistics.median(result["round_ratios_compiled"])
+        result["round_ratios_best"] = round_ratio(times, ["growth", "growth_compiled"], ["hf_llama", "hf_llama_compiled"])
+        result["ratio_best"] = statistics.median(result["round_ratios_best"])
     return result
 
 
@@ -120,8 +153,13 @@ def seq_len_sweep(
     chunk_size: int = 128,
     rounds: int = 2,
     warmup: int = 1,
+    compiled_seq_lens: tuple[int, ...] | list[int] = (),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Any]]:
-    """Attention vs GAU vs FLASH at each sequence length, same d_model and tokens per step (interleaved)."""
+    """Attention vs GAU vs FLASH at each sequence length, same d_model and tokens per step (interleaved).
+    At ``compiled_seq_lens`` compiled copies run in the same rounds (rows with ``compiled`` true).
+    ``ratio_to_attention``: per-round median of a kind's step time over attention's in the same mode."""
     kinds = layer_kinds(load_config(overrides=overrides).model, chunk_size)
     rows = []
     for seq_len in seq_lens:
@@ -129,13 +167,20 @@ def seq_len_sweep(
         lengths = [f"model.max_seq_len={seq_len}", f"data.seq_len={seq_len}"]
         configs = {kind: load_config(overrides=[*overrides, *extra, *lengths]).model for kind, extra in kinds.items()}
         torch.manual_seed(0)
-        models = {kind: build_model(config) for kind, config in configs.items()}
-        for kind, timing in interleaved(models, batch_size, seq_len, rounds, warmup).items():
+        models = {kind: build_model(config).to(device=device, dtype=dtype) for kind, config in configs.items()}
+        modes = [(kind, kind, False) for kind in models]
+        if seq_len in compiled_seq_lens:
+            models.update({f"{kind}_compiled": compiled_copy(models[kind]) for kind in configs})
+            modes += [(f"{kind}_compiled", kind, True) for kind in configs]
+        timings = interleaved(models, batch_size, seq_len, rounds, warmup + (1 if seq_len in compiled_seq_lens else 0))
+        for name, kind, compiled in modes:
+            timing, base = timings[name], timings["attention_compiled" if compiled else "attention"]
             flops = accounting.flops_per_token(configs[kind], seq_len)
             rows.append({
-                "kind": kind, "seq_len": seq_len, "batch_size": batch_size, "n_layers": configs[kind].n_layers,
-                "params": accounting.num_params(models[kind]),
+                "kind": kind, "compiled": compiled, "seq_len": seq_len, "batch_size": batch_size,
+                "n_layers": configs[kind].n_layers, "params": accounting.num_params(models[name]),
                 "gflops_per_s": flops * timing["tokens_per_s"] / 1e9,
+                "ratio_to_attention": statistics.median(t / a for t, a in zip(timing["seconds"], base["seconds"])),
                 **timing,
             })
     return rows

@@ -1,1 +1,3 @@
-"""Data: sentencepiece tokenizer, packed token files, a resumable rank-aware sampler, MLM masking."""
+"""Data: corpora of many files and formats (``sources``), parallel streaming tokenization into a cache
+of packed token files (``prepare``, ``worker``), mixtures (``mixture``), the config-level pipeline
+(``pipeline``), memory-mapped loading (``packed``), a resumable rank-aware sampler, MLM masking."""

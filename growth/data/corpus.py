@@ -1,4 +1,7 @@
-"""Locate and read a text corpus: a file path, or ``bundled:<name>`` for one shipped in the package."""
+"""Corpora shipped in the package (``bundled:<name>``), and a file digest read in chunks.
+
+Any other corpus is a file, a directory, a glob or a list of these (``growth/data/sources.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ BUNDLED_DIR = Path(__file__).parent / "corpus"
 
 
 def corpus_path(spec: str, key: str = "data.corpus") -> Path:
+    """The file of ``bundled:<name>``, or ``spec`` itself when it is an existing file."""
     if spec.startswith("bundled:"):
         name = spec.split(":", 1)[1]
         path = BUNDLED_DIR / f"{name}.txt"
@@ -24,20 +28,10 @@ def corpus_path(spec: str, key: str = "data.corpus") -> Path:
     return path
 
 
-def read_corpus(spec: str, key: str = "data.corpus") -> str:
-    """The corpus text; empty, binary or non-UTF-8 files are refused with a clear message."""
-    path = corpus_path(spec, key)
-    raw = path.read_bytes()
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{key}={spec}: looks binary (NUL bytes); use a UTF-8 text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{key}={spec}: not UTF-8 text (byte {err.start}); re-encode it as UTF-8") from None
-    if not text.strip():
-        raise DataError(f"{key}={spec}: the file is empty; use a corpus with text in it")
-    return text
-
-
 def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """sha256 of a file's bytes (16 hex digits), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -29,6 +28,8 @@ class WindowSampler:
 
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._epoch_cache:
+            import torch  # here, not at the top: preparing data (growth/data/prepare.py) needs no torch
+
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch_cache = {epoch: torch.randperm(self.n_windows, generator=generator).numpy()}
         return self._epoch_cache[epoch]

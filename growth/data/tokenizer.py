@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer: training from text files, special ids, loading.
+"""SentencePiece tokenizer: training on a bounded, seeded sample of a corpus, special ids, loading.
 
 Special ids are fixed so every run and checkpoint agrees: pad 0, unk 1, bos 2, eos 3, mask 4
 (``<mask>`` is a control symbol, used by MLM). Byte fallback keeps any UTF-8 text encodable.
@@ -7,7 +7,10 @@ Special ids are fixed so every run and checkpoint agrees: pad 0, unk 1, bos 2, e
 from __future__ import annotations
 
 import io
+import math
 import os
+import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -15,24 +18,114 @@ from typing import Iterable
 import sentencepiece as spm
 
 from growth.data.errors import DataError
+from growth.data.sources import iter_documents
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MASK_PIECE = "<mask>"
 
 
-def train_tokenizer(inputs: Iterable[str | Path], out_path: str | Path, vocab_size: int, model_type: str = "bpe") -> Path:
-    """Train a sentencepiece model on text files and write it atomically to ``out_path``."""
-    files = [str(p) for p in inputs]
+MAX_SENTENCE_CHARS = 4096  # longer lines are cut into pieces of this many characters
+
+
+class Reservoir:
+    """A uniform sample of at most ``size`` items from a stream (Li's Algorithm L: the random draws
+    are per item *taken*, not per item seen), seeded."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.items, self.seen = size, [], 0
+        self.rng = random.Random(seed)
+        self._w = math.exp(math.log(self._uniform()) / size)
+        self._next = size + self._skip()
+
+    def _uniform(self) -> float:
+        return 1.0 - self.rng.random()  # in (0, 1]
+
+    def _skip(self) -> int:
+        return int(math.floor(math.log(self._uniform()) / math.log(max(1.0 - self._w, 1e-300))))
+
+    def extend(self, batch: list[str]) -> None:
+        taken = 0
+        if len(self.items) < self.size:
+            taken = min(self.size - len(self.items), len(batch))
+            self.items.extend(batch[:taken])
+        while self._next - self.seen < len(batch):
+            index = self._next - self.seen
+            if index >= taken:
+                self.items[self.rng.randrange(self.size)] = batch[index]
+            self._w *= math.exp(math.log(self._uniform()) / self.size)
+            self._next += self._skip() + 1
+        self.seen += len(batch)
+
+    def shuffled(self) -> list[str]:
+        items = list(self.items)
+        self.rng.shuffle(items)
+        return items
+
+
+def sentences(text: str) -> list[str]:
+    """The non-empty lines of a text, long ones cut into pieces sentencepiece accepts."""
+    out = []
+    for line in text.split("\n"):
+        line = line.strip()
+        if len(line) > MAX_SENTENCE_CHARS:
+            out += [line[i : i + MAX_SENTENCE_CHARS] for i in range(0, len(line), MAX_SENTENCE_CHARS)]
+        elif line:
+            out.append(line)
+    return out
+
+
+def sample_sentences(files: Iterable[tuple[str | Path, str]], size: int, seed: int, progress: bool = False) -> list[str]:
+    """A seeded, shuffled sample of at most ``size`` lines of the documents of ``(file, text_field)``
+    pairs, read in one streaming pass (memory: the sample and one chunk); ``progress``: a tqdm bar."""
+    files = [(Path(path), field) for path, field in files]
+    reservoir = Reservoir(size, seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(p.stat().st_size for p, _ in files), unit="B", unit_scale=True, unit_divisor=1000,
+                   desc="sampling sentences for the tokenizer", file=sys.stderr, mininterval=0.5)
+    try:
+        for path, text_field in files:
+            for text in iter_documents(path, text_field):
+                reservoir.extend(sentences(text))
+            if bar is not None:
+                bar.update(path.stat().st_size)
+    finally:
+        if bar is not None:
+            bar.close()
+    return reservoir.shuffled()
+
+
+def train_tokenizer(inputs: Iterable[str | Path], out_path: str | Path, vocab_size: int, model_type: str = "bpe",
+                    text_field: str = "text", input_sentence_size: int = 1_000_000, seed: int = 0,
+                    progress: bool = False) -> Path:
+    """Train a sentencepiece model on a seeded sample of ``input_sentence_size`` lines of corpus files
+    (any format ``growth/data/sources.py`` reads) and write it atomically to ``out_path``."""
+    files = [Path(p) for p in inputs]
     for name in files:
-        if not Path(name).is_file():
+        if not name.is_file():
             raise DataError(f"tokenizer input {name} does not exist")
+    sample = sample_sentences([(f, text_field) for f in files], input_sentence_size, seed, progress)
+    if not sample:
+        where = files[0] if len(files) == 1 else f"{len(files)} files"
+        raise DataError(f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it")
+    return train_on_sentences(sample, out_path, vocab_size, model_type, seed)
+
+
+def train_on_sentences(sample: list[str], out_path: str | Path, vocab_size: int, model_type: str = "bpe",
+                       seed: int = 0) -> Path:
     proto = io.BytesIO()
+    spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            input=",".join(files),
+            sentence_iterator=iter(sample),
             model_writer=proto,
             vocab_size=vocab_size,
             model_type=model_type,
+            input_sentence_size=len(sample),
+            shuffle_input_sentence=False,  # the sample is shuffled already, by the seeded reservoir
+            max_sentence_length=4 * MAX_SENTENCE_CHARS,
             pad_id=PAD_ID,
             unk_id=UNK_ID,
             bos_id=BOS_ID,
@@ -62,6 +155,10 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
         path = Path(path)
+        from growth.data.hf_tokenizer import is_hf_tokenizer, load_hf_processor  # a Hugging Face tokenizer.json
+
+        if is_hf_tokenizer(path):
+            return cls(*load_hf_processor(path))
         if not path.is_file():
             raise DataError(f"tokenizer {path} not found; train one with tools/train_tokenizer.py or leave data.tokenizer empty")
         processor = spm.SentencePieceProcessor()

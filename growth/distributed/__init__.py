@@ -1,5 +1,11 @@
 """Process groups and the DeepSpeed seams, below checkpoint/, expand/, eval/ and train/ (docs/design.md Sec. 1)."""
 
-from growth.distributed.world import World, all_reduce_sum, barrier, init_distributed
+from growth.distributed.deepspeed_adapter import configure_environment
+from growth.distributed.world import (
+    World, agree_on_failure, all_reduce_sum, barrier, init_distributed, run_on_main, stop_watching_peers, watch_peers,
+)
 
-__all__ = ["World", "all_reduce_sum", "barrier", "init_distributed"]
+configure_environment()  # before anything imports DeepSpeed (accelerator, extension cache)
+
+__all__ = ["World", "agree_on_failure", "all_reduce_sum", "barrier", "init_distributed", "run_on_main",
+           "stop_watching_peers", "watch_peers"]

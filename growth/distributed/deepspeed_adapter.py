@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,37 @@ from torch import nn
 SUPPORTED_DEEPSPEED = ((0, 15), (0, 20))  # [min, max)
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
 Moments = dict[str, dict[str, torch.Tensor]]  # parameter name -> exp_avg, exp_avg_sq, step
+
+
+def configure_environment() -> None:
+    """Before DeepSpeed is first imported: (1) on a machine without CUDA, name the CPU accelerator,
+    so DeepSpeed does not log that it failed to detect one in every process; (2) keep torch's JIT
+    extension cache in this virtualenv, so DeepSpeed's CPU shared-memory all-reduce op
+    (``deepspeed_shm_comm``), built once by ``make install`` (``build_cpu_ops``), is found at
+    launch instead of rebuilt: the default cache (~/.cache/torch_extensions) is shared by every
+    virtualenv on the machine and rebuilt whenever another one's source paths differ."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
+def build_cpu_ops() -> str:
+    """Build (or find) the CPU shared-memory communication op; returns its cache folder."""
+    configure_environment()
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator()._name == "cpu":  # GPUs communicate through NCCL; nothing to build
+        builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+        if builder is not None:
+            builder.load(verbose=False)
+    return os.environ["TORCH_EXTENSIONS_DIR"]
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """DeepSpeed prints "deepspeed_shm_comm_op built successfully" from every rank at every start."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 class UnsupportedDeepSpeed(RuntimeError):
@@ -79,6 +113,15 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, ds
     check_deepspeed_version()
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     return engine
+
+
+def set_zero3_leaf_modules(model: nn.Module, classes: list[type]) -> None:
+    """ZeRO-3: gather each instance of ``classes`` (with its submodules) in one hook, not per submodule
+    (``deepspeed.utils.set_z3_leaf_modules``); before ``initialize``. Used with torch.compile, whose
+    graphs break at every ZeRO-3 hook."""
+    from deepspeed.utils import set_z3_leaf_modules
+
+    set_z3_leaf_modules(model, classes, raise_if_not_found=False)
 
 
 def base_optimizer(engine) -> torch.optim.Optimizer:

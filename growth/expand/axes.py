@@ -10,10 +10,20 @@ Reading k identical inputs with weights W/k sums to W, so the function is unchan
 zero-sum noise: within every group of indices that share a source, it sums to 0 (so the sum is
 still exact whatever eta is), and it breaks the symmetry between copies — without it the copies
 receive identical gradients forever and the wide model is a small one in disguise.
+
+Two generalisations, both exact (docs/design.md Sec. 4.2):
+
+  * ``share`` (LEMON-style unequal splits): a divide axis multiplies by share[j] instead of 1/copies[j];
+    the shares of a group sum to 1 (``lemon_shares``: alpha, (1 - alpha)/(c - 1), ...).
+  * ``write_scale`` / ``read_scale`` (Su's interleaved stream): the grown axis holds the source's values
+    times ``write_scale`` (1/sqrt(k)), so a copy axis multiplies by it and a divide axis by
+    share * ``read_scale`` (sqrt(k)): reading k copies of h/sqrt(k) with W/sqrt(k) sums to W h.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +33,13 @@ import torch
 class AxisMap:
     src: torch.Tensor  # (new_size,) long; -1 marks a residue index with no source
     copies: torch.Tensor  # (new_size,) float; group size of src[j] (1 for residue)
+    share: torch.Tensor | None = None  # (new_size,) float; a reader's share of j's group (None: 1/copies)
+    write_scale: float = 1.0  # the grown axis holds source values x this (interleaved stream: 1/sqrt(k))
+    read_scale: float = 1.0  # a reader of the axis multiplies by share x this (interleaved stream: sqrt(k))
+
+    @property
+    def shares(self) -> torch.Tensor:
+        return self.share if self.share is not None else 1.0 / self.copies
 
     @property
     def new_size(self) -> int:
@@ -55,6 +72,62 @@ def grouped_map(groups_old: int, new_groups: int, group_size: int) -> AxisMap:
     return AxisMap(src, heads.copies.repeat_interleave(group_size))
 
 
+def interleaved_map(old: int, new: int) -> AxisMap:
+    """Every index repeated k = new // old times in place, [x1, x1, x2, x2, ...] (Su's repetition); the
+    stream also gets the 1/sqrt(k) scale (``su_stream``). Only integer multiples."""
+    k = new // old
+    if k * old != new:
+        raise ValueError(f"interleaving needs an integer multiple, got {old} -> {new}")
+    return AxisMap(torch.arange(new) // k, torch.full((new,), float(k)))
+
+
+def su_stream(axis_map: AxisMap) -> AxisMap:
+    """The interleaved stream holds h_i / sqrt(k) (norm-preserving): writers x 1/sqrt(k), readers x sqrt(k)/k."""
+    k = float(axis_map.copies[0])
+    return dataclasses.replace(axis_map, write_scale=1.0 / math.sqrt(k), read_scale=math.sqrt(k))
+
+
+def extended_groups(groups_old: int, new_groups: int, group_size: int, new_group_size: int) -> AxisMap:
+    """Whole groups (attention heads) copied cyclically, each grown from ``group_size`` to ``new_group_size``
+    indices: the old ones first, in order, then new ones (residue, -1) that start empty (head-size growth)."""
+    heads = cyclic_map(groups_old, new_groups)
+    offsets = torch.arange(new_group_size)
+    src = torch.where(offsets < group_size, heads.src[:, None] * group_size + offsets, -1).flatten()
+    copies = heads.copies.repeat_interleave(new_group_size)
+    return AxisMap(src, torch.where(src >= 0, copies, 1.0))
+
+
+def interleaved_groups(groups: int, group_size: int, new_group_size: int) -> AxisMap:
+    """The same groups, each index repeated in place inside its group (Su: "repeat locally", so a reshape
+    into heads keeps every head's own values)."""
+    inner = interleaved_map(group_size, new_group_size)
+    src = (torch.arange(groups)[:, None] * group_size + inner.src).flatten()
+    return AxisMap(src, inner.copies.repeat(groups))
+
+
+def ranks_in_group(src: torch.Tensor) -> torch.Tensor:
+    """For each j, how many earlier indices share its source (0 for the first copy)."""
+    order = torch.argsort(src, stable=True)
+    ordered = src[order]
+    positions = torch.arange(src.numel())
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first = torch.cummax(torch.where(starts, positions, 0), 0).values
+    ranks = torch.empty_like(positions)
+    ranks[order] = positions - first
+    return ranks
+
+
+def lemon_shares(axis_map: AxisMap, alpha: float) -> AxisMap:
+    """Unequal splits (LEMON, Wang et al. 2024): in a group of c copies the first reader gets alpha, the
+    others (1 - alpha)/(c - 1) each. They sum to 1, so the function is exact whatever alpha is, and the
+    copies' different shares give them different gradients (symmetry broken without noise)."""
+    c = axis_map.copies
+    rest = (1.0 - alpha) / (c - 1).clamp(min=1.0)
+    share = torch.where(ranks_in_group(axis_map.src) == 0, torch.full_like(c, alpha), rest)
+    return dataclasses.replace(axis_map, share=torch.where(c > 1, share, 1.0).double())
+
+
 def identity_map(size: int) -> AxisMap:
     return AxisMap(torch.arange(size), torch.ones(size))
 
@@ -84,10 +157,15 @@ def remap(weight: torch.Tensor, axis: int, axis_map: AxisMap, role: str, noise_s
     shape[axis] = -1
     out.mul_((axis_map.src >= 0).to(out.dtype).view(shape))
     if role == "copy":
-        return out
+        return out.mul_(axis_map.write_scale) if axis_map.write_scale != 1.0 else out
     if role != "divide":
         raise ValueError(f"unknown axis role {role!r}")
-    out.div_(axis_map.copies.to(out.dtype).view(shape))
+    if axis_map.share is None:
+        out.div_(axis_map.copies.to(out.dtype).view(shape))
+    else:
+        out.mul_(axis_map.share.to(out.dtype).view(shape))
+    if axis_map.read_scale != 1.0:
+        out.mul_(axis_map.read_scale)
     if noise_std > 0:
         out.add_(zero_sum_noise(tuple(out.shape), axis, axis_map, noise_std, generator).to(out.dtype))
     return out

@@ -9,6 +9,8 @@ two roles: a layer that produces neurons/heads copies them, the layer that consu
     embedding     embed.weight         vocab (kept)           stream: copy
     LM head       head.proj.weight     vocab (kept)           stream: divide       (untied only)
     attention     q/k/v_proj           heads: copy            stream: divide       (head_dim kept)
+                  k/v_proj (GQA)       kv heads: copy         stream: divide       (query group size kept)
+                  q/k/v_proj.bias      (kv) heads: copy
                   o_proj               stream: copy           heads: divide
     FFN           gate/up_proj         neurons: copy          stream: divide       (SwiGLU: one map)
                   down_proj            stream: copy           neurons: divide
@@ -21,6 +23,20 @@ two roles: a layer that produces neurons/heads copies them, the layer that consu
 Heads keep head_dim (so 1/sqrt(d_h) and RoPE frequencies are untouched) and their number grows with
 the width. Any map here is exact; the stream is exact for every D >= d with RMSNorm and for integer
 multiples with LayerNorm (see ``norm_vector``).
+
+The other operators use the same rows with other maps or factors (``GrowthOptions``, docs/design.md Sec. 4):
+
+    operator             what changes in the table above                                      exact
+    head size d_h -> d_h' heads: old dims kept, new dims empty; q x sqrt(d_h'/d_h)            yes
+                          (``query_key_factor``); new k/v rows from the grown init (``FRESH_ROWS``:
+                          q is 0 there, o_proj reads 0 there); rope_dim pinned to the old rotated width
+    interleaved (Su)      every map repeats in place (x1 x1 x2 x2 ...); the stream holds h/sqrt(k):  yes, where
+                          writers x 1/sqrt(k), readers x sqrt(k)/k, norms gamma, beta / sqrt(k),     allowed
+                          eps / k; heads fixed, d_h x k, q and k x k^(-1/4); refused with RoPE      (``su_refusal``)
+    lemon split           a divide axis multiplies by shares alpha, (1-alpha)/(c-1), ...          yes, any alpha
+    relative noise        noise std x the weight's RMS, zero-sum per group                        yes
+    depth zero / ramp /   ``width.py``: layer sources; new layers zero-writer / gated / copied      yes / at m=0 / no
+    stack
 """
 
 from __future__ import annotations
@@ -31,13 +47,21 @@ import re
 import torch
 
 from growth.config import ModelConfig
-from growth.expand.axes import AxisMap, cyclic_map, grouped_map, tiled_map
+from growth.expand.axes import (
+    AxisMap, cyclic_map, extended_groups, grouped_map, interleaved_groups, interleaved_map, lemon_shares, su_stream,
+    tiled_map,
+)
 
 # (pattern on the parameter name, [(axis, map name, role), ...])
 RULES: list[tuple[str, list[tuple[int, str, str]]]] = [
     (r"embed\.weight$", [(1, "stream", "copy")]),
     (r"head\.proj\.weight$", [(1, "stream", "divide")]),
-    (r"attention\.sublayer\.[qkv]_proj\.weight$", [(0, "heads", "copy"), (1, "stream", "divide")]),
+    (r"attention\.sublayer\.q_proj\.weight$", [(0, "heads", "copy"), (1, "stream", "divide")]),
+    # GQA: key/value heads follow their query groups' copy map (``kv_heads``), so every query head copy reads
+    # the copy of its source's key/value head; biases follow their rows (model.qkv_bias).
+    (r"attention\.sublayer\.[kv]_proj\.weight$", [(0, "kv_heads", "copy"), (1, "stream", "divide")]),
+    (r"attention\.sublayer\.q_proj\.bias$", [(0, "heads", "copy")]),
+    (r"attention\.sublayer\.[kv]_proj\.bias$", [(0, "kv_heads", "copy")]),
     (r"attention\.sublayer\.o_proj\.weight$", [(0, "stream", "copy"), (1, "heads", "divide")]),
     (r"ffn\.sublayer\.(gate|up)_proj\.weight$", [(0, "ffn", "copy"), (1, "stream", "divide")]),
     (r"ffn\.sublayer\.down_proj\.weight$", [(0, "stream", "copy"), (1, "ffn", "divide")]),
@@ -48,16 +72,89 @@ RULES: list[tuple[str, list[tuple[int, str, str]]]] = [
 NORM = re.compile(r"(norm|final_norm)\.(weight|bias)$")
 SCALE_OFFSET = re.compile(r"gau\.sublayer\.(gamma|beta)$")
 SCALAR_BUFFER = re.compile(r"\.alpha$")  # DeepNorm's alpha: a constant of the checkpoint, kept as is
+# Head-size growth (tiled): the new head dimensions of these rows take the grown model's own init instead of 0,
+# so the new q.k and value dimensions can learn (q's new rows are 0, so k's add nothing to q.k; o_proj's new
+# columns are 0, so v's write nothing). Rows with no source (axis-0 residue) only.
+FRESH_ROWS = re.compile(r"attention\.sublayer\.[kv]_proj\.weight$")
+QUERY_KEY = re.compile(r"attention\.sublayer\.([qk])_proj\.(weight|bias)$")
 
 
-def axis_maps(old: ModelConfig, new: ModelConfig) -> dict[str, AxisMap]:
+def axis_maps(old: ModelConfig, new: ModelConfig, options=None) -> dict[str, AxisMap]:
+    """The map of every axis kind; ``options`` (``GrowthOptions``) picks the width operator and the split."""
+    if options is not None and options.width_operator == "interleaved":
+        maps = su_axis_maps(old, new)
+    else:
+        maps = {
+            "stream": tiled_map(old.d_model, new.d_model),
+            "heads": head_map(old.n_heads, new.n_heads, old.head_dim, new.head_dim),
+            # the same cyclic copy over groups: query head j -> j mod H, its group j // g -> (j // g) mod (H / g)
+            "kv_heads": head_map(old.n_kv_heads or old.n_heads, new.n_kv_heads or new.n_heads, old.head_dim,
+                                 new.head_dim),
+            "ffn": cyclic_map(old.d_ff, new.d_ff),
+            "gau_e": cyclic_map(old.gau_expansion, new.gau_expansion),
+            "gau_s": cyclic_map(old.gau_key_size, new.gau_key_size),
+        }
+    if options is not None and options.split == "lemon":
+        maps = {name: lemon_shares(m, options.split_alpha) for name, m in maps.items()}
+    return maps
+
+
+def head_map(heads: int, new_heads: int, head_dim: int, new_head_dim: int) -> AxisMap:
+    """Heads copied cyclically; a larger head_dim keeps the old dimensions first and starts the new ones empty."""
+    if new_head_dim == head_dim:
+        return grouped_map(heads, new_heads, head_dim)
+    return extended_groups(heads, new_heads, head_dim, new_head_dim)
+
+
+def su_axis_maps(old: ModelConfig, new: ModelConfig) -> dict[str, AxisMap]:
+    """Su's interleaved operator ("我们可以无损放大一个Transformer模型吗（一）"): each channel repeated k times
+    in place, the stream scaled by 1/sqrt(k) (norm-preserving); heads keep their number and grow in size,
+    each dimension repeated inside its own head. Inner axes hold plain repeats, so a first FFN layer reads the
+    stream with W/sqrt(k) and its activation sees the old pre-activations exactly (Su's FFN rule, any
+    activation); the second writes with W/(m sqrt(k)). ``su_refusal`` says where this is not exact."""
+    heads_dim = (old.head_dim, new.head_dim)
     return {
-        "stream": tiled_map(old.d_model, new.d_model),
-        "heads": grouped_map(old.n_heads, new.n_heads, old.head_dim),
-        "ffn": cyclic_map(old.d_ff, new.d_ff),
+        "stream": su_stream(interleaved_map(old.d_model, new.d_model)),
+        "heads": interleaved_groups(old.n_heads, *heads_dim),
+        "kv_heads": interleaved_groups(old.n_kv_heads or old.n_heads, *heads_dim),
+        "ffn": interleaved_map(old.d_ff, new.d_ff),
         "gau_e": cyclic_map(old.gau_expansion, new.gau_expansion),
         "gau_s": cyclic_map(old.gau_key_size, new.gau_key_size),
     }
+
+
+def su_refusal(old: ModelConfig, new: ModelConfig) -> str | None:
+    """Why the interleaved operator is not exact (or not offered) for this growth, or None."""
+    if old.layer != "transformer":
+        return (f"width_operator=interleaved is derived for attention + FFN layers (Su); model.layer={old.layer} "
+                "grows with width_operator=tiled")
+    if new.d_model % old.d_model:
+        return (f"width_operator=interleaved repeats each channel k times: model.d_model {old.d_model} -> "
+                f"{new.d_model} is not an integer multiple; use width_operator=tiled")
+    if new.n_heads != old.n_heads:
+        return (f"width_operator=interleaved keeps the head count and grows each head (Su): model.n_heads must stay "
+                f"{old.n_heads}, got {new.n_heads} (head_dim {old.head_dim} -> {new.d_model // old.n_heads}); use "
+                "width_operator=tiled to add heads")
+    if old.position == "rope":
+        return ("width_operator=interleaved is not exact with model.position=rope: repeating a rotated dimension in "
+                "place gives the copies other frequencies (Su: with RoPE it is 'basically impossible' to enlarge "
+                "losslessly); use width_operator=tiled, which keeps every head's RoPE")
+    if new.d_ff % old.d_ff:
+        return (f"width_operator=interleaved repeats FFN neurons in place: model.d_ff {old.d_ff} -> {new.d_ff} is not "
+                "an integer multiple")
+    return None
+
+
+def query_key_factor(name: str, old: ModelConfig, new: ModelConfig, width_operator: str = "tiled") -> float:
+    """head_dim d -> d' must keep q.k / sqrt(d). Tiled (old dims kept, new ones 0 in q): q x sqrt(d'/d).
+    Interleaved (every dim repeated r = d'/d times, so q.k x r): q and k x r^(-1/4) each (Su's choice)."""
+    match = QUERY_KEY.search(name)
+    if match is None or new.head_dim == old.head_dim:
+        return 1.0
+    ratio = new.head_dim / old.head_dim
+    if width_operator == "interleaved":
+        return ratio ** -0.25
+    return math.sqrt(ratio) if match.group(1) == "q" else 1.0
 
 
 def rule_for(name: str) -> list[tuple[int, str, str]] | None:
@@ -78,6 +175,8 @@ def norm_vector(value: torch.Tensor, is_gain: bool, stream: AxisMap, factor: flo
     """LayerNorm/RMSNorm gain (or LayerNorm bias) on the stream: tiled, scaled by ``factor`` for r > 0.
     Residue channels carry 0 in and give 0 out; their gain starts at the copies' mean so they can learn."""
     tiled = value.index_select(0, stream.src.clamp(min=0)).double()
+    if stream.write_scale != 1.0:  # Su's interleaved stream h/sqrt(k): gamma and beta / sqrt(k) (eps / k)
+        tiled = tiled * stream.write_scale
     if is_gain:
         tiled = tiled * factor
         fill = tiled[stream.src >= 0].mean() if (stream.src < 0).any() else 0.0

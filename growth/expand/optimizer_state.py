@@ -6,9 +6,13 @@ receives 1/c of the gradient; an axis whose weights are divided receives the ful
 copy sees the same input). So m' = G-map(m), v' = G-map(v) with 1/c^2, and the step count is kept:
 each copy's next Adam update equals the small model's update of its source (tested).
 
+With unequal (LEMON) shares a copied axis receives share[j] of the gradient (m x share, v x share^2);
+on Su's interleaved stream (values h/sqrt(k)) a copied axis receives share x sqrt(k) and a divided one
+1/sqrt(k) of it.
+
 Approximate (documented) for a few scalar-scaled tensors: the tied final norm, gains of a
-non-multiple width, and GAU's query scale/offset when the key size grows; their moments are mapped
-as if unscaled.
+non-multiple width, GAU's query scale/offset when the key size grows, and q (and k, interleaved) when
+the head size grows; their moments are mapped as if unscaled.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from growth.expand.width import GrowthPlan
 
 
 def _gradient_map(value: torch.Tensor, axis: int, axis_map: AxisMap, role: str, power: int) -> torch.Tensor:
-    if role == "divide":
-        return remap(value, axis, axis_map, "copy")
-    scaled = AxisMap(axis_map.src, axis_map.copies ** power)
-    return remap(value, axis, scaled, "divide")
+    if role == "divide":  # every copy sees the source's input (x write_scale): the full gradient, x that
+        out = remap(value, axis, AxisMap(axis_map.src, axis_map.copies), "copy")
+        return out * axis_map.write_scale ** power if axis_map.write_scale != 1.0 else out
+    if axis_map.share is None and axis_map.read_scale == 1.0:
+        scaled = AxisMap(axis_map.src, axis_map.copies ** power)
+        return remap(value, axis, scaled, "divide")
+    # A copy read with share x read_scale receives that fraction of the gradient.
+    fraction = (axis_map.shares.double() * axis_map.read_scale) ** power
+    return remap(value, axis, AxisMap(axis_map.src, axis_map.copies, share=fraction), "divide")
 
 
 def grow_moment(name: str, value: torch.Tensor, plan: GrowthPlan, maps: dict[str, AxisMap], power: int) -> torch.Tensor:
@@ -48,7 +57,7 @@ def grow_optimizer_state(state: dict[str, dict[str, torch.Tensor]], plan: Growth
                          new_names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """{param name: {exp_avg, exp_avg_sq, step}} of the small model -> the grown model's.
     Identity layers start with zero moments and the source's step (so bias correction carries on)."""
-    maps = blocks.axis_maps(plan.old, plan.new)
+    maps = blocks.axis_maps(plan.old, plan.new, plan.options)
     step = next(iter(state.values()))["step"] if state else torch.tensor(0.0)
     grown = {}
     for name in new_names:

@@ -1,4 +1,10 @@
-"""Multi-head self-attention with RoPE and optional log-n scaling, on torch SDPA kernels."""
+"""Multi-head self-attention with RoPE and optional log-n scaling, on torch SDPA kernels.
+
+Grouped-query attention (Ainslie et al. 2023, "GQA"): ``n_kv_heads`` key/value heads, each shared by a group
+of n_heads / n_kv_heads consecutive query heads (1: multi-query attention, Shazeer 2019; 0: one per query
+head). Optional q/k/v biases (``qkv_bias``, as Qwen2). When the visibility carries a key/value cache
+(decoding, ``growth/model/hf_model.py``), new keys are rotated at their positions and appended to it.
+"""
 
 from __future__ import annotations
 
@@ -23,30 +29,45 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        inner = config.n_heads * config.head_dim
-        self.q_proj = nn.Linear(config.d_model, inner, bias=False)
-        self.k_proj = nn.Linear(config.d_model, inner, bias=False)
-        self.v_proj = nn.Linear(config.d_model, inner, bias=False)
+        self.n_kv_heads = config.n_kv_heads or config.n_heads
+        inner, kv_inner = config.n_heads * config.head_dim, self.n_kv_heads * config.head_dim
+        self.q_proj = nn.Linear(config.d_model, inner, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(config.d_model, kv_inner, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(config.d_model, kv_inner, bias=config.qkv_bias)
         self.o_proj = nn.Linear(inner, config.d_model, bias=False)
         self.rope = POSITIONS.get(config.position)(config.head_dim, config)
         self.scale_kind = config.attention_scale
         self.logn_base, self.logn_min_keys = config.logn_base, config.logn_min_keys
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         batch, length, _ = x.shape
-        return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
         if self.rope is not None:
-            q, k = self.rope(q), self.rope(k)
+            q, k = self.rope(q, vis.offset), self.rope(k, vis.offset)
+        if vis.cache is not None:
+            k, v = vis.cache.update(k, v)  # every key so far: (B, n_kv_heads, offset + T, head_dim)
         q = scale_queries(q, self.scale_kind, vis.key_counts, self.logn_base, self.logn_min_keys)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=vis.allowed,
-            is_causal=vis.causal and vis.allowed is None,
-            scale=1.0 / math.sqrt(self.head_dim),
-        )
+        out = sdpa(q, k, v, vis, 1.0 / math.sqrt(self.head_dim))
         return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: Visibility, scale: float) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; key/value heads are shared by their query group (GQA)."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        # The math and CPU kernels take grouped heads natively (torch >= 2.5: enable_gqa); an explicit repeat
+        # would hold n_heads copies of the cache.
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis),
+                                                  scale=scale, enable_gqa=True)
+        except TypeError:  # torch < 2.5
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis), scale=scale)
+
+
+def _is_causal(vis: Visibility) -> bool:
+    return vis.causal and vis.allowed is None

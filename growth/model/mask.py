@@ -8,6 +8,7 @@ relu^2 normalisation, so padding never changes what a real token computes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,6 +21,10 @@ class Visibility:
     key_counts: torch.Tensor  # (B or 1, 1, T, 1) float: keys visible from each query row
     key_real: torch.Tensor | None  # (B, T) bool, or None when nothing is padded
     causal: bool
+    # Decoding with a key/value cache (growth/model/hf_model.py): the queries sit at positions offset.., and
+    # ``cache.update(k, v)`` appends this layer's new keys/values and returns all of them.
+    offset: int = 0
+    cache: Any = None
 
 
 @dataclass(frozen=True)

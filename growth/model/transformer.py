@@ -13,6 +13,7 @@ from growth.config import ModelConfig
 from growth.model import accounting
 from growth.model.attention import MultiHeadAttention
 from growth.model.ffn import FFNS, build_ffn
+from growth.model.flash import mixed_chunk_flops
 from growth.model.gau import GatedAttentionUnit
 from growth.model.heads import LMHead, pool
 from growth.model.mask import OBJECTIVES, Visibility, visibility
@@ -40,8 +41,8 @@ class TransformerBlock(nn.Module):
 
     @staticmethod
     def matmul_params(config: ModelConfig) -> int:
-        inner = config.n_heads * config.head_dim
-        return 4 * config.d_model * inner + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
+        inner, kv_inner = config.n_heads * config.head_dim, (config.n_kv_heads or config.n_heads) * config.head_dim
+        return 2 * config.d_model * (inner + kv_inner) + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
 
     @staticmethod
     def attention_flops(config: ModelConfig, seq_len: int) -> float:
@@ -66,9 +67,55 @@ class GAUBlock(nn.Module):
     @staticmethod
     def attention_flops(config: ModelConfig, seq_len: int) -> float:
         e, s, c = config.gau_expansion, config.gau_key_size, config.chunk_size
-        if c:
-            return 6.0 * c * (s + e) + 12.0 * s * e
+        if c:  # FLASH (flash.py: a causal stack skips the first chunk's empty context)
+            return mixed_chunk_flops(seq_len, c, s, e, OBJECTIVES.get(config.objective).causal)
         return 6.0 * seq_len * (s + e)
+
+
+def initialize(root: nn.Module, config: ModelConfig) -> None:
+    """N(0, init_std) everywhere, then each residual kind re-initialises its sublayer (GPT-2
+    scaled writers, or DeepNorm's Xavier with gain beta; see ``residual.py``)."""
+    for module in root.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:  # q/k/v biases (model.qkv_bias)
+            nn.init.zeros_(module.bias)
+    for residual in [m for m in root.modules() if isinstance(m, Residual)]:
+        residual.reset_sublayer(config)
+
+
+def init_layer(config: ModelConfig) -> nn.Module:
+    """One layer, initialised as a layer of a ``config.n_layers``-deep GrowthLM is (the depth sets the
+    GPT-2 writer scale and DeepNorm's alpha and beta): a new layer of depth growth."""
+    layer = LAYERS.get(config.layer)(config)
+    initialize(layer, config)
+    return layer
+
+
+# Depth growth's ramp (growth/expand/width.py, growth/train/callbacks/depth_ramp.py): a new layer L computes
+# h <- m L(h) + (1 - m) h, with m a non-persistent 0-dim buffer (not in the state dict; torch.compile sees a
+# tensor, so changing m recompiles nothing). m = 0 is the identity; at m = 1 the gate is folded away.
+def set_depth_gate(layers: nn.ModuleList, index: int, m: float) -> None:
+    layer = layers[index]
+    gate = getattr(layer, "depth_gate", None)
+    if gate is None:
+        device = next(layer.parameters()).device
+        layer.register_buffer("depth_gate", torch.tensor(float(m), dtype=torch.float32, device=device),
+                              persistent=False)
+    else:
+        gate.fill_(float(m))
+
+
+def fold_depth_gate(layers: nn.ModuleList, index: int) -> None:
+    """m = 1: the layer is a plain layer again (nothing of the gate is left)."""
+    layer = layers[index]
+    if getattr(layer, "depth_gate", None) is not None:
+        del layer._buffers["depth_gate"]
+
+
+def depth_gates(layers: nn.ModuleList) -> dict[int, float]:
+    """{layer index: m} of the layers being ramped in."""
+    return {i: float(layer.depth_gate) for i, layer in enumerate(layers) if getattr(layer, "depth_gate", None) is not None}
 
 
 class GrowthLM(nn.Module):
@@ -91,22 +138,15 @@ class GrowthLM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """N(0, init_std) everywhere, then each residual kind re-initialises its sublayer (GPT-2
-        scaled writers, or DeepNorm's Xavier with gain beta; see ``residual.py``)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=self.config.init_std)
-        for residual in self._residuals():
-            residual.reset_sublayer(self.config)
-
-    def _residuals(self) -> list[Residual]:
-        return [m for m in self.modules() if isinstance(m, Residual)]
+        initialize(self, self.config)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         vis = visibility(attention_mask, input_ids.shape[1], self.causal, input_ids.device)
         x = self.embed_dropout(self.embed(input_ids))
         for layer in self.layers:
-            x = layer(x, vis)
+            out = layer(x, vis)
+            gate = getattr(layer, "depth_gate", None)  # a layer being ramped in by depth growth
+            x = out if gate is None else gate.to(out.dtype) * out + (1 - gate.to(out.dtype)) * x
         return self.final_norm(x)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

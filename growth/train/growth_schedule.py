@@ -14,6 +14,11 @@ Before the first optimizer step after ``at_step``, on every rank, at any ZeRO st
 
 A checkpoint at step s holds the model of the stages with ``at_step < s``, so a run killed before a
 growth resumes and grows at the same step, and one killed after it resumes with the grown model.
+
+A stage's operators are its ``GrowthOptions`` fields (``depth_operator``, ``ramp_steps``, ``noise``, ``split``,
+``split_alpha``, ``width_operator``). Ramped layers (the default for Post-LN/DeepNorm depth) are handed to the
+``DepthRamp`` callback, which raises their gate from 0 to 1 over ``ramp_steps`` steps; G_stack is not
+function-preserving, so its event records the loss change (``function_preserving`` 0).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from growth.checkpoint import consolidated_state_dict, tag_for
 from growth.checkpoint.layout import COMPLETE
 from growth.config import Config, ConfigError, GrowthStage, ModelConfig
 from growth.distributed.deepspeed_adapter import all_adam_moments, set_adam_moments
-from growth.expand import GrowthError, plan_growth
+from growth.expand import GrowthError, GrowthOptions, GrowthPlan, plan_growth
 from growth.expand.grow_state import GrownState, grow_state, materialize
 from growth.train.callback import Callback
 from growth.train.callbacks.checkpointer import Checkpointer
+from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.callbacks.ema import EMAUpdater, averaged_weights
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
@@ -38,14 +44,37 @@ TOLERANCE = 1e-5
 def stage_models(config: Config) -> list[ModelConfig]:
     """The model before any stage, then after each one; a stage the operators cannot make exact is
     refused with one line naming ``train.growth[i].model``."""
-    models = [config.model]
+    return [config.model, *(plan.new for plan in stage_plans(config))]
+
+
+def stage_options(stage: GrowthStage) -> GrowthOptions:
+    return GrowthOptions.of(stage)
+
+
+def stage_plans(config: Config) -> list[GrowthPlan]:
+    """Each stage's growth plan, from the previous stage's model with the stage's operators; a stage whose
+    layers would still be ramping in when the next one grows is refused (grow after the ramp)."""
+    plans: list[GrowthPlan] = []
+    model = config.model
     for index, stage in enumerate(config.train.growth):
-        target = dataclasses.replace(models[-1], **stage.model)
+        target = dataclasses.replace(model, **stage.model)
         try:
-            models.append(plan_growth(models[-1], target).new)
+            plans.append(plan_growth(model, target, stage_options(stage)))
         except (GrowthError, ConfigError) as err:
             raise ConfigError(f"train.growth[{index}].model: {err}") from None
-    return models
+        model = plans[-1].new
+        if index and plans[-2].ramp_layers:
+            previous = config.train.growth[index - 1]
+            if stage.at_step < previous.at_step + previous.ramp_steps:
+                raise ConfigError(f"train.growth[{index}].at_step={stage.at_step} falls inside the ramp of "
+                                  f"train.growth[{index - 1}] (new layers ramp in until step "
+                                  f"{previous.at_step + previous.ramp_steps}); grow later or lower its ramp_steps")
+    return plans
+
+
+def needs_depth_ramp(config: Config) -> bool:
+    """A stage ramps layers in, or the run starts from a checkpoint that may carry a ramp (tools/expand.py)."""
+    return bool(config.train.init_from) or any(plan.ramp_layers for plan in stage_plans(config))
 
 
 def schedule_position(state) -> int:
@@ -82,25 +111,42 @@ class GrowthSchedule(Callback):
         engine, world, state = trainer.engine, trainer.world, trainer.state
         ema = averaged_weights(trainer)
         small = self.models[index]
+        ramp = trainer.callback(DepthRamp)
+        if ramp is not None and ramp.active(trainer):
+            raise ConfigError(f"train.growth[{index}] at step {stage.at_step}: new layers of an earlier growth are "
+                              f"still ramping in (m < 1); grow after the ramp; {trainer.recovery_note}")
         try:
             grown = grow_state(small, self.models[index + 1], consolidated_state_dict(engine, world, every_rank=True),
                                ema.state_dict() if ema is not None else None, all_adam_moments(engine),
-                               trainer.module.probe_batch(), stage.noise_std, stage.seed, stage.optimizer, TOLERANCE)
+                               trainer.module.probe_batch(), stage_options(stage), TOLERANCE)
         except GrowthError as err:
             raise ConfigError(f"train.growth[{index}] at step {stage.at_step}: {err}; {trainer.recovery_note}") from None
         self._rebuild(trainer, grown, stage)
+        if grown.plan.ramp_layers:
+            if ramp is None:
+                raise ConfigError(f"train.growth[{index}] ramps layers in but the run has no DepthRamp callback "
+                                  "(growth/train/run.py:build_callbacks adds it)")
+            ramp.begin(trainer, grown.plan.ramp_layers, stage.ramp_steps)
         event = {"stage": index, "source_step": state.step, "schedule_step": schedule_position(state),
                  "tokens_seen": state.tokens_seen,
                  "flops_seen": state.flops_seen, **{k: grown.report[k] for k in (
-                     "loss_before", "loss_after", "params_before", "params_after", "max_abs_logit_diff")}}
+                     "loss_before", "loss_after", "params_before", "params_after", "max_abs_logit_diff",
+                     "function_preserving", "depth_operator", "width_operator")},
+                 **({"ramp_layers": grown.plan.ramp_layers, "ramp_steps": stage.ramp_steps} if grown.plan.ramp_layers
+                    else {})}
         state.growth_events.append(event)
-        scalars = {f"growth/{k}": float(v) for k, v in event.items() if k not in ("tokens_seen", "flops_seen")}
+        scalars = {f"growth/{k}": float(v) for k, v in event.items()
+                   if k not in ("tokens_seen", "flops_seen") and isinstance(v, (int, float))}
         trainer.log(state.step, scalars)
         trainer.log(state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
         if world.is_main:
+            change = (f"max |logit diff| {grown.report['max_abs_logit_diff']:.2e}" if grown.plan.function_preserving else
+                      f"not function-preserving ({grown.plan.depth_operator}): loss {grown.report['loss_before']:.4f} -> "
+                      f"{grown.report['loss_after']:.4f}")
+            ramped = (f", layers {grown.plan.ramp_layers} ramped in over {stage.ramp_steps} steps"
+                      if grown.plan.ramp_layers else "")
             print(f"grew at step {state.step} (stage {index}): {grown.report['params_before']:,} -> "
-                  f"{grown.report['params_after']:,} parameters, max |logit diff| "
-                  f"{grown.report['max_abs_logit_diff']:.2e}", flush=True)
+                  f"{grown.report['params_after']:,} parameters, {change}{ramped}", flush=True)
 
     def _keep_small_checkpoint(self, trainer) -> None:
         checkpointer = trainer.callback(Checkpointer)

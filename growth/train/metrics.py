@@ -1,33 +1,52 @@
-"""What a run shows: TensorBoard scalars and a tqdm bar on rank 0, throughput, TFLOP/s and MFU."""
+"""What a run shows: TensorBoard scalars and a progress display on rank 0 (a tqdm bar on a terminal,
+plain periodic lines in a log file), throughput, TFLOP/s and MFU."""
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-# Dense bf16 tensor-core peak per GPU (TFLOP/s), for MFU. CPUs have no reliable peak: no MFU there.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+# Dense (not 2:4-sparse) bf16 tensor-core peak per GPU (TFLOP/s), for MFU; NVIDIA's data sheets. A key
+# matches a whole word of the device name, and the more specific names come first, so an "H100 PCIe"
+# is not taken for an SXM H100, nor an "A10G" for an A10. CPUs have no reliable peak: no MFU there.
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200 NVL": 835.0, "H200": 989.0, "GH200": 989.0,
+    "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+}
 
 
-def peak_tflops() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+def peak_tflops(device_name: str | None = None) -> float | None:
+    """The dense bf16 peak of ``device_name`` (default: the current CUDA device), None if unknown."""
+    if device_name is None:
+        if not torch.cuda.is_available():
+            return None
+        device_name = torch.cuda.get_device_name()
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items()
+                 if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w])", device_name)), None)
+
+
+def mfu(flops: float, seconds: float, peak: float | None, n_gpus: int = 1) -> float | None:
+    """Model FLOPs utilisation: the training FLOPs done (``flops``: 6N + attention per token x tokens, all
+    GPUs) per measured second, over the dense bf16 peak of the ``n_gpus`` that did them."""
+    return None if not peak else flops / seconds / 1e12 / (peak * n_gpus)
 
 
 class Metrics:
-    def __init__(self, log_dir: Path, enabled: bool, max_steps: int, start_step: int):
-        self.enabled = enabled
+    def __init__(self, log_dir: Path, enabled: bool, max_steps: int, start_step: int, line_every: int = 10):
+        self.enabled, self.max_steps, self.line_every = enabled, max_steps, line_every
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(log_dir))
-        self.bar = tqdm(total=max_steps, initial=start_step, disable=not enabled, dynamic_ncols=True, unit="step")
+        # A bar redrawn in place is one endless line in a log file: there, print a line now and then.
+        self.interactive = enabled and sys.stderr.isatty()
+        self.bar = tqdm(total=max_steps, initial=start_step, disable=not self.interactive, dynamic_ncols=True, unit="step")
         self.peak = peak_tflops()
         self._last = time.perf_counter()
 
@@ -39,8 +58,8 @@ class Metrics:
 
     def throughput(self, tokens: int, flops: float, seconds: float, world_size: int) -> dict[str, float]:
         out = {"perf/tokens_per_s": tokens / seconds, "perf/tflops": flops / seconds / 1e12}
-        if self.peak:
-            out["perf/mfu"] = out["perf/tflops"] / (self.peak * world_size)
+        if self.peak:  # the step's FLOPs are every rank's: against world_size GPUs' peak
+            out["perf/mfu"] = mfu(flops, seconds, self.peak, world_size)
         return out
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
@@ -52,6 +71,15 @@ class Metrics:
         self.bar.update(step - self.bar.n)
         shown = {"stage": stage} if stage is not None else {}
         self.bar.set_postfix(**shown, loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        if self.enabled and not self.interactive and (step % self.line_every == 0 or step == self.max_steps):
+            stage_text = f" | stage {stage}" if stage is not None else ""
+            self.say(f"step {step}/{self.max_steps}{stage_text} | loss {loss:.4f} | {tokens_per_s / 1e3:.1f}k tok/s")
+
+    def say(self, line: str) -> None:
+        """A line on rank 0's stdout that does not tear the progress bar."""
+        if self.enabled:
+            tqdm.write(line, file=sys.stdout)
+            sys.stdout.flush()
 
     def close(self) -> None:
         self.bar.close()

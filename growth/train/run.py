@@ -10,21 +10,26 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+import yaml
 
 from growth import checkpoint as ckpt
-from growth.config import Config, ConfigError, load_config, model_differences
+from growth.checkpoint.atomic import atomic_path, write_atomic
+from growth.config import Config, ConfigError, load_config, model_config_from_dict, model_differences
 from growth.data.batches import BatchMaker
-from growth.data.corpus import corpus_path, file_digest
 from growth.data.errors import DataError
-from growth.data.packed import default_cache_dir, load_tokens, prepare_tokens
+from growth.data.packed import default_cache_dir
+from growth.data.pipeline import load_token_corpus, prepare_tokens, tokenizer_cache_path, train_corpus_tokenizer
 from growth.data.sampler import WindowSampler
-from growth.data.tokenizer import Tokenizer, train_tokenizer
-from growth.distributed import World, barrier, init_distributed
+from growth.data.tokenizer import Tokenizer
+from growth.distributed import (
+    World, agree_on_failure, init_distributed, run_on_main, stop_watching_peers, watch_peers,
+)
 from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
 from growth.model import GrowthLM, build_model
 from growth.model.sentence_encoder import SentenceEncoder
@@ -33,7 +38,10 @@ from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEv
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
-from growth.train.growth_schedule import GrowthSchedule, model_at, rewarmup_in_effect, schedule_position, stage_models
+from growth.train.callbacks.depth_ramp import DepthRamp
+from growth.train.growth_schedule import (
+    GrowthSchedule, model_at, needs_depth_ramp, rewarmup_in_effect, schedule_position, stage_models,
+)
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
 from growth.train.module import TrainModule
@@ -43,11 +51,23 @@ USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Pretrain a growth model (DeepSpeed).")
-    parser.add_argument("--config", default=None, help="YAML config; omitted: the embedded default")
+    parser = argparse.ArgumentParser(
+        description="Pretrain a growth model (DeepSpeed): deepspeed [--num_gpus N] launch/pretrain.py [--config FILE] [key=value ...]",
+        epilog=config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML config (default: the embedded default run)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=100")
     return parser.parse_args(argv)
+
+
+def config_keys_help() -> str:
+    """Every config key with its default, for ``--help``."""
+    lines = ["config keys (key=value on the command line, or sections in --config YAML), with defaults:"]
+    for section, values in Config().to_dict().items():
+        lines += [f"  {section}.{key}={value!r}" if isinstance(value, str) else f"  {section}.{key}={value}"
+                  for key, value in values.items()]
+    return "\n".join(lines)
 
 
 # -- the run directory and the tokenizer ------------------------------------------------------------
@@ -56,20 +76,31 @@ def run_dir(config: Config) -> Path:
 
 
 def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
-    """Create ``out_dir``; refuse to mix a different model (or a fresh start) into existing checkpoints."""
-    if world.is_main:
+    """Create ``out_dir`` and lock it for this run (rank 0; a second run on it stops with the holder's
+    PID, ``growth/checkpoint/run_lock.py``); refuse a fresh start over existing checkpoints (any
+    ``step_*`` folder, with or without ``latest``) and a different model in them."""
+    def create_and_lock() -> None:
+        probe = out_dir / f".write_probe{world.rank}"
         try:
             (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            probe = out_dir / f".write_probe{world.rank}"
             probe.write_text("")
             probe.unlink()
         except OSError as err:
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise ConfigError(f"train.out_dir={out_dir} is not writable ({err.strerror}); choose another train.out_dir") from None
-    barrier()
-    has_checkpoint = (out_dir / "checkpoints" / ckpt.LATEST).is_file()
+        ckpt.lock_run_dir(out_dir)
+
+    run_on_main(world, create_and_lock)  # rank 0's failure is every rank's (and this is the barrier)
+    found = ckpt.step_folders(out_dir / "checkpoints")
+    has_checkpoint = (out_dir / "checkpoints" / ckpt.LATEST).is_file() or bool(found)
     if has_checkpoint and config.train.resume == "none":
+        what = ", ".join(folder.name for folder in found[-3:]) or ckpt.LATEST
         raise ConfigError(
-            f"train.out_dir={out_dir} already holds checkpoints; use train.resume=auto to continue or a new train.out_dir"
+            f"train.out_dir={out_dir} already holds checkpoints ({what}); use train.resume=auto to continue or a new "
+            "train.out_dir"
         )
     saved = out_dir / ckpt.CONFIG
     if has_checkpoint and saved.is_file():
@@ -81,18 +112,21 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
 
 
 def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
-    """The configured tokenizer, or one trained on the corpus (rank 0, cached by corpus digest)."""
+    """The configured tokenizer, or one trained on a seeded sample of the corpus (rank 0, cached by the
+    corpus's digest; the other ranks take rank 0's path rather than digesting the corpus again)."""
     if config.data.tokenizer:
         tokenizer = Tokenizer.load(config.data.tokenizer)
     else:
-        path = cache / f"tokenizer-{file_digest(corpus_path(config.data.corpus))}-{config.model.vocab_size}.model"
-        if world.is_main and not path.is_file():
-            from growth.data.corpus import read_corpus
-
-            read_corpus(config.data.corpus)  # refuse empty/binary corpora before sentencepiece sees them
-            train_tokenizer([corpus_path(config.data.corpus)], path, config.model.vocab_size)
-        barrier()
-        tokenizer = Tokenizer.load(path)
+        shared = torch.distributed.is_initialized() and world.size > 1
+        path = [tokenizer_cache_path(config.data, config.model.vocab_size, cache) if world.is_main or not shared else None]
+        if world.is_main and not path[0].is_file():
+            train_corpus_tokenizer(config.data, config.model.vocab_size, path[0])
+        if shared:
+            torch.distributed.broadcast_object_list(path, src=0)  # also the barrier
+        tokenizer = Tokenizer.load(path[0])
+    if config.model.objective == "mlm" and tokenizer.mask_id < 0:
+        raise ConfigError(f"model.objective=mlm needs a <mask> token, and data.tokenizer={config.data.tokenizer or 'the trained one'} "
+                          "has none (a causal LM's tokenizer); use model.objective=clm or a tokenizer with a mask token")
     if tokenizer.vocab_size > config.model.vocab_size:
         raise ConfigError(
             f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} pieces; "
@@ -109,10 +143,15 @@ class Task:
 
 
 def load_token_data(config: Config, tokenizer: Tokenizer, cache: Path, world: World):
-    if world.is_main:
-        prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction)
-    barrier()
-    return load_tokens(prepare_tokens(config.data.corpus, tokenizer, cache, config.data.val_fraction), config.data.seq_len)
+    """The token corpus, prepared on rank 0 (``data.workers`` processes, a progress bar) when the cache
+    lacks it; the other ranks take rank 0's folders, and prepare them only where the cache is not shared."""
+    shared = torch.distributed.is_initialized() and world.size > 1
+    prepared = [prepare_tokens(config.data, tokenizer, cache, progress=True) if world.is_main or not shared else None]
+    if shared:
+        torch.distributed.broadcast_object_list(prepared, src=0)  # also the barrier
+    if not prepared[0].complete():
+        prepared[0] = prepare_tokens(config.data, tokenizer, cache, workers=1)
+    return load_token_corpus(prepared[0], config.data.seq_len)
 
 
 def token_lm_module(config: Config, corpus, lm: GrowthLM, tokenizer: Tokenizer, world: World) -> TokenLMModule:
@@ -122,7 +161,7 @@ def token_lm_module(config: Config, corpus, lm: GrowthLM, tokenizer: Tokenizer, 
                    special, config.data.mlm_probability, seed)
         for tokens, seed in ((corpus.train, config.train.seed), (corpus.val, config.train.seed + 7))
     )
-    sampler = WindowSampler(len(corpus.train), config.data.seq_len, config.train.seed)
+    sampler = corpus.sampler(config.data.seq_len, config.train.seed)  # one corpus, or a weighted mixture
     t = config.train
     return TokenLMModule(lm, train_batches, val_batches, sampler, world, t.micro_batch_size, t.grad_accum, t.eval_batches)
 
@@ -179,15 +218,81 @@ def build_callbacks(config: Config, out_dir: Path, ema: EMA | None, extra: Seque
                   Evaluator(t.eval_interval), Checkpointer(out_dir / "checkpoints", t.save_interval, config)]
     if t.growth:
         callbacks.append(GrowthSchedule(config))
+    if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
+        callbacks.append(DepthRamp(t.init_from))
     return [*callbacks, *extra]
 
 
-def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World) -> None:
-    """The resolved config and the tokenizer, written once every check has passed."""
+def find_resume(config: Config, checkpoint_dir: Path, world: World) -> tuple[Path | None, ckpt.RunState | None]:
+    """With ``train.resume=auto``: the newest complete checkpoint (``ckpt.resume_checkpoint``), its
+    files verified against the manifest on rank 0, and its run state; (None, None) to start afresh."""
+    if config.train.resume != "auto":
+        return None, None
+
+    def find() -> tuple[Path | None, str]:
+        folder, note = ckpt.resume_checkpoint(checkpoint_dir)
+        if folder is not None:
+            ckpt.verify_checkpoint(folder, ckpt.read_run_state(folder).world_size)
+        return folder, note
+
+    folder, note = run_on_main(world, find)
+    if folder is None:
+        return None, None
+    if note and world.is_main:
+        print(note, flush=True)
+    return folder, ckpt.read_run_state(folder)
+
+
+def check_resume(config: Config, folder: Path, state: ckpt.RunState, ds_config: dict, module: TrainModule) -> None:
+    """What a resume must keep: the model the checkpoint holds, its ZeRO stage, and its data stream."""
+    here = model_at(config, state.step)
+    try:
+        there = model_config_from_dict(yaml.safe_load((folder / ckpt.CONFIG).read_text())["model"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError) as err:
+        raise ConfigError(f"{folder / ckpt.CONFIG} is unreadable ({type(err).__name__}); the checkpoint is damaged") from None
+    for name, before, now in model_differences(there, here, ("fixed", "growable")):
+        raise ConfigError(f"{folder} holds a different model (model.{name}={before!r} there, {now!r} now); resume "
+                          f"with that model, or use a new train.out_dir (train.init_from={folder} starts from its weights)")
+    stage = zero_stage(ds_config)
+    if state.zero_stage != stage:
+        raise ConfigError(f"train.zero_stage={stage}, but {folder} was saved under ZeRO-{state.zero_stage}; resume with "
+                          f"train.zero_stage={state.zero_stage} (or start a new run from its weights: "
+                          f"train.init_from={folder} with a new train.out_dir)")
+    sampler = getattr(module, "sampler", None)
+    if state.sampler and sampler is not None and hasattr(sampler, "same_stream") and not sampler.same_stream(state.sampler):
+        mine = sampler.state_dict()
+        changed = ", ".join(f"{key} {state.sampler.get(key)} there, {mine[key]} now" for key in mine
+                            if key != "consumed" and state.sampler.get(key) != mine[key])
+        raise ConfigError(f"{folder} was trained on another data stream ({changed}): data.corpus, data.seq_len or "
+                          f"train.seed changed, so its data position means nothing here; restore them to resume, or "
+                          f"start a new run from its weights (train.init_from={folder}, a new train.out_dir)")
+
+
+def use_configured_lr(engine, lr: float, world: World) -> None:
+    """A resume restores the schedule with the peak LR it was saved with; a changed ``train.lr`` (e.g.
+    lowered after a divergence) takes effect from here on, at the schedule's position."""
+    scheduler = getattr(engine, "lr_scheduler", None)
+    if scheduler is None or not hasattr(scheduler, "lr_lambdas") or all(base == lr for base in scheduler.base_lrs):
+        return
+    before = scheduler.base_lrs[0]
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
     if world.is_main:
-        config.save(out_dir / ckpt.CONFIG)
+        print(f"train.lr={lr:g} (the checkpoint's schedule peaked at {before:g}): the schedule continues at the "
+              "configured LR", flush=True)
+
+
+def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World) -> None:
+    """The resolved config and the tokenizer, written (rank 0, atomically) once every check has passed:
+    ``train`` calls it after the DeepSpeed config, ``init_from`` and the resume have been checked and loaded."""
+    def write() -> None:
+        write_atomic(out_dir / ckpt.CONFIG, config.to_yaml().encode())
         if not (out_dir / ckpt.TOKENIZER).is_file():
-            shutil.copyfile(tokenizer.path, out_dir / ckpt.TOKENIZER)
+            with atomic_path(out_dir / ckpt.TOKENIZER) as tmp:
+                shutil.copyfile(tokenizer.path, tmp)
+
+    run_on_main(world, write)
 
 
 def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> Trainer:
@@ -200,12 +305,13 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     data = task.load_data(config, tokenizer, cache, world)
 
     checkpoint_dir = out_dir / "checkpoints"
-    resume_from = ckpt.latest_checkpoint(checkpoint_dir) if config.train.resume == "auto" else None
-    resumed_state = ckpt.read_run_state(resume_from) if resume_from is not None else None
+    resume_from, resumed_state = find_resume(config, checkpoint_dir, world)
     lm, state, init_folder = build_network(config, resumed_state.step if resumed_state else 0)
     universal = resumed_state is not None and ckpt.needs_universal(resumed_state, world)
     ds_config = deepspeed_config(config.train, world.size, load_universal=universal)
     module = task.build_module(config, data, lm, tokenizer, world)
+    if resume_from is not None:
+        check_resume(config, resume_from, resumed_state, ds_config, module)
     # A new run starts the schedule at its (continued) step; a resume gets the position from DeepSpeed.
     engine = build_engine(module.network, config.train, ds_config, schedule_start=schedule_position(state),
                           rewarmup=rewarmup_in_effect(config, resumed_state or state))
@@ -218,11 +324,16 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
             module.load_state_dict(state.sampler)  # continue the data order where the small model stopped
     if resume_from is not None:
         ckpt.load_training_state(engine, resume_from, world, universal)
+        use_configured_lr(engine, config.train.lr, world)
         restore_extra_weights(module, resume_from)
         state = resumed_state
         module.load_state_dict(state.sampler)
         saved_ema = ckpt.read_ema(resume_from)
-        if ema is not None and saved_ema is not None:
+        if ema is not None and saved_ema is None:
+            raise ConfigError(f"{resume_from} has no EMA weights (ema.safetensors) but train.ema_decay="
+                              f"{config.train.ema_decay}: the file was deleted, or the run trained without EMA; restore "
+                              f"it, or resume with train.ema_decay=0")
+        if ema is not None:
             ema.load_state_dict(saved_ema)
         if world.is_main:
             print(f"resumed from {resume_from} at step {state.step}", flush=True)
@@ -232,20 +343,71 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     trainer = Trainer(engine, module, state, world, config.train.max_steps, config.train.max_bad_steps,
                       build_callbacks(config, out_dir, ema, callbacks))
     trainer.load_callback_states(state.callbacks)
+    started = time.perf_counter()
     trainer.fit()
+    ckpt.release_run_dir(out_dir)
     if world.is_main:
-        print(f"done: step {state.step}, TensorBoard logs in {out_dir / 'tensorboard'} "
-              f"(tensorboard --logdir {out_dir.parent}), checkpoints in {checkpoint_dir}", flush=True)
+        print(summary(trainer, config, out_dir, time.perf_counter() - started), flush=True)
     return trainer
 
 
+def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> str:
+    """What a run did and where everything is, and how to go on from it."""
+    state, evaluator = trainer.state, trainer.callback(Evaluator)
+    last = " | ".join(f"{k} {v:.4f}" for k, v in (evaluator.last if evaluator else {}).items())
+    train_loss = f"{trainer.losses[-1]:.4f}" if trainer.losses else "none (no step applied)"
+    return "\n".join([
+        f"done: step {state.step} ({len(trainer.losses)} steps this run, {state.skipped_steps} skipped), "
+        f"{state.tokens_seen:,} tokens seen, {seconds:.1f} s",
+        f"  final train loss {train_loss}" + (f" | {last}" if last else ""),
+        f"  TensorBoard: tensorboard --logdir {out_dir / 'tensorboard'}",
+        f"  checkpoints: {out_dir / 'checkpoints'} (latest: {ckpt.latest_checkpoint(out_dir / 'checkpoints')})",
+        f"  continue:    deepspeed launch/pretrain.py --config {out_dir / ckpt.CONFIG} train.max_steps={2 * config.train.max_steps}",
+        f"  grow:        python tools/expand.py --from {out_dir} --to configs/grow_2x.yaml --out {out_dir}_grown",
+    ])
+
+
+def os_error_line(err: OSError, config: Config | None) -> str:
+    """One line for a failed read or write (a full disk, a read-only cache), naming the setting."""
+    import errno
+
+    where, what = err.filename or "a file", err.strerror or str(err)
+    if config is not None and err.filename:
+        for key, folder in (("data.cache_dir", default_cache_dir(config.data.cache_dir)), ("train.out_dir", run_dir(config))):
+            if Path(err.filename).resolve().is_relative_to(folder.resolve()):
+                where = f"{key}={folder}: {err.filename}"
+                break
+    if err.errno == errno.ENOSPC:
+        return (f"error: {where}: no space left on the device; free some space and launch again (train.resume=auto "
+                "continues from the last complete checkpoint, which is intact)")
+    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"error: {where}: {what}; make it writable or choose another location"
+    return f"error: {where}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: one ``error:`` line and exit code 2 for bad input, printed once (by rank 0,
+    or by the rank that found it) while the other ranks stop quietly with exit code 2."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    world, config = None, None
     try:
         config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(config.to_yaml(), end="")
+            return 0
         world = init_distributed()
+        watch_peers(world)
         train(config, world)
+        stop_watching_peers()
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        agree_on_failure(world, f"error: {err}")
         return 2
+    except OSError as err:
+        agree_on_failure(world, os_error_line(err, config))
+        return 2
+    except BaseException:
+        agree_on_failure(world, None)  # this rank's traceback says why; the others stop quietly
+        raise
+    finally:
+        ckpt.release_all()
     return 0

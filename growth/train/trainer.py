@@ -29,7 +29,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.losses: list[float] = []  # every applied step's global loss, for summaries and tests
         self.bad_in_a_row = 0
-        self.recovery_note = ""  # what a user can go back to; the checkpointer keeps it current
+        self.recovery_note = ""  # what a user can go back to (the checkpointer keeps it true); "" = nothing
 
     # -- callbacks ------------------------------------------------------------------------------
     def call(self, hook: str, *args) -> None:
@@ -69,8 +69,9 @@ class Trainer:
             self.state.skipped_steps += 1
         self.call("post_step", result)
         if self.bad_in_a_row > self.max_bad_steps:
+            note = self.recovery_note or "no checkpoint has been written, so there is nothing to resume from"
             raise TrainingDiverged(f"{self.bad_in_a_row} non-finite steps in a row at step {self.state.step}; "
-                                   f"lower train.lr or check the data; {self.recovery_note or 'no checkpoint was written'}")
+                                   f"lower train.lr or check the data; {note}")
         return result
 
     def fit(self) -> RunState:

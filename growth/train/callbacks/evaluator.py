@@ -11,6 +11,7 @@ from growth.train.callbacks.ema import averaged_weights
 class Evaluator(Callback):
     def __init__(self, interval: int):
         self.interval = interval
+        self.last: dict[str, float] = {}  # the latest evaluation, for the run's summary
 
     def post_step(self, trainer, result) -> None:
         if result.applied and (trainer.state.step % self.interval == 0 or trainer.is_last_step):
@@ -24,5 +25,6 @@ class Evaluator(Callback):
                 scalars.update({f"{k}_ema": v for k, v in trainer.module.eval_metrics(trainer.engine).items()})
         trainer.log(trainer.state.step, scalars)
         trainer.log(trainer.state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
+        self.last = scalars
         trainer.call("post_eval", scalars)
         return scalars

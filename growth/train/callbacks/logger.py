@@ -15,8 +15,10 @@ class TensorBoardLogger(Callback):
         self.metrics: Metrics | None = None
 
     def pre_train(self, trainer) -> None:
-        self.metrics = Metrics(self.log_dir, trainer.world.is_main, trainer.max_steps, trainer.state.step)
+        self.metrics = Metrics(self.log_dir, trainer.world.is_main, trainer.max_steps, trainer.state.step,
+                               line_every=self.log_interval)
         self.metrics.step_seconds()
+        self.tokens_per_s = 0.0
 
     def log_metrics(self, trainer, step: int, scalars: dict[str, float]) -> None:
         if self.metrics is not None:
@@ -29,6 +31,7 @@ class TensorBoardLogger(Callback):
             return
         seconds = self.metrics.step_seconds()
         perf = self.metrics.throughput(result.tokens, result.flops, seconds, trainer.world.size)
+        self.tokens_per_s = perf["perf/tokens_per_s"]
         grown = sum("stage" in event for event in trainer.state.growth_events)
         self.metrics.progress(step, result.loss, perf["perf/tokens_per_s"], stage=grown if self.show_stage else None)
         if step % self.log_interval == 0 or step == 1:
@@ -42,6 +45,15 @@ class TensorBoardLogger(Callback):
                 "model/params": trainer.engine.module.num_params(),
                 **perf,
             })
+
+    def post_eval(self, trainer, scalars: dict[str, float]) -> None:
+        """One console line per evaluation: ``step 200 | val loss 4.21 | val loss (EMA) 4.18 | 14.7k tok/s``."""
+        parts = [f"step {trainer.state.step}"]
+        for name, value in scalars.items():
+            label = name.removeprefix("val/").replace("_", " ")
+            label = f"{label[:-4]} (EMA)" if label.endswith(" ema") else label
+            parts.append(f"val {label} {value:.4f}")
+        self.metrics.say(" | ".join([*parts, f"{self.tokens_per_s / 1e3:.1f}k tok/s"]))
 
     def post_train(self, trainer) -> None:
         self.close()

@@ -1,0 +1,104 @@
+"""Every command in the README works as written, top to bottom, after the documented set-up.
+
+The README's ```bash blocks are read in order and run in one scratch directory (``launch/``,
+``tools/``, ``configs/`` and ``.venv`` linked in, so ``runs/`` lands there), with the virtualenv's ``bin`` first
+on PATH (what ``. .venv/bin/activate`` does). Each command is run as written, except:
+
+- training commands get small-run overrides appended (a few steps; later keys win), so the README
+  can show real step counts;
+- benchmarks (``tools/bench_*.py``) run ``--help``: they take minutes to an hour and have their
+  own smoke tests;
+- ``tensorboard --logdir`` starts a server: ``tensorboard --version`` checks it is installed;
+- set-up commands (``make``, ``.``/``source``) are what ``.ci/run`` itself does before the tests.
+
+```python blocks are run as scripts in the same directory (the README keeps them small).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+SMALL_RUN = ["train.max_steps=2", "train.warmup_steps=1", "train.eval_interval=1", "train.save_interval=1",
+             "train.eval_batches=1", "train.log_interval=1"]
+# configs/grow_schedule.yaml grows at steps 100 and 200; a small run grows after steps 1 and 2.
+SMALL_GROWTH = ["train.max_steps=3", "train.growth=[{at_step: 1, model: {d_model: 256, n_heads: 8, d_ff: 768}}, "
+                "{at_step: 2, model: {n_layers: 8}}]"]
+SETUP = ("make", ".", "source")
+
+
+def blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def bash_commands(text: str) -> list[list[str]]:
+    commands = []
+    for block in blocks(text, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            if tokens:
+                commands.append(tokens)
+    return commands
+
+
+def as_tested(tokens: list[str]) -> list[str] | None:
+    """The command line the test runs for a README command (None: a set-up step)."""
+    if tokens[0] in SETUP:
+        return None
+    if tokens[0] == "tensorboard":
+        return ["tensorboard", "--version"]
+    if any(t.startswith("tools/bench_") for t in tokens):
+        return [*tokens[:2], "--help"]
+    if "launch/pretrain.py" in tokens and not {"--help", "--print-config"} & set(tokens):
+        grows = any(t.endswith("grow_schedule.yaml") for t in tokens)
+        return [*tokens, *SMALL_RUN, *(SMALL_GROWTH if grows else [])]
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    work = tmp_path_factory.mktemp("readme")
+    for name in ("launch", "tools", "configs"):
+        (work / name).symlink_to(ROOT / name)
+    (work / ".venv").symlink_to(BIN.parent)  # the README's paths into the virtualenv (its Python sources)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(BIN.parent),
+           "GROWTH_CACHE": str(work / "cache")}
+    return work, env
+
+
+def run(command: list[str], work: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"README command failed: {shlex.join(command)}\n{result.stderr[-3000:]}"
+
+
+def test_every_readme_command_works_as_written(workdir):
+    work, env = workdir
+    text = (ROOT / "README.md").read_text()
+    ran = []
+    for tokens in bash_commands(text):
+        command = as_tested(tokens)
+        if command is not None:
+            run(command, work, env)
+            ran.append(shlex.join(tokens))
+    for index, script in enumerate(blocks(text, "python")):
+        path = work / f"readme_block{index}.py"
+        path.write_text(script)
+        run([sys.executable, str(path)], work, env)
+    assert len(ran) >= 15 and any("tools/expand.py" in c for c in ran)  # the reading did find the commands
+
+
+def test_the_reader_finds_continued_lines_and_drops_comments():
+    text = "```bash\ndeepspeed launch/pretrain.py a=1 \\\n    b=2   # two keys\n# only a comment\n```\n"
+    assert bash_commands(text) == [["deepspeed", "launch/pretrain.py", "a=1", "b=2"]]
+    assert as_tested(["make", "run"]) is None
+    assert as_tested(["python", "tools/bench_growth.py", "--quick"]) == ["python", "tools/bench_growth.py", "--help"]

@@ -1,0 +1,253 @@
+"""The reliability guards one at a time, without spawning ranks (the end-to-end fault injection is
+``tests/test_reliability.py``): the run-directory lock, which checkpoint a run continues from, the
+manifest that catches damaged files, retention, atomic writes, finite weights, one-line refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from growth import checkpoint as ckpt
+from growth.checkpoint.atomic import atomic_path, write_atomic
+from growth.checkpoint.run_checkpoint import _make_room
+from growth.checkpoint.run_lock import LOCK_FILE, RunDirInUse, lock_run_dir, release_run_dir
+from growth.checkpoint.verify import manifest
+from growth.config import ConfigError, load_config
+from growth.data.contrastive_batches import ContrastiveExamples
+from growth.data.errors import DataError
+from growth.distributed import World, agree_on_failure, run_on_main
+
+ROOT = Path(__file__).parents[1]
+
+
+# -- the run-directory lock ------------------------------------------------------------------------
+HOLDER = """
+import sys, time
+from growth.checkpoint.run_lock import lock_run_dir
+lock_run_dir(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_run_gets_one_line_with_the_holders_pid_and_the_lock_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirInUse) as refused:
+            lock_run_dir(tmp_path)
+        message = str(refused.value)
+        assert f"pid {holder.pid}" in message and f"kill {holder.pid}" in message and "\n" not in message
+        holder.send_signal(signal.SIGKILL)  # kill -9: no chance to clean up
+        holder.wait()
+        assert (tmp_path / LOCK_FILE).is_file()  # the file stays behind, the lock does not
+        lock = lock_run_dir(tmp_path)
+        assert (tmp_path / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} ")
+        assert lock_run_dir(tmp_path) is lock  # re-entrant within a process
+    finally:
+        holder.kill()
+        release_run_dir(tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()  # released: the file is gone, the directory as it was
+
+
+# -- which checkpoint a run continues from ---------------------------------------------------------
+def fake_checkpoint(root: Path, step: int, complete: bool = True) -> Path:
+    folder = root / ckpt.tag_for(step)
+    folder.mkdir(parents=True)
+    (folder / ckpt.RUN_STATE).write_text(ckpt.RunState(step=step).to_json())
+    (folder / "mp_rank_00_model_states.pt").write_bytes(os.urandom(1000))
+    (folder / ckpt.WEIGHTS).write_bytes(os.urandom(500))
+    (folder / "rng_rank0.pt").write_bytes(os.urandom(100))
+    if complete:
+        (folder / ckpt.COMPLETE).write_bytes(manifest(folder))
+    return folder
+
+
+def test_checkpoints_without_latest_are_continued_from_never_started_over(tmp_path):
+    root = tmp_path / "checkpoints"
+    assert ckpt.resume_checkpoint(root) == (None, "")
+    fake_checkpoint(root, 2)
+    newest = fake_checkpoint(root, 4)
+    fake_checkpoint(root, 6, complete=False)  # what a killed save leaves
+    folder, note = ckpt.resume_checkpoint(root)
+    assert folder == newest and "no " in note and "step_00000004" in note
+    assert ckpt.resolve_checkpoint(tmp_path) == newest  # --from / init_from / --checkpoint agree with a resume
+    (root / "latest").write_text("step_00000002")  # killed between `complete` and `latest`
+    folder, note = ckpt.resume_checkpoint(root)
+    assert folder == newest and "newer" in note
+    (root / "latest").write_text("step_00000004")
+    assert ckpt.resume_checkpoint(root) == (newest, "")
+
+
+def test_only_incomplete_folders_mean_a_fresh_start(tmp_path):
+    fake_checkpoint(tmp_path, 2, complete=False)
+    assert ckpt.resume_checkpoint(tmp_path) == (None, "")
+
+
+@pytest.mark.parametrize("content, words", [(b"\x00\xff\xfe", "is damaged"), (b"", "is damaged"),
+                                            (b"step_00000009", "which is missing"),
+                                            (b"step_00000006", "which is incomplete")])
+def test_a_damaged_latest_is_one_line_naming_what_to_do(tmp_path, content, words):
+    fake_checkpoint(tmp_path, 4)
+    fake_checkpoint(tmp_path, 6, complete=False)
+    (tmp_path / "latest").write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        ckpt.resume_checkpoint(tmp_path)
+    assert words in str(refused.value) and "step_00000004" in str(refused.value) and "\n" not in str(refused.value)
+
+
+# -- the manifest catches deleted, truncated and altered files -------------------------------------
+@pytest.mark.parametrize("damage, words", [
+    ("delete", "is missing"), ("truncate", "truncated"), ("flip", "checksum"), ("run_state", "run_state.json is missing"),
+    ("garbage_run_state", "run_state.json is unreadable"),
+])
+def test_verify_names_the_damaged_file_and_the_checkpoint_before_it(tmp_path, damage, words):
+    fake_checkpoint(tmp_path, 2)
+    folder = fake_checkpoint(tmp_path, 4)
+    ckpt.verify_checkpoint(folder)
+    target = folder / "mp_rank_00_model_states.pt"
+    if damage == "delete":
+        target.unlink()
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:10])
+    elif damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[500] ^= 0xFF
+        target.write_bytes(bytes(data))
+    elif damage == "run_state":
+        (folder / ckpt.RUN_STATE).unlink()
+    else:
+        (folder / ckpt.RUN_STATE).write_bytes(b"\x00\x01 not json")
+    with pytest.raises(ConfigError) as refused:
+        ckpt.verify_checkpoint(folder)
+    message = str(refused.value)
+    assert words in message and "continue from step_00000002" in message and "\n" not in message
+
+
+def test_a_checkpoint_written_before_manifests_still_needs_its_rng_files(tmp_path):
+    folder = fake_checkpoint(tmp_path, 2)
+    (folder / ckpt.COMPLETE).write_text("ok\n")
+    ckpt.verify_checkpoint(folder, world_size=1)
+    with pytest.raises(ConfigError, match="rng_rank1.pt is missing"):
+        ckpt.verify_checkpoint(folder, world_size=2)
+
+
+# -- saving: never over a complete checkpoint; retention -------------------------------------------
+def test_a_save_never_overwrites_a_complete_checkpoint_and_clears_a_killed_one(tmp_path):
+    complete = fake_checkpoint(tmp_path, 2)
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        _make_room(complete)
+    killed = fake_checkpoint(tmp_path, 4, complete=False)
+    _make_room(killed)
+    assert not killed.exists() and complete.is_dir()
+
+
+def test_keep_checkpoints_deletes_only_older_complete_ones(tmp_path):
+    folders = [fake_checkpoint(tmp_path, step) for step in (2, 4, 6, 8)]
+    (tmp_path / "step_00000002_universal").mkdir()
+    stray = fake_checkpoint(tmp_path, 10, complete=False)  # a save in progress (or killed)
+    (tmp_path / "latest").write_text("step_00000008")
+    deleted = ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert deleted == folders[:2] and not any(f.exists() for f in folders[:2])
+    assert not (tmp_path / "step_00000002_universal").exists()
+    assert all(f.is_dir() for f in folders[2:]) and stray.is_dir()
+    assert ckpt.prune_checkpoints(tmp_path, keep=1) == [folders[2]]  # never the one latest names
+    assert load_config(overrides=[]).train.keep_checkpoints == 0
+    with pytest.raises(ConfigError, match="train.keep_checkpoints must be >= 0"):
+        load_config(overrides=["train.keep_checkpoints=-1"])
+
+
+def test_atomic_writes_leave_no_temporary_behind_on_failure(tmp_path):
+    target = tmp_path / "file.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the disk filled up")
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(target, b"whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"] and target.read_bytes() == b"whole"
+
+
+def test_non_finite_weights_are_named():
+    layer = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    world = World(0, 0, 1)
+    assert ckpt.non_finite_weights(layer, world) == []
+    with torch.no_grad():
+        layer[1].bias[0] = float("inf")
+    assert ckpt.non_finite_weights(layer, world) == ["1.bias"]
+
+
+# -- one line, printed once ------------------------------------------------------------------------
+def test_before_the_process_group_only_rank_0_prints(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    agree_on_failure(None, "error: bad key")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    agree_on_failure(None, "error: bad key")
+    assert capsys.readouterr().err == "error: bad key\n"
+
+
+def test_run_on_main_in_a_world_of_one():
+    world = World(0, 0, 1)
+    assert run_on_main(world, lambda: 7) == 7
+    with pytest.raises(ConfigError, match="nope"):
+        run_on_main(world, lambda: (_ for _ in ()).throw(ConfigError("nope")))
+
+
+@pytest.mark.parametrize("content, overrides, words", [
+    ("[1, 2]", [], "must hold a JSON object"),
+    ('{"zero_optimization": 3}', [], "zero_optimization must be an object"),
+    ('{"fp16": {"enabled": true}}', [], "enables fp16, which needs a GPU"),
+    ("{}", ["train.precision=bf16"], "train.precision=bf16 needs a GPU"),
+])
+def test_deepspeed_json_of_the_wrong_shape_is_one_line(tmp_path, content, overrides, words):
+    if torch.cuda.is_available() and "GPU" in words:
+        pytest.skip("a GPU is available")
+    from growth.train.engine import deepspeed_config
+
+    (tmp_path / "ds.json").write_text(content)
+    train = load_config(overrides=[f"train.deepspeed_config={tmp_path / 'ds.json'}", *overrides]).train
+    with pytest.raises(ConfigError, match=words):
+        deepspeed_config(train, 1)
+
+
+def test_spearman_of_one_pair_or_one_score_is_refused_not_nan():
+    from growth.eval.sts import check_rankable, defined
+
+    one = ContrastiveExamples([[5]], [[6]], torch.tensor([3.0]))
+    constant = ContrastiveExamples([[5], [7]], [[6], [8]], torch.tensor([2.0, 2.0]))
+    for examples, words in ((one, "1 scored pair"), (constant, "every pair has the same score")):
+        with pytest.raises(DataError, match=words):
+            check_rankable(examples, "f.csv")
+    check_rankable(ContrastiveExamples([[5], [7]], [[6], [8]], torch.tensor([1.0, 2.0])), "f.csv")
+    with pytest.raises(DataError, match="Spearman is undefined"):
+        defined(float("nan"), "f.csv", "raw")
+
+
+def test_train_tokenizer_into_an_existing_directory_is_one_line(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("train_tokenizer_tool", ROOT / "tools/train_tokenizer.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("some text\n" * 10)
+    before = sorted(tmp_path.iterdir())
+    assert tool.main(["--input", str(corpus), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out") and "is a directory" in err[0]
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_manifest_lists_every_file_with_size_and_checksum(tmp_path):
+    folder = fake_checkpoint(tmp_path, 2)
+    files = json.loads((folder / ckpt.COMPLETE).read_text())["files"]
+    assert set(files) == {ckpt.RUN_STATE, "mp_rank_00_model_states.pt", ckpt.WEIGHTS, "rng_rank0.pt"}
+    assert files[ckpt.WEIGHTS][0] == 500
