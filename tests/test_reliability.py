@@ -436,6 +436,8 @@ def test_a_config_error_is_one_line(cases):
 
 # -- two ranks: printed once, the other rank exits quietly ------------------------------------------
 def test_two_ranks_rank_0_only_errors_print_once_and_rank_1_exits_quietly(corpus, finished, tmp_path):
+    """Under ``deepspeed --num_gpus 2`` (and once under ``torchrun``): one ``error:`` line, exit code
+    2, no traceback and no "Connection closed by peer", whichever rank found the problem."""
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "a_file").write_text("")
     damaged = tmp_path / "damaged"

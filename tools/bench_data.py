@@ -17,12 +17,12 @@ from growth.bench.data import VENV_SOURCES, plot, run
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_out"))
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the JSON and PNG (default: %(default)s)")
     parser.add_argument("--corpus", default=VENV_SOURCES, help="corpus spec (default: %(default)s)")
     parser.add_argument("--sizes", type=float, nargs="+", default=[20, 80, 200], help="corpus MB for the RSS runs")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds, alternating the order")
-    parser.add_argument("--vocab-size", type=int, default=8192)
-    parser.add_argument("--input-sentence-size", type=int, default=1_000_000)
+    parser.add_argument("--vocab-size", type=int, default=8192, help="tokenizer pieces (default: %(default)s)")
+    parser.add_argument("--input-sentence-size", type=int, default=1_000_000, help="lines sampled to train the tokenizer (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_data_") as work:
         report = run(Path(work), args.corpus, args.vocab_size, tuple(args.sizes), args.rounds, args.input_sentence_size)

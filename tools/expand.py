@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--to", dest="target", required=True, help="YAML config of the larger model")
     parser.add_argument("--out", required=True, help="new folder for the grown checkpoint")
     parser.add_argument("--noise-std", type=float, default=1e-3, help="zero-sum symmetry-breaking noise (exact at any value)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the new layers (default: %(default)s)")
     parser.add_argument("--optimizer", choices=["grown", "reset"], default="grown",
                         help="grow Adam moments with the weights, or reset them (the new run re-warms up)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max(1, |logits|)")
@@ -61,7 +61,8 @@ def main() -> int:
     if not report["function_preserving"]:
         print(f"not function-preserving ({report['depth_operator']}): loss {report['loss_before']:.4f} -> "
               f"{report['loss_after']:.4f} on the probe batch")
-    print(f"grown checkpoint: {args.out}; continue with: deepspeed launch/pretrain.py --config {args.out}/config.yaml")
+    print(f"grown checkpoint: {args.out}; continue with: deepspeed --num_gpus 2 launch/pretrain.py "
+          f"--config {args.out}/config.yaml train.out_dir={args.out}_train")
     return 0
 
 

@@ -23,7 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", required=True, help="run dir or checkpoint folder")
     parser.add_argument("--out", required=True, help="new Hugging Face folder")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights dtype of the exported model (default: %(default)s)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer to write (default: the checkpoint's run tokenizer, or data.tokenizer)")
     parser.add_argument("--no-verify", action="store_true", help="skip the logits check against the project's model")

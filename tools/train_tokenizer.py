@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", nargs="+", required=True, help="corpus files, directories or globs")
     parser.add_argument("--out", required=True, help="where to write the .model file")
-    parser.add_argument("--vocab-size", type=int, default=1024)
-    parser.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    parser.add_argument("--vocab-size", type=int, default=1024, help="pieces, the special ids included (default: %(default)s)")
+    parser.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe", help="sentencepiece model type (default: %(default)s)")
     parser.add_argument("--text-field", default="text", help="JSONL key / Parquet column of the text (default: %(default)s)")
     parser.add_argument("--input-sentence-size", type=int, default=1_000_000,
                         help="lines sampled for sentencepiece (default: %(default)s)")
