@@ -72,7 +72,7 @@ def restarted_phases(work: Path, overrides: list[str]) -> dict:
 
 def compare(work: Path, overrides: list[str] = (), window: int = 40) -> dict:
     overrides = [*overrides, "train.eval_interval=10", "train.log_interval=5", "train.eval_batches=16"]
-    growth_steps = [stage.at_step for stage in load_config(CONFIG).train.growth]
+    growth_steps = [stage.at_step for stage in load_config(CONFIG, overrides).train.growth]
     runs = {"one_schedule": one_schedule(work, overrides), "restarted": restarted_phases(work, overrides)}
     for result in runs.values():
         result["bumps"] = bumps(result["val"], growth_steps, window)

@@ -4,7 +4,9 @@ The optimizer is torch's AdamW (so nothing JIT-compiles on CPU); at ZeRO 0 in fp
 ``SkippingAdamW`` (``growth/distributed/deepspeed_adapter.py``), which skips a step whose gradients
 are non-finite, the same thing DeepSpeed's ZeRO optimizers do for stages 1-3. The
 schedule (``schedule.py``: cosine, WSD or constant from transformers) is positioned by the run's
-applied steps; DeepSpeed steps it only on applied steps and saves it in checkpoints.
+applied steps; DeepSpeed steps it only on applied steps and saves it in checkpoints. On CUDA AdamW
+is torch's fused kernel. ``train.compile``: ``engine.compile()`` (the model's forward compiled in
+place, parameter names unchanged), each layer gathered as one ZeRO-3 leaf so it compiles as one graph.
 """
 
 from __future__ import annotations
