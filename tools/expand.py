@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+from growth.checkpoint.atomic import failed_write_line
 from growth.config import ConfigError
 from growth.data.errors import DataError
 from growth.expand import GrowthError
@@ -53,8 +54,7 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. a full disk under --out: the half-written folder is already removed
-        print(f"error: {err.filename or args.out}: {err.strerror or err}; nothing was written to --out {args.out}",
-              file=sys.stderr)
+        print(failed_write_line(err, args.out), file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("max_abs_logit_diff", "relative_logit_diff", "params_before",
                                              "params_after", "loss_before", "loss_after", "optimizer")}, indent=2))

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from growth.checkpoint.atomic import failed_write_line
 from growth.checkpoint.hf import export_hf
 from growth.config import ConfigError
 from growth.data.errors import DataError
@@ -38,8 +39,7 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"error: {err.filename or args.out}: {err.strerror or err}; nothing was written to --out {args.out}",
-              file=sys.stderr)
+        print(failed_write_line(err, args.out), file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("architecture", "dtype", "needs_import_growth", "special_ids",
                                              "relative_logit_diff") if k in report}, indent=2))

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from growth.checkpoint.atomic import failed_write_line
 from growth.checkpoint.hf import import_hf
 from growth.config import ConfigError
 from growth.data.errors import DataError
@@ -33,8 +34,7 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"error: {err.filename or args.out}: {err.strerror or err}; nothing was written to --out {args.out}",
-              file=sys.stderr)
+        print(failed_write_line(err, args.out), file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("architecture", "weights", "special_ids", "relative_logit_diff")
                       if k in report}, indent=2))

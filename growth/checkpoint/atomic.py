@@ -30,3 +30,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 def torch_save_atomic(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def failed_write_line(err: OSError, out: Path | str) -> str:
+    """The one ``error:`` line of a tool whose write into ``out`` failed (a full disk, no permission);
+    the tools write under a temporary name, so nothing was left at ``out``."""
+    return f"error: {err.filename or out}: {err.strerror or err}; nothing was written to --out {out}"
