@@ -1,74 +1,115 @@
-"""Growth vs training from scratch on the bundled corpus, and a ~1B expansion: `python tools/bench_growth.py`.
+"""Does growth pay? The large model from scratch against the grown path, at equal compute: `python tools/bench_growth.py`.
 
-Writes bench_out/bench_growth.json and bench_out/bench_growth.png (validation loss against FLOPs).
+Protocol (README "Growth that pays"; logic in growth/bench/growth_protocol/): a corpus no path repeats
+(default: the Python sources of this virtualenv's packages), the same data order for every path, a
+3-point peak-LR sweep, scratch at 4 budgets (WSD decay branches), the grown path as one run with
+`train.growth` at 3 of them, the saving at equal validation loss counting the small model and not,
+over 3 seeds. Writes bench_out/bench_growth[_quick|_large].json and .png; the last line printed is
+`saving_with_small: X` (the fraction of scratch's compute saved at the largest budget, mean over seeds).
 """
 
 import argparse
-import json
+import dataclasses
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from growth.bench.growth_vs_scratch import expand_one_billion, growth_vs_scratch
+from growth.bench.growth_protocol import protocol as runner
+from growth.bench.growth_protocol import report
+from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
+from growth.bench.growth_protocol.recipe import ABLATIONS
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    scratch = result["scratch"]["curve"]
-    ax.plot([p["flops"] for p in scratch], [p["val_loss"] for p in scratch], label="large from scratch")
-    small, large = result["grown"]["curve_small"], result["grown"]["curve_large"]
-    ax.plot([p["flops"] for p in small], [p["val_loss"] for p in small], label="small (before growth)")
-    ax.plot([p["flops"] for p in large], [p["val_loss"] for p in large], label="grown (after growth)")
-    ax.axhline(result["target_val_loss"], color="grey", linestyle=":", label="scratch's final val loss")
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("validation loss")
-    ax.set_title("growth vs scratch (" + (f"FLOPs ratio {result['flops_ratio']:.2f})" if "flops_ratio" in result else "target not reached)"))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def main() -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small-steps", type=int, default=800, help="steps of the small model before growing (default: %(default)s)")
-    parser.add_argument("--large-steps", type=int, default=800, help="steps of the large model from scratch (default: %(default)s)")
-    parser.add_argument("--continue-steps", type=int, default=600, help="steps of the grown model (default: %(default)s)")
-    parser.add_argument("--eval-every", type=int, default=25, help="validation every this many steps (default: %(default)s)")
-    parser.add_argument("--continue-lr", type=float, default=None, help="peak LR after growth (default: the config's)")
-    parser.add_argument("--continue-warmup", type=int, default=None, help="warmup steps after growth")
-    parser.add_argument("--skip-1b", action="store_true", help="skip expanding the ~1B-parameter checkpoint")
+    parser.add_argument("--quick", action="store_true",
+                        help="the same protocol with 4x fewer steps and one seed (<= 10 min on 2 cores)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default",
+                        help="default: ~1M -> ~8M non-embedding parameters; large: ~3.4M -> ~27M")
+    parser.add_argument("--corpus", default=None,
+                        help="data.corpus for every path (default: the Python sources of this virtualenv's packages)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3; --quick: 1)")
+    parser.add_argument("--base-steps", type=int, default=None,
+                        help="the smallest budget in large-model steps (default: 60; --quick: 15)")
+    parser.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"], default=[],
+                        help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP threads of each training process (default: %(default)s; more only on an idle machine: OpenMP threads that share a busy core spin and slow down many times)")
+    parser.add_argument("--work", default=None,
+                        help="folder of the runs, reused when the same run is asked again (default: OUT/growth_runs)")
+    parser.add_argument("--expand-1b", action="store_true",
+                        help="also expand a ~0.27B checkpoint to ~1B and report its time and peak memory")
     parser.add_argument("--out", default="bench_out", help="folder for the JSON and PNG (default: %(default)s)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def build_protocol(args: argparse.Namespace) -> Protocol:
+    fields = dict(QUICK) if args.quick else {}
+    if args.seeds is not None:
+        fields["seeds"] = tuple(range(args.seeds))
+    if args.base_steps is not None:
+        fields["base_steps"] = args.base_steps
+    if args.corpus:
+        fields["corpus"] = args.corpus
+    return Protocol(scale=args.scale, **fields)
+
+
+def check(protocol: Protocol) -> str | None:
+    from growth.data.prepare import DataError
+    from growth.data.sources import resolve_files
+
+    if protocol.base_steps < 5 or not protocol.seeds:
+        return "--base-steps must be >= 5 and --seeds >= 1"
+    try:
+        resolve_files(protocol.corpus, key="--corpus")
+    except (DataError, Exception) as err:  # the same one-line messages as data.corpus
+        return f"{err}"
+    return None
+
+
+def corpus_facts(spec: str) -> dict:
+    from growth.bench.data import package_versions
+    from growth.data.sources import resolve_files
+
+    files = resolve_files(spec)
+    return {"spec": spec, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
+            "package_versions": package_versions()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    protocol = build_protocol(args)
+    if (problem := check(protocol)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:
-        continued = tuple([f"train.lr={args.continue_lr}"] * (args.continue_lr is not None)
-                          + [f"train.warmup_steps={args.continue_warmup}"] * (args.continue_warmup is not None))
-        result = growth_vs_scratch(Path(work), args.small_steps, args.large_steps, args.continue_steps,
-                                   args.eval_every, continued)
-        if not args.skip_1b:
-            result["expand_1b"] = expand_one_billion(Path(work))
-    print(f"target (scratch final val loss): {result['target_val_loss']:.4f}")
-    print(f"scratch: {result['scratch']['flops']:.3e} FLOPs, {result['scratch']['seconds']:.0f} s")
-    if "flops_ratio" in result:
-        print(f"grown:   {result['grown']['flops']:.3e} FLOPs, {result['grown']['seconds']:.0f} s "
-              f"-> FLOPs ratio {result['flops_ratio']:.2f} ({1 - result['flops_ratio']:.0%} saved), time ratio {result['time_ratio']:.2f}")
-    else:
-        print("grown path did not reach the target within --continue-steps")
-    if "expand_1b" in result:
-        big = result["expand_1b"]
-        print(f"1B expansion: {big['params_before'] / 1e9:.2f}B -> {big['params_after'] / 1e9:.2f}B params in "
-              f"{big['seconds']:.0f} s, peak RSS {big['peak_rss_bytes'] / 2**30:.2f} GiB = "
-              f"{big['peak_rss_over_output']:.2f} x output ({big['output_bytes'] / 2**30:.2f} GiB)")
-    tmp = out / "bench_growth.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "bench_growth.json")
-    plot(result, out / "bench_growth.png")
+    work = Path(args.work) if args.work else out / "growth_runs"
+    suffix = "_quick" if args.quick else "_large" if args.scale == "large" else ""
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    names = list(ABLATIONS) if "all" in args.ablation else args.ablation
+    for name in names:
+        result = runner.ablation(name, protocol, work, args.threads, log)
+        scratch = runner.scratch(protocol, work, protocol.seeds[0], result["lr"], args.threads, log)
+        report.write_json({**result, "protocol": protocol.to_json()}, out / f"bench_growth{suffix}_ablation_{name}.json")
+        report.plot_ablation(result, scratch["budgets"], out / f"bench_growth{suffix}_ablation_{name}.png")
+        for line in report.ablation_lines(result):
+            print(line)
+    if names:
+        return 0
+    result = runner.compare(protocol, work, args.threads, log)
+    result["corpus"] = corpus_facts(protocol.corpus)
+    if args.expand_1b:
+        from growth.bench.growth_vs_scratch import expand_one_billion
+
+        with tempfile.TemporaryDirectory() as scratch_dir:
+            result["expand_1b"] = expand_one_billion(Path(scratch_dir))
+    report.write_json(result, out / f"bench_growth{suffix}.json")
+    report.plot(result, out / f"bench_growth{suffix}.png")
+    for line in report.summary_lines(result):
+        print(line)
+    print(f"saving_with_small: {result['headline']['saving_with_small']:.3f}")
     return 0
 
 

@@ -1,6 +1,6 @@
-"""Does growth save compute? Train small -> grow -> continue, against the large model from scratch on the
-same data order; report the FLOPs (and wall time) each path needs to reach the scratch run's final
-validation loss. Also: expanding a ~1B-parameter checkpoint on CPU, its time and peak memory."""
+"""Running the trainer's real path from a benchmark (one ``launch/pretrain.py`` process) and reading its
+curve back; and expanding a ~1B-parameter checkpoint on CPU (time and peak memory). The growth-vs-scratch
+protocol itself is ``growth/bench/growth_protocol/``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"d_model": 64, "n_layers": 3, "n_heads": 2, "head_dim": 32, "d_ff": 192}
-LARGE = {"d_model": 128, "n_layers": 6, "n_heads": 4, "head_dim": 32, "d_ff": 384}
 
 
 def train(out_dir: Path, overrides: list[str], config: Path | None = None) -> float:
@@ -37,51 +35,6 @@ def curve(out_dir: Path) -> list[dict[str, float]]:
     start = min(s.wall_time for s in events.Scalars("train/loss"))
     return [{"step": s.step, "flops": flops[s.step], "val_loss": s.value, "seconds": s.wall_time - start}
             for s in events.Scalars("val/loss") if s.step in flops]
-
-
-def model_overrides(shape: dict[str, int]) -> list[str]:
-    return [f"model.{k}={v}" for k, v in shape.items()]
-
-
-def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, float] | None:
-    return next((p for p in points if p["val_loss"] <= target), None)
-
-
-def growth_vs_scratch(work: Path, small_steps: int, large_steps: int, continue_steps: int, eval_every: int,
-                      continue_overrides: tuple[str, ...] = ()) -> dict:
-    from growth.expand.grow_checkpoint import expand_checkpoint
-
-    common = [f"train.eval_interval={eval_every}", f"train.log_interval={eval_every}",
-              f"train.save_interval={max(small_steps, large_steps, continue_steps)}", "train.eval_batches=16"]
-    scratch_seconds = train(work / "scratch", [*model_overrides(LARGE), f"train.max_steps={large_steps}", *common])
-    small_seconds = train(work / "small", [*model_overrides(SMALL), f"train.max_steps={small_steps}", *common])
-    target = work / "large.yaml"
-    target.write_text(yaml.safe_dump({"model": {**yaml.safe_load((work / "small/config.yaml").read_text())["model"],
-                                                **LARGE}}))
-    started = time.perf_counter()
-    report = expand_checkpoint(work / "small", target, work / "grown", noise_std=1e-3, seed=0)
-    expand_seconds = time.perf_counter() - started
-    grown_seconds = train(work / "continued", [f"train.max_steps={continue_steps}", *common, *continue_overrides],
-                          config=work / "grown/config.yaml")
-
-    scratch, small, continued = curve(work / "scratch"), curve(work / "small"), curve(work / "continued")
-    goal = scratch[-1]["val_loss"]
-    reached = first_reaching(continued, goal)
-    small_total = small[-1]["seconds"]
-    result = {
-        "small": SMALL, "large": LARGE, "steps": {"small": small_steps, "large": large_steps, "continue": continue_steps},
-        "continue_overrides": list(continue_overrides),
-        "target_val_loss": goal,
-        "scratch": {"flops": scratch[-1]["flops"], "seconds": scratch[-1]["seconds"], "curve": scratch,
-                    "process_seconds": scratch_seconds},
-        "grown": {"curve_small": small, "curve_large": continued, "expand_logit_diff": report["max_abs_logit_diff"],
-                  "expand_seconds": expand_seconds, "process_seconds": small_seconds + grown_seconds},
-    }
-    if reached:
-        result["grown"].update(flops=reached["flops"], seconds=small_total + expand_seconds + reached["seconds"])
-        result["flops_ratio"] = reached["flops"] / scratch[-1]["flops"]
-        result["time_ratio"] = result["grown"]["seconds"] / scratch[-1]["seconds"]
-    return result
 
 
 def expand_one_billion(work: Path) -> dict:

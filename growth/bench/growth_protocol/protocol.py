@@ -1,0 +1,211 @@
+"""The whole comparison: the LR sweep, scratch at every budget, the grown path, over seeds; and the
+ablations, each against the same seed's scratch curve.
+
+Every path reads the same data order (``train.seed`` = the seed: the same windows in the same order,
+and the same initial weights of a shape); the grown path simply reads further, because its small
+model's steps are cheaper. The grown path is one run with ``train.growth`` on one WSD schedule: warmup,
+a constant peak across the growth points, then the same number of decaying large-model steps as
+scratch's decay at that budget.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from growth.bench.growth_protocol import curves, runs
+from growth.bench.growth_protocol.plan import (
+    Phase, Protocol, changed_fields, eval_interval, flops_at_step, grown_phases, phase_flops, stage_shapes,
+)
+from growth.bench.growth_protocol.recipe import DEFAULT, Recipe, ablation_arms
+
+Log = Callable[[str], None]
+
+
+def run_config(protocol: Protocol, shape: dict, seed: int, lr: float, max_steps: int, **train) -> dict:
+    interval = eval_interval(protocol, max_steps)
+    return {
+        "model": {**shape, "vocab_size": protocol.vocab_size, "max_seq_len": max(256, protocol.seq_len)},
+        "data": {"corpus": protocol.corpus, "seq_len": protocol.seq_len},
+        "train": {"max_steps": max_steps, "micro_batch_size": protocol.micro_batch_size, "lr": lr,
+                  "warmup_steps": protocol.warmup_steps, "lr_schedule": "wsd",
+                  "decay_fraction": protocol.decay_fraction, "seed": seed, "eval_interval": interval,
+                  "log_interval": interval, "eval_batches": protocol.eval_batches, "save_interval": max_steps,
+                  "keep_checkpoints": 0, **train},
+    }
+
+
+# -- scratch ---------------------------------------------------------------------------------------------
+def scratch(protocol: Protocol, work: Path, seed: int, lr: float, threads: int, log: Log,
+            multiples: tuple[int, ...] | None = None) -> dict:
+    """The large model at every budget: one WSD run to the largest, decay branches for the others."""
+    multiples = sorted(multiples or protocol.scratch_multiples)
+    steps = [m * protocol.base_steps for m in multiples]
+    starts = [s - protocol.decay_steps(m) for s, m in zip(steps, multiples)]
+    main_config = run_config(protocol, protocol.large, seed, lr, steps[-1], save_interval=_gcd(starts[:-1] or steps))
+    main_config["train"]["decay_fraction"] = protocol.decay_steps(multiples[-1]) / steps[-1]
+    main = runs.train(work, f"scratch-s{seed}", main_config, threads, log)
+    budgets = []
+    for multiple, max_steps in zip(multiples, steps):
+        run = main if max_steps == steps[-1] else runs.branch(
+            work, f"scratch-s{seed}-b{multiple}", main, main_config, max_steps, protocol.decay_steps(multiple),
+            threads, log)
+        flops = max_steps * protocol.step_flops(protocol.large)
+        _check_flops(run, flops)
+        budgets.append({"multiple": multiple, "steps": max_steps, "flops": flops, "loss": run.final_loss,
+                        "seconds": run.seconds_at(max_steps), "run": run.__dict__})
+    return {"lr": lr, "budgets": budgets, "constant_curve": _constant_part(main, protocol, starts[-1])}
+
+
+def _gcd(values: list[int]) -> int:
+    from math import gcd
+
+    out = 0
+    for v in values:
+        out = gcd(out, v)
+    return out
+
+
+def _constant_part(run: runs.Run, protocol: Protocol, decay_start: int, phases: list[Phase] | None = None) -> list:
+    """(FLOPs, loss) of a run's evaluations at the constant peak LR (after warmup, before the decay)."""
+    phases = phases or [Phase(protocol.large, run.steps)]
+    return [(flops_at_step(protocol, phases, s), v) for s, v in run.val if protocol.warmup_steps < s <= decay_start]
+
+
+def _check_flops(run: runs.Run, planned: float) -> None:
+    if abs(run.flops_seen - planned) > 1e-9 * planned:
+        raise RuntimeError(f"{run.folder}: the trainer counted {run.flops_seen:.6e} FLOPs, the plan {planned:.6e}")
+
+
+def frontiers(scratch_result: dict) -> tuple[list, list]:
+    budgets = scratch_result["budgets"]
+    return (curves.frontier([(b["flops"], b["loss"]) for b in budgets]),
+            curves.frontier([(b["seconds"], b["loss"]) for b in budgets]))
+
+
+# -- the grown path ------------------------------------------------------------------------------------
+def growth_stages(shapes: list[dict], phases: list[Phase], recipe: Recipe, seed: int) -> list[dict]:
+    stages, at = [], 0
+    for old, new, phase in zip(shapes, shapes[1:], phases):
+        at += phase.steps
+        stages.append({"at_step": at, "model": changed_fields(old, new), "noise_std": recipe.noise_std,
+                       "optimizer": recipe.optimizer, "rewarmup_steps": recipe.rewarmup_steps, "seed": seed,
+                       "depth_operator": recipe.depth_operator, "split": recipe.split})
+    return stages
+
+
+def grown(protocol: Protocol, work: Path, seed: int, lr: float, multiple: int, recipe: Recipe, fraction: float,
+          threads: int, log: Log, label: str = "grown") -> dict:
+    budget = protocol.budget_flops(multiple)
+    shapes = stage_shapes(protocol, recipe)
+    phases = grown_phases(protocol, shapes, budget, fraction)
+    total = sum(p.steps for p in phases)
+    decay = min(protocol.decay_steps(multiple), phases[-1].steps)
+    stages = growth_stages(shapes, phases, recipe, seed)
+    tag = f"{label}-s{seed}-b{multiple}"
+    if recipe.schedule == "restarted":
+        configs = [run_config(protocol, p.shape, seed, lr, p.steps, lr_schedule="cosine") for p in phases]
+        options = [{k: s[k] for k in ("noise_std", "seed", "optimizer", "depth_operator", "split")} for s in stages]
+        run = runs.restarted(work, tag, configs, options, threads, log)
+    else:
+        config = run_config(protocol, shapes[0], seed, lr, total, decay_fraction=decay / total, growth=stages)
+        run = runs.train(work, tag, config, threads, log)
+    flops = phase_flops(protocol, phases)
+    _check_flops(run, sum(flops))
+    return {"multiple": multiple, "fraction": fraction, "phases": [p.__dict__ for p in phases],
+            "stages": stages, "flops": sum(flops), "flops_after_growth": sum(flops[1:]), "loss": run.final_loss,
+            "seconds": run.seconds_at(total),
+            "curve": [(flops_at_step(protocol, phases, s), v) for s, v in run.val], "run": run.__dict__}
+
+
+def read_against(scratch_result: dict, path: dict) -> dict:
+    flops_front, seconds_front = frontiers(scratch_result)
+    return {**path, **curves.savings(flops_front, seconds_front, path["loss"], path["flops"],
+                                     path["flops_after_growth"], path["seconds"])}
+
+
+def small_alone(protocol: Protocol, work: Path, seed: int, lr: float, multiple: int, threads: int, log: Log) -> dict:
+    """The small model trained on the whole budget: what growth has to beat to be worth it, and the small
+    curve of the slope rule."""
+    steps = round(protocol.budget_flops(multiple) / protocol.step_flops(protocol.small))
+    decay = protocol.decay_steps(multiple)
+    run = runs.train(work, f"small-s{seed}-b{multiple}",
+                     run_config(protocol, protocol.small, seed, lr, steps, decay_fraction=decay / steps), threads, log)
+    phases = [Phase(protocol.small, steps)]
+    return {"multiple": multiple, "steps": steps, "flops": steps * protocol.step_flops(protocol.small),
+            "loss": run.final_loss, "curve": [(flops_at_step(protocol, phases, s), v) for s, v in run.val],
+            "constant_curve": _constant_part(run, protocol, steps - decay, phases)}
+
+
+def growth_fraction(recipe: Recipe, protocol: Protocol, multiple: int, small: dict | None, scratch0: dict) -> float:
+    if recipe.growth_point == "fixed":
+        return recipe.fraction
+    point = curves.slope_rule_flops(small["constant_curve"], scratch0["constant_curve"])
+    return min(0.9, point / protocol.budget_flops(multiple))
+
+
+# -- everything -------------------------------------------------------------------------------------------
+def lr_sweep(protocol: Protocol, work: Path, threads: int, log: Log) -> dict:
+    multiple = protocol.scratch_multiples[0]
+    losses = {}
+    for lr in protocol.lrs:
+        result = scratch(protocol, work, protocol.seeds[0], lr, threads, log, multiples=(multiple,))
+        losses[lr] = result["budgets"][0]["loss"]
+    best = min(losses, key=losses.get)
+    log(f"LR sweep at {multiple * protocol.base_steps} steps: " + ", ".join(f"{k:g}: {v:.4f}" for k, v in losses.items())
+        + f" -> {best:g}")
+    return {"multiple": multiple, "losses": {str(k): v for k, v in losses.items()}, "best": best}
+
+
+def compare(protocol: Protocol, work: Path, threads: int, log: Log = print, recipe: Recipe = DEFAULT) -> dict:
+    sweep = lr_sweep(protocol, work, threads, log)
+    lr, largest = sweep["best"], max(protocol.grown_multiples)
+    seeds, small = {}, None
+    for seed in protocol.seeds:
+        log(f"seed {seed}")
+        scratch_result = scratch(protocol, work, seed, lr, threads, log)
+        if seed == protocol.seeds[0]:
+            small = small_alone(protocol, work, seed, lr, largest, threads, log)
+        multiples = protocol.grown_multiples if seed == protocol.seeds[0] else (largest,)
+        paths = [read_against(scratch_result, grown(protocol, work, seed, lr, m, recipe,
+                                                    growth_fraction(recipe, protocol, m, small, scratch_result),
+                                                    threads, log))
+                 for m in multiples]
+        seeds[seed] = {"scratch": scratch_result, "grown": paths}
+        log(f"  saving at the largest budget: with small {paths[-1]['saving_with_small']:.3f}, "
+            f"without {paths[-1]['saving_without_small']:.3f}")
+    small_point = read_against(seeds[protocol.seeds[0]]["scratch"],
+                               {**small, "flops_after_growth": 0.0, "seconds": float("nan")})
+    return {"protocol": protocol.to_json(), "recipe": recipe.to_json(), "lr_sweep": sweep, "seeds": seeds,
+            "small_alone": small_point, "headline": headline(seeds, largest)}
+
+
+def headline(seeds: dict, largest: int) -> dict:
+    out = {}
+    for key in ("saving_with_small", "saving_without_small", "loss_gap_at_equal_flops", "wall_ratio"):
+        values = [next(p[key] for p in s["grown"] if p["multiple"] == largest) for s in seeds.values()]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_per_seed"] = values
+        out[f"{key}_spread"] = (max(values) - min(values)) / 2
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["extrapolated"] = any(p["extrapolated"] for s in seeds.values() for p in s["grown"] if p["multiple"] == largest)
+    return out
+
+
+def ablation(name: str, protocol: Protocol, work: Path, threads: int, log: Log = print,
+             multiple: int | None = None) -> dict:
+    """Every arm of one ablation at one budget (the middle one by default), seed 0, one flag changed."""
+    seed = protocol.seeds[0]
+    multiple = multiple or sorted(protocol.grown_multiples)[len(protocol.grown_multiples) // 2]
+    lr = lr_sweep(protocol, work, threads, log)["best"]
+    scratch_result = scratch(protocol, work, seed, lr, threads, log)
+    small = small_alone(protocol, work, seed, lr, max(protocol.grown_multiples), threads, log)
+    arms = []
+    for label, recipe in ablation_arms(name):
+        fraction = growth_fraction(recipe, protocol, multiple, small, scratch_result)
+        path = read_against(scratch_result, grown(protocol, work, seed, lr, multiple, recipe, fraction, threads, log))
+        arms.append({"arm": label, "recipe": recipe.to_json(), **path})
+        log(f"  {name} / {label}: loss {path['loss']:.4f}, saving with small {path['saving_with_small']:.3f}, "
+            f"without {path['saving_without_small']:.3f}")
+    return {"ablation": name, "multiple": multiple, "seed": seed, "lr": lr, "arms": arms}

@@ -1,0 +1,54 @@
+"""The grown path's knobs, one field per ablation, and the ablations themselves.
+
+A ``Recipe`` says how the small model becomes the large one inside one run (``train.growth``): when
+(``fraction`` of the budget's FLOPs spent before the last growth, or the staged-training slope rule),
+in how many jumps, along which dimensions, with which LR schedule across the growth points and which
+operators. ``ABLATIONS`` changes one field at a time against the default recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    fraction: float = 0.5  # share of the budget's FLOPs spent before the (last) growth
+    growth_point: str = "fixed"  # fixed (fraction) | slope (Shen et al. 2022: grow when the small model's
+    #   loss decrease per FLOP falls below the large model's at the same loss)
+    stages: str = "one"  # one (small -> large in one jump) | two (2x width, then 2x depth; fraction split evenly)
+    dims: str = "both"  # both | width (the small model has the large depth) | depth (the large width)
+    schedule: str = "one"  # one (train.growth, one WSD schedule) | restarted (expand + init_from, cosine from the peak)
+    rewarmup_steps: int = 0  # after each growth, ramp the LR from 0 to the scheduled value over this many steps
+    noise_std: float = 1e-3
+    split: str = "equal"  # equal | lemon
+    depth_operator: str = "auto"  # auto (zero-writer for Pre-LN) | ramp | stack
+    optimizer: str = "grown"  # grown | reset
+
+    def changed(self, **fields) -> "Recipe":
+        return dataclasses.replace(self, **fields)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DEFAULT = Recipe()
+
+# name -> arms (label, fields changed from the default); the default itself is every ablation's first arm.
+ABLATIONS: dict[str, list[tuple[str, dict]]] = {
+    "growth_point": [(f"{f:.0%} of FLOPs", {"fraction": f}) for f in (0.1, 0.25, 0.75)]
+                    + [("slope rule", {"growth_point": "slope"})],
+    "schedule": [("re-warm 20 steps", {"rewarmup_steps": 20}),
+                 ("restarted cosine (expand + init_from)", {"schedule": "restarted"})],
+    "stages": [("two 2x stages", {"stages": "two"})],
+    "dims": [("width only", {"dims": "width"}), ("depth only", {"dims": "depth"})],
+    "optimizer": [("reset moments", {"optimizer": "reset"})],
+    "noise": [("noise 0", {"noise_std": 0.0}), ("noise 1e-2", {"noise_std": 1e-2}),
+              ("lemon split", {"split": "lemon"})],
+    "depth_operator": [("ramp", {"depth_operator": "ramp"}), ("stack", {"depth_operator": "stack"})],
+}
+
+
+def ablation_arms(name: str, base: Recipe = DEFAULT) -> list[tuple[str, Recipe]]:
+    return [("default recipe", base)] + [(label, base.changed(**fields)) for label, fields in ABLATIONS[name]]

@@ -1,0 +1,131 @@
+"""The growth benchmark's arithmetic (growth/bench/growth_protocol/): budgets, phases, the saving read
+against the scratch curve in both accountings, the slope rule; exact or to 1e-9 unless stated."""
+
+import math
+
+import pytest
+
+from growth.bench.growth_protocol import curves
+from growth.bench.growth_protocol.plan import (
+    Phase, Protocol, flops_at_step, grown_phases, phase_flops, stage_shapes,
+)
+from growth.bench.growth_protocol.protocol import growth_stages, run_config
+from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT, ablation_arms
+from growth.config import ModelConfig, load_config
+from growth.model import build_model
+from growth.model.accounting import flops_per_token
+from growth.train.growth_schedule import stage_models
+
+PROTOCOL = Protocol(corpus="bundled:tinyshakespeare")
+
+
+def test_frontier_sorts_and_never_rises():
+    assert curves.frontier([(4.0, 3.0), (1.0, 5.0), (2.0, 3.5), (8.0, 3.2)]) == [
+        (1.0, 5.0), (2.0, 3.5), (4.0, 3.0), (8.0, 3.0)]
+
+
+def test_loss_and_cost_interpolate_linearly_in_log_cost():
+    front = [(1e12, 5.0), (4e12, 4.0), (16e12, 3.5)]
+    assert curves.loss_at(front, 2e12) == pytest.approx(4.5, abs=1e-12)  # halfway in log between 1e12 and 4e12
+    cost, extrapolated = curves.cost_at(front, 3.75)
+    assert cost == pytest.approx(8e12, rel=1e-12) and not extrapolated
+    cost, extrapolated = curves.cost_at(front, 3.25)  # past the end: the last segment extended
+    assert cost == pytest.approx(32e12, rel=1e-12) and extrapolated  # half a segment past 16e12
+
+
+def test_savings_both_accountings_against_a_hand_computation():
+    flops = [(1e12, 5.0), (4e12, 4.0), (16e12, 3.5)]
+    seconds = [(10.0, 5.0), (40.0, 4.0), (160.0, 3.5)]
+    out = curves.savings(flops, seconds, final_loss=3.75, flops_total=3e12, flops_after_growth=2e12, seconds=20.0)
+    assert out["scratch_flops_for_loss"] == pytest.approx(8e12, rel=1e-12)
+    assert out["saving_with_small"] == pytest.approx(1 - 3 / 8, abs=1e-12)
+    assert out["saving_without_small"] == pytest.approx(1 - 2 / 8, abs=1e-12)
+    # scratch at 3e12 FLOPs: 5 - log(3)/log(4) * 1.0
+    assert out["loss_gap_at_equal_flops"] == pytest.approx(3.75 - (5 - math.log(3) / math.log(4)), abs=1e-12)
+    assert out["wall_ratio"] == pytest.approx(20.0 / 80.0, abs=1e-12)
+    assert not out["extrapolated"]
+
+
+def test_fit_power_law_recovers_an_exact_curve():
+    e, a, alpha = 2.0, 30.0, 0.35
+    f = [1e10 * 2 ** k for k in range(12)]
+    fit = curves.fit_power_law(f, [e + a * (x / 1e10) ** -alpha for x in f])
+    assert fit == pytest.approx((e, a * 1e10 ** alpha, alpha), rel=1e-4)
+
+
+def test_slope_rule_grows_where_the_slopes_cross():
+    # small: L = 2.5 + F^-0.5 (fast, high floor); large: L = 2 + 2 F^-0.5 (slow, low floor), F in units.
+    grid = [2 ** (k / 4) for k in range(0, 60)]
+    small = [(f, 2.5 + f ** -0.5) for f in grid]
+    large = [(f, 2.0 + 2 * f ** -0.5) for f in grid]
+    point = curves.slope_rule_flops(small, large)
+    # slope of small at F: 0.5 F^-1.5; the large model at the same loss L has F' = (2 / (L - 2))^2, slope
+    # 0.5 * 2 F'^-1.5 = (L - 2)^3 / 8 ... solve 0.5 F^-1.5 = (0.5 + F^-0.5)^3 / 8 numerically.
+    lo, hi = 1.0, 1e6
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if 0.5 * mid ** -1.5 > (0.5 + mid ** -0.5) ** 3 / 8 else (lo, mid)
+    assert point == pytest.approx(lo, rel=0.03)  # the grid of 400 points in log F
+
+
+def test_grown_phases_spend_the_budget():
+    budget = PROTOCOL.budget_flops(4)
+    for recipe in (DEFAULT, DEFAULT.changed(stages="two"), DEFAULT.changed(dims="width"), DEFAULT.changed(dims="depth")):
+        shapes = stage_shapes(PROTOCOL, recipe)
+        phases = grown_phases(PROTOCOL, shapes, budget, 0.5)
+        spent = phase_flops(PROTOCOL, phases)
+        assert sum(spent[:-1]) == pytest.approx(0.5 * budget, rel=0.01)
+        assert abs(sum(spent) - budget) <= PROTOCOL.step_flops(PROTOCOL.large)  # within one large step
+        assert shapes[-1] == PROTOCOL.large
+        steps = sum(p.steps for p in phases)
+        assert flops_at_step(PROTOCOL, phases, steps) == pytest.approx(sum(spent), rel=1e-12)
+        assert flops_at_step(PROTOCOL, phases, phases[0].steps) == pytest.approx(spent[0], rel=1e-12)
+
+
+def test_step_flops_is_the_trainers_accounting():
+    shape = PROTOCOL.large
+    model = build_model(ModelConfig(**shape, vocab_size=PROTOCOL.vocab_size, max_seq_len=256))
+    tokens = PROTOCOL.micro_batch_size * PROTOCOL.seq_len
+    assert PROTOCOL.step_flops(shape) == tokens * model.flops_per_token(PROTOCOL.seq_len)
+    assert PROTOCOL.step_flops(shape) == tokens * flops_per_token(model.config, PROTOCOL.seq_len)
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_arm_is_a_valid_run_config(tmp_path, name):
+    """Each arm's in-run growth stages pass the trainer's config validation and end at the large model."""
+    for _, recipe in ablation_arms(name):
+        shapes = stage_shapes(PROTOCOL, recipe)
+        phases = grown_phases(PROTOCOL, shapes, PROTOCOL.budget_flops(2), recipe.fraction)
+        stages = growth_stages(shapes, phases, recipe, seed=0)
+        steps = sum(p.steps for p in phases)
+        config = run_config(PROTOCOL, shapes[0], 0, 1e-3, steps, growth=stages)
+        path = tmp_path / "run.yaml"
+        import yaml
+
+        path.write_text(yaml.safe_dump(config))
+        loaded = load_config(path)
+        final = stage_models(loaded)[-1]
+        assert {k: getattr(final, k) for k in PROTOCOL.large} == PROTOCOL.large
+        assert [s.at_step for s in loaded.train.growth] == [sum(p.steps for p in phases[:i + 1])
+                                                            for i in range(len(phases) - 1)]
+
+
+def test_flops_at_step_counts_each_phase_at_its_rate():
+    phases = [Phase(PROTOCOL.small, 10), Phase(PROTOCOL.large, 5)]
+    small, large = PROTOCOL.step_flops(PROTOCOL.small), PROTOCOL.step_flops(PROTOCOL.large)
+    assert flops_at_step(PROTOCOL, phases, 7) == 7 * small
+    assert flops_at_step(PROTOCOL, phases, 12) == 10 * small + 2 * large
+    assert flops_at_step(PROTOCOL, phases, 99) == 10 * small + 5 * large
+
+
+def test_cli_refuses_a_corpus_that_matches_nothing(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_growth", Path(__file__).parents[1] / "tools/bench_growth.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--corpus", str(tmp_path / "none/*.txt"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "matches no files" in err[0]
+    assert not (tmp_path / "out").exists()
