@@ -224,6 +224,9 @@ class ContrastiveConfig:
     format: str = "sts"  # sts (STS-B: genre, file, year, id, score, s1, s2, ...) | pairs (s1<TAB>s2) | text (a sentence a line)
     eval_data: str = "bundled:sts-dev"  # STS-B layout, for val/spearman; empty: none
     temperature: float = 0.05  # tau of SimCSE and InfoNCE
+    # SimCSE's form: symmetric (Su's: all 2N views against each other; the default, so earlier results hold)
+    # | paper (Gao et al. 2021 Eq. 1: N first views against the N second views, one direction)
+    simcse_variant: str = "symmetric"
     cosent_scale: float = 20.0  # lambda of CoSENT
     positive_min_score: float = 4.0  # infonce on scored pairs: only pairs scored >= this are positives
     max_len: int = 64  # tokens per sentence (longer ones are truncated)
@@ -274,6 +277,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "train.precision": ("fp32", "bf16"),
     "train.lr_schedule": ("cosine", "wsd", "constant"),
     "contrastive.format": ("sts", "pairs", "text"),
+    "contrastive.simcse_variant": ("symmetric", "paper"),  # growth/objectives/contrastive_losses.py SIMCSE_VARIANTS
 }
 
 

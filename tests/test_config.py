@@ -1,6 +1,7 @@
 """growth.config: YAML round trip, typed overrides, and a one-line message for each kind of bad input."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -152,3 +153,23 @@ def test_model_differences_reports_only_the_asked_roles():
     assert model_differences(old, dataclasses.replace(old), ROLES) == []
     with pytest.raises(ValueError):
         model_differences(old, new, ("fixed", "grown"))
+
+
+def test_simcse_variant_defaults_to_symmetric_and_accepts_paper():
+    assert load_config().contrastive.simcse_variant == "symmetric"
+    assert load_config(overrides=["contrastive.simcse_variant=paper"]).contrastive.simcse_variant == "paper"
+    with pytest.raises(ConfigError, match=r"contrastive.simcse_variant must be one of symmetric \| paper, got 'eq1'"):
+        load_config(overrides=["contrastive.simcse_variant=eq1"])
+
+
+def test_bad_simcse_variant_is_one_error_line_and_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "launch/pretrain.py"), "contrastive.simcse_variant=eq1",
+                             f"train.out_dir={tmp_path / 'run'}"], cwd=root, capture_output=True, text=True)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "contrastive.simcse_variant must be one of symmetric | paper" in errors[0]
+    assert not (tmp_path / "run").exists()

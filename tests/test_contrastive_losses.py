@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from growth.objectives.spearman import average_ranks, spearman
-from growth.objectives.contrastive_losses import contrastive_loss, cosent_loss, infonce_loss, simcse_loss
+from growth.objectives.contrastive_losses import (contrastive_loss, cosent_loss, infonce_loss, simcse_loss,
+                                                  simcse_paper_loss)
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -24,6 +25,28 @@ def test_simcse_equals_the_explicit_sum():
         denominator = sum(math.exp(cos(e[i], e[j]) / tau) for j in range(6) if j != i)
         total += -math.log(math.exp(cos(e[i], e[twin]) / tau) / denominator)
     assert simcse_loss(e, tau).item() == pytest.approx(total / 6, rel=1e-6)
+
+
+def test_simcse_paper_equals_the_explicit_sum_of_eq_1():
+    """Gao et al. 2021 Eq. 1: anchor h_i (row 2i) against every second view h_j+ (row 2j+1), mean over N."""
+    e = torch.randn(8, 5, dtype=torch.float64)
+    tau = 0.05
+    n = 4
+    total = 0.0
+    for i in range(n):
+        denominator = sum(math.exp(cos(e[2 * i], e[2 * j + 1]) / tau) for j in range(n))
+        total += -math.log(math.exp(cos(e[2 * i], e[2 * i + 1]) / tau) / denominator)
+    assert simcse_paper_loss(e, tau).item() == pytest.approx(total / n, rel=1e-6)
+
+
+def test_simcse_variant_picks_the_form_and_symmetric_is_the_default():
+    e = torch.randn(8, 5, dtype=torch.float64)
+    assert contrastive_loss("simcse", 0.05)(e, None) == simcse_loss(e, 0.05)
+    assert contrastive_loss("simcse", 0.05, simcse_variant="symmetric")(e, None) == simcse_loss(e, 0.05)
+    assert contrastive_loss("simcse", 0.05, simcse_variant="paper")(e, None) == simcse_paper_loss(e, 0.05)
+    assert simcse_loss(e, 0.05) != simcse_paper_loss(e, 0.05)
+    with pytest.raises(ValueError, match="simcse_variant must be one of symmetric | paper"):
+        contrastive_loss("simcse", simcse_variant="both")
 
 
 def test_infonce_equals_the_explicit_sum():

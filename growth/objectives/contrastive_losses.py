@@ -34,6 +34,23 @@ def simcse_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits, twin)
 
 
+def simcse_paper_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Unsupervised SimCSE exactly as Gao, Yao & Chen 2021, Eq. 1: the N first views h_i (rows 2i) are
+    the anchors, the N second views h_j+ (rows 2j+1) the candidates, one direction. Mean over N of
+        -log exp(cos(h_i, h_i+)/tau) / sum_j exp(cos(h_i, h_j+)/tau).
+    (The same arithmetic as InfoNCE over pairs; here the pair is one sentence under two dropout masks.)"""
+    anchors, views = embeddings[0::2], embeddings[1::2]
+    logits = cosine_matrix(anchors, views) / temperature
+    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=embeddings.device))
+
+
+# ``contrastive.simcse_variant``: symmetric (the default, Su's 2N-view form above) | paper (Eq. 1).
+SIMCSE_VARIANTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "symmetric": simcse_loss,
+    "paper": simcse_paper_loss,
+}
+
+
 def infonce_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised InfoNCE with in-batch negatives (van den Oord et al. 2018; the paired form of
     supervised SimCSE without hard negatives): anchor a_i against all b_j, positive b_i. Mean over N of
@@ -56,25 +73,30 @@ def cosent_loss(embeddings: torch.Tensor, scores: torch.Tensor, scale: float = 2
 
 # ``contrastive.objective``: each entry makes ``loss(embeddings, scores)`` from the objective's knobs.
 # (``none``, token pretraining only, is a config value, not a loss.)
-LossFactory = Callable[[float, float], LossFn]
+LossFactory = Callable[[float, float, str], LossFn]
 CONTRASTIVE_LOSSES: Registry[LossFactory] = Registry("contrastive.objective")
 
 
 @CONTRASTIVE_LOSSES.register("simcse")
-def _simcse(temperature: float, cosent_scale: float) -> LossFn:
-    return lambda embeddings, scores: simcse_loss(embeddings, temperature)
+def _simcse(temperature: float, cosent_scale: float, simcse_variant: str) -> LossFn:
+    loss = SIMCSE_VARIANTS[simcse_variant]
+    return lambda embeddings, scores: loss(embeddings, temperature)
 
 
 @CONTRASTIVE_LOSSES.register("infonce")
-def _infonce(temperature: float, cosent_scale: float) -> LossFn:
+def _infonce(temperature: float, cosent_scale: float, simcse_variant: str) -> LossFn:
     return lambda embeddings, scores: infonce_loss(embeddings, temperature)
 
 
 @CONTRASTIVE_LOSSES.register("cosent")
-def _cosent(temperature: float, cosent_scale: float) -> LossFn:
+def _cosent(temperature: float, cosent_scale: float, simcse_variant: str) -> LossFn:
     return lambda embeddings, scores: cosent_loss(embeddings, scores, cosent_scale)
 
 
-def contrastive_loss(objective: str, temperature: float = 0.05, cosent_scale: float = 20.0) -> LossFn:
-    """``loss(embeddings, scores)`` of the objective named in ``contrastive.objective``."""
-    return CONTRASTIVE_LOSSES.get(objective)(temperature, cosent_scale)
+def contrastive_loss(objective: str, temperature: float = 0.05, cosent_scale: float = 20.0,
+                     simcse_variant: str = "symmetric") -> LossFn:
+    """``loss(embeddings, scores)`` of the objective named in ``contrastive.objective``
+    (``simcse_variant`` picks SimCSE's form: ``contrastive.simcse_variant``)."""
+    if simcse_variant not in SIMCSE_VARIANTS:
+        raise ValueError(f"simcse_variant must be one of {' | '.join(SIMCSE_VARIANTS)}, got {simcse_variant!r}")
+    return CONTRASTIVE_LOSSES.get(objective)(temperature, cosent_scale, simcse_variant)

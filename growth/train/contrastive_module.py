@@ -108,7 +108,7 @@ class ContrastiveModule:
         self.micro_batch_size, self.eval_batches = t.micro_batch_size, t.eval_batches
         self.global_batch = global_batch_size(config, world.size, len(data.train))  # examples per step
         self.micro_sizes = micro_batch_sizes(self.global_batch // world.size, t.micro_batch_size, t.grad_accum)
-        self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale)
+        self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale, c.simcse_variant)
         self.simcse, self.max_len = c.objective == "simcse", c.max_len
 
     def micro_batches(self) -> list[Batch]:

@@ -1,0 +1,9 @@
+"""What each block buys (``tools/bench_blocks.py``): one sub-benchmark per paper claim, each a module
+with ``NAME``, ``run(work, quick, seeds) -> record`` (the record holds a README ``verdict``) and
+``plot(record, path)``."""
+
+from growth.bench.blocks import deepnet, ema, gau_flash, logn, simcse
+
+SUITES = {module.NAME: module for module in (deepnet, logn, gau_flash, ema, simcse)}
+# Seeds of the full mode where an effect is small (--seeds overrides; --quick runs one).
+FULL_SEEDS = {"deepnet": 1, "logn": 2, "gau_flash": 1, "ema": 2, "simcse": 2}

@@ -1,0 +1,152 @@
+"""What every block benchmark shares: one arm = one run of the trainer's real path
+(``launch/pretrain.py`` in a subprocess, ``growth/bench/growth_vs_scratch.py: train``), its TensorBoard
+scalars, divergence detection, seed statistics, and atomic JSON/PNG output.
+
+Arms of one comparison differ only in the flag under test: the same ``train.seed`` (so the same data
+order and initial draw), steps, batch and schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from growth.bench.growth_vs_scratch import curve, train
+
+# One small default for every sub-benchmark; each adds its model shape and the flag under test.
+COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
+
+
+def steps_overrides(max_steps: int, eval_every: int, log_every: int = 0) -> list[str]:
+    """max_steps, evaluation cadence, one checkpoint at the end (the per-position and STS evaluations read it)."""
+    log = log_every or eval_every
+    return [f"train.max_steps={max_steps}", f"train.eval_interval={eval_every}", f"train.log_interval={log}",
+            f"train.save_interval={max_steps}"]
+
+
+def run_arm(out_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """One training run; a run that stops (e.g. ``max_bad_steps`` non-finite steps) is a result, not an error."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    try:
+        seconds = train(out_dir, [*COMMON, *overrides])
+        return {"ok": True, "process_seconds": seconds}
+    except RuntimeError as error:
+        lines = [line for line in str(error).splitlines() if line.startswith("error:")]
+        message = lines[-1] if lines else str(error).strip().splitlines()[-1]
+        return {"ok": False, "error": message, "diverged_at": diverged_step_from_message(message)}
+
+
+def diverged_step_from_message(message: str) -> int | None:
+    """The step in the trainer's divergence message (``N non-finite steps in a row at step S``)."""
+    found = re.search(r"non-finite steps in a row at step (\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one TensorBoard scalar; empty when the run never logged it."""
+    logs = run_dir / "tensorboard"
+    if not logs.is_dir():
+        return []
+    events = EventAccumulator(str(logs), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return [(s.step, s.value) for s in events.Scalars(tag)]
+
+
+def val_curve(run_dir: Path) -> list[dict[str, float]]:
+    """(step, FLOPs, val loss, seconds) at each evaluation (``growth_vs_scratch.curve``); [] if none logged."""
+    try:
+        return curve(run_dir)
+    except KeyError:
+        return []
+
+
+def divergence_step(losses: Sequence[tuple[int, float]], skipped: Sequence[tuple[int, float]] = (),
+                    blowup: float = 2.0) -> int | None:
+    """First step where training broke: a skipped (non-finite) step, a non-finite logged loss, or a
+    loss above ``blowup`` x the first logged loss (a finite explosion). None when it never broke."""
+    first_skip = min((step for step, _ in skipped), default=None)
+    first_loss = losses[0][1] if losses else math.nan
+    bad = [step for step, loss in losses if not math.isfinite(loss) or loss > blowup * first_loss]
+    candidates = [s for s in (first_skip, min(bad, default=None)) if s is not None]
+    return min(candidates) if candidates else None
+
+
+def seed_stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one seed) and the values themselves."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": math.nan, "std": math.nan, "values": list(values)}
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": statistics.fmean(finite), "std": std, "values": list(values)}
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear value at ``x`` of points sorted by x (clamped to the ends)."""
+    if not points:
+        return math.nan
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return points[-1][1]
+
+
+def write_json(path: Path, record: Any) -> None:
+    """JSON written atomically (temporary name, then rename); NaN becomes null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(record), indent=2))
+    tmp.replace(path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def figure(columns: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
+    """A row of ``columns`` axes on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def verdict(claim: str, measured: str, reproduced: bool | None, parts: dict[str, bool] | None = None) -> dict[str, Any]:
+    """The README row: the paper's claim, what was measured, and whether it held (None: not decidable).
+    With ``parts`` (each sub-claim's outcome) ``reproduced`` is True, False or "partly"."""
+    if parts:
+        held = list(parts.values())
+        reproduced = True if all(held) else ("partly" if any(held) else False)
+    return {"claim": claim, "measured": measured, "reproduced": reproduced, **({"parts": parts} if parts else {})}
