@@ -79,7 +79,7 @@ class Protocol:
         return {**dataclasses.asdict(self), "small": self.small, "large": self.large}
 
 
-QUICK = dict(base_steps=15, seeds=(0,), warmup_steps=5, evals_per_run=5)
+QUICK = dict(base_steps=15, seeds=(0,), warmup_steps=5, evals_per_run=4, eval_batches=8)
 
 
 @dataclass(frozen=True)
