@@ -19,9 +19,15 @@ from growth.train.growth_schedule import stage_models
 PROTOCOL = Protocol(corpus="bundled:tinyshakespeare")
 
 
-def test_frontier_sorts_and_never_rises():
-    assert curves.frontier([(4.0, 3.0), (1.0, 5.0), (2.0, 3.5), (8.0, 3.2)]) == [
-        (1.0, 5.0), (2.0, 3.5), (4.0, 3.0), (8.0, 3.0)]
+def test_frontier_sorts_and_keeps_only_budgets_that_improve():
+    assert curves.frontier([(4.0, 3.0), (1.0, 5.0), (2.0, 3.5), (8.0, 3.2), (16.0, 3.0)]) == [
+        (1.0, 5.0), (2.0, 3.5), (4.0, 3.0)]
+
+
+def test_a_frontier_of_one_budget_reads_nothing():
+    front = curves.frontier([(1.0, 5.0), (2.0, 5.0)])
+    cost, extrapolated = curves.cost_at(front, 4.0)
+    assert math.isnan(cost) and extrapolated and math.isnan(curves.loss_at(front, 1.5))
 
 
 def test_loss_and_cost_interpolate_linearly_in_log_cost():

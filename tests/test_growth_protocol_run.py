@@ -12,8 +12,8 @@ from growth.bench.growth_protocol.plan import Protocol
 
 pytestmark = pytest.mark.slow
 
-TOY = Protocol(corpus="bundled:tinyshakespeare", base_steps=6, scratch_multiples=(1, 2), grown_multiples=(1, 2),
-               lrs=(1e-3, 2e-3), seeds=(0,), warmup_steps=2, evals_per_run=3, eval_batches=2)
+TOY = Protocol(corpus="bundled:tinyshakespeare", base_steps=8, scratch_multiples=(1, 2), grown_multiples=(1, 2),
+               lrs=(1e-3, 2e-3), seeds=(0,), warmup_steps=2, evals_per_run=3, eval_batches=4)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,9 @@ def toy_result(tmp_path_factory):
 def test_every_path_ran_and_is_read_in_both_accountings(toy_result):
     _, result, _ = toy_result
     seed = result["seeds"][0]
-    assert [b["steps"] for b in seed["scratch"]["budgets"]] == [6, 12]
+    budgets = seed["scratch"]["budgets"]
+    assert [b["steps"] for b in budgets] == [8, 16]
+    assert budgets[1]["loss"] < budgets[0]["loss"]  # the toy's scratch curve falls, so savings can be read
     for path in seed["grown"]:
         assert path["flops_after_growth"] < path["flops"]  # the small model's FLOPs counted only "with"
         assert path["saving_without_small"] > path["saving_with_small"]
@@ -40,9 +42,9 @@ def test_the_branch_is_the_main_run_until_it_decays(toy_result):
     _, result, _ = toy_result
     budgets = result["seeds"][0]["scratch"]["budgets"]
     branch, main = budgets[0]["run"], budgets[1]["run"]
-    start = 6 - TOY.decay_steps(1)
+    start = 8 - TOY.decay_steps(1)
     assert [v for s, v in branch["val"] if s <= start] == [v for s, v in main["val"] if s <= start]
-    assert branch["steps"] == 6 and main["steps"] == 12
+    assert branch["steps"] == 8 and main["steps"] == 16
     assert branch["flops_seen"] == pytest.approx(main["flops_seen"] / 2, rel=1e-12)
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 SMALL_RUN = ["train.max_steps=2", "train.warmup_steps=1", "train.eval_interval=1", "train.save_interval=1",
              "train.eval_batches=1", "train.log_interval=1"]
-# configs/grow_schedule.yaml grows at steps 100 and 200; a small run grows after steps 1 and 2.
+# configs/grow_schedule.yaml grows at step 1228; a small run grows in two stages, after steps 1 and 2.
 SMALL_GROWTH = ["train.max_steps=3", "train.growth=[{at_step: 1, model: {d_model: 256, n_heads: 8, d_ff: 768}}, "
                 "{at_step: 2, model: {n_layers: 8}}]"]
 SETUP = ("make", ".", "source")

@@ -18,7 +18,7 @@ from pathlib import Path
 from growth.bench.growth_protocol import protocol as runner
 from growth.bench.growth_protocol import report
 from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
-from growth.bench.growth_protocol.recipe import ABLATIONS
+from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +32,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3; --quick: 1)")
     parser.add_argument("--base-steps", type=int, default=None,
                         help="the smallest budget in large-model steps (default: 60; --quick: 15)")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help=f"share of the budget's FLOPs the small model gets before growing (default: the recipe's, {DEFAULT.fraction})")
     parser.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"], default=[],
                         help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable")
     parser.add_argument("--threads", type=int, default=1,
@@ -55,12 +57,14 @@ def build_protocol(args: argparse.Namespace) -> Protocol:
     return Protocol(scale=args.scale, **fields)
 
 
-def check(protocol: Protocol) -> str | None:
+def check(protocol: Protocol, fraction: float | None = None) -> str | None:
     from growth.data.prepare import DataError
     from growth.data.sources import resolve_files
 
     if protocol.base_steps < 5 or not protocol.seeds:
         return "--base-steps must be >= 5 and --seeds >= 1"
+    if fraction is not None and not 0 < fraction < 1:
+        return f"--fraction {fraction}: give a share of the budget between 0 and 1 (e.g. 0.75)"
     try:
         resolve_files(protocol.corpus, key="--corpus")
     except (DataError, Exception) as err:  # the same one-line messages as data.corpus
@@ -80,7 +84,7 @@ def corpus_facts(spec: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     protocol = build_protocol(args)
-    if (problem := check(protocol)) is not None:
+    if (problem := check(protocol, args.fraction)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     if names:
         return 0
-    result = runner.compare(protocol, work, args.threads, log)
+    recipe = DEFAULT if args.fraction is None else DEFAULT.changed(fraction=args.fraction)
+    result = runner.compare(protocol, work, args.threads, log, recipe)
     result["corpus"] = corpus_facts(protocol.corpus)
     if args.expand_1b:
         from growth.bench.growth_vs_scratch import expand_one_billion

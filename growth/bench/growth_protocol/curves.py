@@ -16,12 +16,13 @@ import numpy as np
 
 
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(cost, loss) of completed schedules, sorted by cost, the loss made non-increasing (a larger budget
-    never reads worse than a smaller one: its curve could have stopped there)."""
-    out, best = [], math.inf
+    """(cost, loss) of completed schedules, sorted by cost, keeping only budgets that improve on every
+    cheaper one (a larger budget that reads worse adds nothing: the cheaper schedule reached that loss),
+    so every segment falls and can be read both ways."""
+    out: list[tuple[float, float]] = []
     for cost, loss in sorted(points):
-        best = min(best, loss)
-        out.append((cost, best))
+        if not out or loss < out[-1][1]:
+            out.append((cost, loss))
     return out
 
 
@@ -34,6 +35,8 @@ def _segment(xs: list[float], x: float) -> int:
 
 
 def loss_at(front: list[tuple[float, float]], cost: float) -> float:
+    if len(front) < 2:
+        return math.nan
     logs = [math.log(c) for c, _ in front]
     i = _segment(logs, math.log(cost))
     (c0, l0), (c1, l1) = front[i], front[i + 1]
@@ -43,14 +46,14 @@ def loss_at(front: list[tuple[float, float]], cost: float) -> float:
 
 def cost_at(front: list[tuple[float, float]], loss: float) -> tuple[float, bool]:
     """The cost at which the frontier reaches ``loss``, and whether that is outside the measured range."""
+    if len(front) < 2:
+        return math.nan, True  # one budget: no slope to read a cost from
     losses = [l for _, l in front]
     extrapolated = not (losses[-1] <= loss <= losses[0])
     i = next((j for j in range(len(front) - 1) if losses[j + 1] <= loss), len(front) - 2)
     if loss > losses[0]:
         i = 0
     (c0, l0), (c1, l1) = front[i], front[i + 1]
-    if l0 == l1:
-        return (c0 if loss >= l0 else math.inf), extrapolated
     t = (loss - l0) / (l1 - l0)
     return math.exp(math.log(c0) + t * (math.log(c1) - math.log(c0))), extrapolated
 

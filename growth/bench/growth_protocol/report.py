@@ -56,10 +56,11 @@ def plot(result: dict, path: Path) -> None:
             per_step = b["flops"] / b["steps"]
             ax.plot([s * per_step for s, _ in run["val"]], [v for _, v in run["val"]], color="C0", alpha=0.25 * alpha,
                     linewidth=0.8)
-        for k, p in enumerate(data["grown"]):
-            ax.plot(*zip(*p["curve"]), color=f"C{1 + k}", alpha=alpha, linewidth=1,
+        for p in data["grown"]:
+            color = f"C{1 + sorted(result['protocol']['grown_multiples']).index(p['multiple'])}"
+            ax.plot(*zip(*p["curve"]), color=color, alpha=alpha, linewidth=1,
                     label=f"grown, budget {p['multiple']}x" if first else None)
-            ax.plot(p["flops"], p["loss"], "s", color=f"C{1 + k}", alpha=alpha)
+            ax.plot(p["flops"], p["loss"], "s", color=color, alpha=alpha)
     small = result["small_alone"]
     ax.plot(*zip(*small["curve"]), color="grey", linestyle=":", label="small model alone")
     ax.set_xscale("log")
