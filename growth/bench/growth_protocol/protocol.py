@@ -10,6 +10,7 @@ scratch's decay at that budget.
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -43,7 +44,7 @@ def scratch(protocol: Protocol, work: Path, seed: int, lr: float, threads: int, 
     multiples = sorted(multiples or protocol.scratch_multiples)
     steps = [m * protocol.base_steps for m in multiples]
     starts = [s - protocol.decay_steps(m) for s, m in zip(steps, multiples)]
-    main_config = run_config(protocol, protocol.large, seed, lr, steps[-1], save_interval=_gcd(starts[:-1] or steps))
+    main_config = run_config(protocol, protocol.large, seed, lr, steps[-1], save_interval=math.gcd(*(starts[:-1] or steps)))
     main_config["train"]["decay_fraction"] = protocol.decay_steps(multiples[-1]) / steps[-1]
     main = runs.train(work, f"scratch-s{seed}", main_config, threads, log)
     budgets = []
@@ -56,15 +57,6 @@ def scratch(protocol: Protocol, work: Path, seed: int, lr: float, threads: int, 
         budgets.append({"multiple": multiple, "steps": max_steps, "flops": flops, "loss": run.final_loss,
                         "seconds": run.seconds_at(max_steps), "run": run.__dict__})
     return {"lr": lr, "budgets": budgets, "constant_curve": _constant_part(main, protocol, starts[-1])}
-
-
-def _gcd(values: list[int]) -> int:
-    from math import gcd
-
-    out = 0
-    for v in values:
-        out = gcd(out, v)
-    return out
 
 
 def _constant_part(run: runs.Run, protocol: Protocol, decay_start: int, phases: list[Phase] | None = None) -> list:

@@ -171,6 +171,3 @@ def restarted(work: Path, label: str, phase_configs: list[dict], stage_options: 
         offset, clock = offset + source.steps, clock + source.seconds[-1][1]
     return Run(source.folder, offset, source.flops_seen, val, seconds)
 
-
-def total_seconds(run: Run) -> float:
-    return run.seconds[-1][1] if run.seconds else math.nan
