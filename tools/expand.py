@@ -11,9 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from growth.checkpoint.atomic import failed_write_line
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.cli import run_reporting_errors
 from growth.expand import GrowthError
 from growth.expand.grow_checkpoint import expand_checkpoint
 from growth.expand.options import DEPTH_OPERATORS, NOISE_KINDS, SPLITS, WIDTH_OPERATORS
@@ -44,17 +42,16 @@ def main() -> int:
     args = parser.parse_args()
     operators = {name: getattr(args, name) for name in ("depth_operator", "ramp_steps", "noise", "split",
                                                          "split_alpha", "width_operator")}
-    try:
+    def grow() -> dict:
         if not (math.isfinite(args.tolerance) and args.tolerance > 0):
             raise GrowthError(f"--tolerance {args.tolerance} must be a finite number > 0")
         # --noise-std: grow_state refuses a negative or non-finite value (it would silently mean no noise).
-        report = expand_checkpoint(Path(args.source), Path(args.target), Path(args.out), args.noise_std, args.seed,
-                                   args.optimizer, args.tolerance, **operators)
-    except (ConfigError, DataError, GrowthError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # e.g. a full disk under --out: the half-written folder is already removed
-        print(failed_write_line(err, args.out), file=sys.stderr)
+        return expand_checkpoint(Path(args.source), Path(args.target), Path(args.out), args.noise_std, args.seed,
+                                 args.optimizer, args.tolerance, **operators)
+
+    # e.g. a full disk under --out: the half-written folder is already removed
+    report = run_reporting_errors(grow, args.out, errors=(GrowthError,))
+    if report is None:
         return 2
     print(json.dumps({k: report[k] for k in ("max_abs_logit_diff", "relative_logit_diff", "params_before",
                                              "params_after", "loss_before", "loss_after", "optimizer")}, indent=2))

@@ -13,10 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from growth.checkpoint.atomic import failed_write_line
 from growth.checkpoint.hf import export_hf
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.cli import run_reporting_errors
 from growth.data.hf_tokenizer import write_hf_tokenizer
 
 
@@ -30,16 +28,11 @@ def main() -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip the logits check against the project's model")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logits|")
     args = parser.parse_args()
-    try:
-        report = export_hf(Path(args.source), Path(args.out), args.dtype, write_hf_tokenizer,
-                           Path(args.tokenizer) if args.tokenizer else None, not args.no_verify,
-                           args.tolerance,
-                           warn=lambda line: print(line, file=sys.stderr))
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(failed_write_line(err, args.out), file=sys.stderr)
+    report = run_reporting_errors(
+        lambda: export_hf(Path(args.source), Path(args.out), args.dtype, write_hf_tokenizer,
+                          Path(args.tokenizer) if args.tokenizer else None, not args.no_verify, args.tolerance,
+                          warn=lambda line: print(line, file=sys.stderr)), args.out)
+    if report is None:
         return 2
     print(json.dumps({k: report[k] for k in ("architecture", "dtype", "needs_import_growth", "special_ids",
                                              "relative_logit_diff") if k in report}, indent=2))

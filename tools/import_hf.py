@@ -12,10 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from growth.checkpoint.atomic import failed_write_line
 from growth.checkpoint.hf import import_hf
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.cli import run_reporting_errors
 from growth.data.hf_tokenizer import bundle_hf_tokenizer
 
 
@@ -27,14 +25,10 @@ def main() -> int:
                         help="skip the logits check against transformers (it loads the model twice)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logits|")
     args = parser.parse_args()
-    try:
-        report = import_hf(Path(args.source), Path(args.out), bundle_hf_tokenizer, not args.no_verify, args.tolerance,
-                           warn=lambda line: print(line, file=sys.stderr))
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(failed_write_line(err, args.out), file=sys.stderr)
+    report = run_reporting_errors(
+        lambda: import_hf(Path(args.source), Path(args.out), bundle_hf_tokenizer, not args.no_verify, args.tolerance,
+                          warn=lambda line: print(line, file=sys.stderr)), args.out)
+    if report is None:
         return 2
     print(json.dumps({k: report[k] for k in ("architecture", "weights", "special_ids", "relative_logit_diff")
                       if k in report}, indent=2))

@@ -69,23 +69,31 @@ def rope_scaling(config: ModelConfig) -> dict[str, Any] | None:
     return None
 
 
-def hf_config_kwargs(config: ModelConfig) -> dict[str, Any]:
-    """The ``LlamaConfig`` / ``Qwen2Config`` arguments of the same shape as a Llama-shaped ``config``."""
-    architecture = hf_architecture(config)
-    kwargs = dict(
+def hf_shape_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """The attributes every ``transformers`` decoder config spells the same way (Llama's, Qwen2's and the
+    ``growth`` model type's, ``hf_model.GrowthHFConfig``)."""
+    return dict(
         vocab_size=config.vocab_size,
         hidden_size=config.d_model,
-        intermediate_size=config.d_ff,
         num_hidden_layers=config.n_layers,
         num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_kv_heads or config.n_heads,
         max_position_embeddings=config.max_seq_len,
+        tie_word_embeddings=config.tie_embeddings,
+        initializer_range=config.init_std,
+    )
+
+
+def hf_config_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """The ``LlamaConfig`` / ``Qwen2Config`` arguments of the same shape as a Llama-shaped ``config``."""
+    architecture = hf_architecture(config)
+    kwargs = dict(
+        **hf_shape_kwargs(config),
+        intermediate_size=config.d_ff,
         rms_norm_eps=config.norm_eps,
         rope_theta=config.rope_base,
         rope_scaling=rope_scaling(config),  # both spellings: transformers 5 folds them into rope_parameters
-        tie_word_embeddings=config.tie_embeddings,
         hidden_act="silu",
-        initializer_range=config.init_std,
         attention_dropout=0.0,
     )
     if architecture == "LlamaForCausalLM":

@@ -28,6 +28,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from growth.config import ModelConfig, model_config_from_dict
+from growth.model.hf_llama import hf_shape_kwargs
 from growth.model.mask import OBJECTIVES, Visibility
 from growth.model.rope import RotaryEmbedding
 from growth.model.transformer import GrowthLM
@@ -50,17 +51,7 @@ class GrowthHFConfig(PretrainedConfig):
     def __init__(self, growth: dict | None = None, **kwargs: Any):
         model = model_config_from_dict(dict(growth)) if growth else ModelConfig()
         self.growth = dataclasses.asdict(model)
-        kwargs.update(
-            vocab_size=model.vocab_size,
-            hidden_size=model.d_model,
-            num_hidden_layers=model.n_layers,
-            num_attention_heads=model.n_heads,
-            num_key_value_heads=model.n_kv_heads or model.n_heads,
-            head_dim=model.head_dim,
-            max_position_embeddings=model.max_seq_len,
-            tie_word_embeddings=model.tie_embeddings,
-            initializer_range=model.init_std,
-        )
+        kwargs.update(**hf_shape_kwargs(model), head_dim=model.head_dim)
         kwargs.setdefault("use_cache", supports_kv_cache(model))
         super().__init__(**kwargs)
 
