@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from growth.bench.growth_protocol import curves
+from growth.bench.growth_protocol import curves, runs
 from growth.bench.growth_protocol.plan import (
     Phase, Protocol, flops_at_step, grown_phases, phase_flops, stage_shapes,
 )
@@ -124,14 +124,71 @@ def test_flops_at_step_counts_each_phase_at_its_rate():
     assert flops_at_step(PROTOCOL, phases, 99) == 10 * small + 5 * large
 
 
-def test_cli_refuses_a_corpus_that_matches_nothing(tmp_path, capsys):
+def _bench_growth_tool():
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("bench_growth", Path(__file__).parents[1] / "tools/bench_growth.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    assert tool.main(["--corpus", str(tmp_path / "none/*.txt"), "--out", str(tmp_path / "out")]) == 2
+    return tool
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corpus", "{tmp}/none/*.txt"], "matches no files"),
+    (["--jobs", "0"], "--jobs 0 / --threads 1: give at least 1"),
+    (["--threads", "0"], "--jobs 1 / --threads 0: give at least 1"),
+])
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
+    tool = _bench_growth_tool()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert tool.main([*args, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "matches no files" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_parallel_runs_never_exceed_the_slots_and_keep_their_keys(monkeypatch, tmp_path, jobs):
+    import subprocess
+    import threading
+    import time
+
+    running, most, guard = [0], [0], threading.Lock()
+
+    def fake_process(cmd, env):  # stands in for one training process: counts how many overlap
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runs, "_run_process", fake_process)
+    runs.set_parallel_runs(jobs)
+    try:
+        def call(key):
+            return lambda: (runs._launch(tmp_path / str(key), {"train": {"max_steps": 1}}, 1, lambda line: None), key)[1]
+
+        assert runs.in_parallel({k: call(k) for k in range(6)}) == {k: k for k in range(6)}
+    finally:
+        runs.set_parallel_runs(1)
+    assert most[0] == jobs
+
+
+def test_in_parallel_raises_a_failure_once_all_have_finished():
+    finished = []
+
+    def fails():
+        raise RuntimeError("run failed")
+
+    def slow():
+        import time
+        time.sleep(0.05)
+        finished.append(True)
+        return 1
+
+    with pytest.raises(RuntimeError, match="run failed"):
+        runs.in_parallel({"a": fails, "b": slow})
+    assert finished == [True]

@@ -1,13 +1,14 @@
 """The growth benchmark end to end on the trainer's real path, at a toy size: every path trains, the
 decay branches continue the main run exactly, the planned FLOPs are the trainer's, a second ask reuses
-the finished runs, and the report's last line is the headline figure."""
+the finished runs, runs trained side by side equal runs trained alone, and the report's last line is
+the headline figure."""
 
 import json
 
 import pytest
 
 from growth.bench.growth_protocol import protocol as runner
-from growth.bench.growth_protocol import report
+from growth.bench.growth_protocol import report, runs
 from growth.bench.growth_protocol.plan import Protocol
 
 pytestmark = pytest.mark.slow
@@ -20,8 +21,19 @@ TOY = Protocol(corpus="bundled:tinyshakespeare", base_steps=8, scratch_multiples
 def toy_result(tmp_path_factory):
     work = tmp_path_factory.mktemp("growth_runs")
     lines: list[str] = []
-    result = runner.compare(TOY, work, threads=1, log=lines.append)
+    runs.set_parallel_runs(2)  # the LR sweep, the branches, the small and grown runs train side by side
+    try:
+        result = runner.compare(TOY, work, threads=1, log=lines.append)
+    finally:
+        runs.set_parallel_runs(1)
     return work, result, lines
+
+
+def test_a_run_trained_beside_others_equals_it_trained_alone(toy_result, tmp_path):
+    _, result, _ = toy_result
+    lr = result["lr_sweep"]["best"]
+    alone = runner.scratch(TOY, tmp_path, 0, lr, threads=1, log=lambda line: None, multiples=(1,))
+    assert alone["budgets"][0]["loss"] == result["lr_sweep"]["losses"][str(lr)]  # exact: same process, same data
 
 
 def test_every_path_ran_and_is_read_in_both_accountings(toy_result):

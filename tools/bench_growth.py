@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from growth.bench.growth_protocol import protocol as runner
-from growth.bench.growth_protocol import report
+from growth.bench.growth_protocol import report, runs
 from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
 from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
 
@@ -38,6 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP threads of each training process (default: %(default)s; more only on an idle machine: OpenMP threads that share a busy core spin and slow down many times)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="training processes at once (default: %(default)s); independent runs (the LR sweep, scratch's branches, every seed, the grown runs) then train side by side: give each its own cores (--threads x --jobs <= cores); the numbers do not change, wall times are per run")
     parser.add_argument("--work", default=None,
                         help="folder of the runs, reused when the same run is asked again (default: OUT/growth_runs)")
     parser.add_argument("--expand-1b", action="store_true",
@@ -57,12 +59,14 @@ def build_protocol(args: argparse.Namespace) -> Protocol:
     return Protocol(scale=args.scale, **fields)
 
 
-def check(protocol: Protocol, fraction: float | None = None) -> str | None:
+def check(protocol: Protocol, fraction: float | None = None, jobs: int = 1, threads: int = 1) -> str | None:
     from growth.data.prepare import DataError
     from growth.data.sources import resolve_files
 
     if protocol.base_steps < 5 or not protocol.seeds:
         return "--base-steps must be >= 5 and --seeds >= 1"
+    if jobs < 1 or threads < 1:
+        return f"--jobs {jobs} / --threads {threads}: give at least 1 of each (e.g. --jobs 2 --threads 1 on 2 cores)"
     if fraction is not None and not 0 < fraction < 1:
         return f"--fraction {fraction}: give a share of the budget between 0 and 1 (e.g. 0.75)"
     try:
@@ -84,9 +88,10 @@ def corpus_facts(spec: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     protocol = build_protocol(args)
-    if (problem := check(protocol, args.fraction)) is not None:
+    if (problem := check(protocol, args.fraction, args.jobs, args.threads)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    runs.set_parallel_runs(args.jobs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else out / "growth_runs"

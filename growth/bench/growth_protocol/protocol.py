@@ -47,11 +47,14 @@ def scratch(protocol: Protocol, work: Path, seed: int, lr: float, threads: int, 
     main_config = run_config(protocol, protocol.large, seed, lr, steps[-1], save_interval=math.gcd(*(starts[:-1] or steps)))
     main_config["train"]["decay_fraction"] = protocol.decay_steps(multiples[-1]) / steps[-1]
     main = runs.train(work, f"scratch-s{seed}", main_config, threads, log)
+    branches = runs.in_parallel({
+        multiple: (lambda multiple=multiple, max_steps=max_steps: runs.branch(
+            work, f"scratch-s{seed}-b{multiple}", main, main_config, max_steps, protocol.decay_steps(multiple),
+            threads, log))
+        for multiple, max_steps in zip(multiples[:-1], steps[:-1])})
     budgets = []
     for multiple, max_steps in zip(multiples, steps):
-        run = main if max_steps == steps[-1] else runs.branch(
-            work, f"scratch-s{seed}-b{multiple}", main, main_config, max_steps, protocol.decay_steps(multiple),
-            threads, log)
+        run = branches.get(multiple, main)
         flops = max_steps * protocol.step_flops(protocol.large)
         _check_flops(run, flops)
         budgets.append({"multiple": multiple, "steps": max_steps, "flops": flops, "loss": run.final_loss,
@@ -140,10 +143,10 @@ def growth_fraction(recipe: Recipe, protocol: Protocol, multiple: int, small: di
 # -- everything -------------------------------------------------------------------------------------------
 def lr_sweep(protocol: Protocol, work: Path, threads: int, log: Log) -> dict:
     multiple = protocol.scratch_multiples[0]
-    losses = {}
-    for lr in protocol.lrs:
-        result = scratch(protocol, work, protocol.seeds[0], lr, threads, log, multiples=(multiple,))
-        losses[lr] = result["budgets"][0]["loss"]
+    results = runs.in_parallel({lr: (lambda lr=lr: scratch(protocol, work, protocol.seeds[0], lr, threads, log,
+                                                           multiples=(multiple,)))
+                                for lr in protocol.lrs})
+    losses = {lr: result["budgets"][0]["loss"] for lr, result in results.items()}
     best = min(losses, key=losses.get)
     log(f"LR sweep at {multiple * protocol.base_steps} steps: " + ", ".join(f"{k:g}: {v:.4f}" for k, v in losses.items())
         + f" -> {best:g}")
@@ -151,24 +154,35 @@ def lr_sweep(protocol: Protocol, work: Path, threads: int, log: Log) -> dict:
 
 
 def compare(protocol: Protocol, work: Path, threads: int, log: Log = print, recipe: Recipe = DEFAULT) -> dict:
+    """The headline comparison. Scratch, the small model alone and (at a fixed growth point) every grown
+    run are independent runs, asked for at once (``runs.set_parallel_runs`` bounds how many train)."""
     sweep = lr_sweep(protocol, work, threads, log)
-    lr, largest = sweep["best"], max(protocol.grown_multiples)
-    seeds, small = {}, None
+    lr, largest, first = sweep["best"], max(protocol.grown_multiples), protocol.seeds[0]
+    budgets = {seed: protocol.grown_multiples if seed == first else (largest,) for seed in protocol.seeds}
+    calls = {("scratch", seed): (lambda seed=seed: scratch(protocol, work, seed, lr, threads, log))
+             for seed in protocol.seeds}
+    calls["small"] = lambda: small_alone(protocol, work, first, lr, largest, threads, log)
+
+    def grown_call(seed: int, multiple: int, done: dict | None) -> Callable[[], dict]:
+        def call() -> dict:
+            fraction = growth_fraction(recipe, protocol, multiple, done and done["small"],
+                                       done and done[("scratch", seed)])
+            return grown(protocol, work, seed, lr, multiple, recipe, fraction, threads, log)
+        return call
+
+    paths = {("grown", seed, m): grown_call(seed, m, None) for seed in protocol.seeds for m in budgets[seed]}
+    done = runs.in_parallel({**calls, **(paths if recipe.growth_point == "fixed" else {})})
+    if recipe.growth_point != "fixed":  # the slope rule reads the small and scratch curves first
+        done.update(runs.in_parallel({key: grown_call(key[1], key[2], done) for key in paths}))
+    seeds = {}
     for seed in protocol.seeds:
-        log(f"seed {seed}")
-        scratch_result = scratch(protocol, work, seed, lr, threads, log)
-        if seed == protocol.seeds[0]:
-            small = small_alone(protocol, work, seed, lr, largest, threads, log)
-        multiples = protocol.grown_multiples if seed == protocol.seeds[0] else (largest,)
-        paths = [read_against(scratch_result, grown(protocol, work, seed, lr, m, recipe,
-                                                    growth_fraction(recipe, protocol, m, small, scratch_result),
-                                                    threads, log))
-                 for m in multiples]
-        seeds[seed] = {"scratch": scratch_result, "grown": paths}
-        log(f"  saving at the largest budget: with small {paths[-1]['saving_with_small']:.3f}, "
-            f"without {paths[-1]['saving_without_small']:.3f}")
-    small_point = read_against(seeds[protocol.seeds[0]]["scratch"],
-                               {**small, "flops_after_growth": 0.0, "seconds": float("nan")})
+        scratch_result = done[("scratch", seed)]
+        read = [read_against(scratch_result, done[("grown", seed, m)]) for m in budgets[seed]]
+        seeds[seed] = {"scratch": scratch_result, "grown": read}
+        log(f"seed {seed}: saving at the largest budget: with small {read[-1]['saving_with_small']:.3f}, "
+            f"without {read[-1]['saving_without_small']:.3f}")
+    small_point = read_against(seeds[first]["scratch"], {**done["small"], "flops_after_growth": 0.0,
+                                                         "seconds": float("nan")})
     return {"protocol": protocol.to_json(), "recipe": recipe.to_json(), "lr_sweep": sweep, "seeds": seeds,
             "small_alone": small_point, "headline": headline(seeds, largest)}
 
@@ -191,12 +205,22 @@ def ablation(name: str, protocol: Protocol, work: Path, threads: int, log: Log =
     seed = protocol.seeds[0]
     multiple = multiple or sorted(protocol.grown_multiples)[len(protocol.grown_multiples) // 2]
     lr = lr_sweep(protocol, work, threads, log)["best"]
-    scratch_result = scratch(protocol, work, seed, lr, threads, log)
-    small = small_alone(protocol, work, seed, lr, max(protocol.grown_multiples), threads, log)
+    recipes = ablation_arms(name)
+    fixed = {index: (lambda recipe=recipe: grown(protocol, work, seed, lr, multiple, recipe, recipe.fraction,
+                                                 threads, log))
+             for index, (_, recipe) in enumerate(recipes) if recipe.growth_point == "fixed"}
+    done = runs.in_parallel({"scratch": lambda: scratch(protocol, work, seed, lr, threads, log),
+                             "small": lambda: small_alone(protocol, work, seed, lr, max(protocol.grown_multiples),
+                                                          threads, log), **fixed})
+    scratch_result = done["scratch"]
+    done.update(runs.in_parallel({  # the slope rule's arms read the small and scratch curves first
+        index: (lambda recipe=recipe: grown(
+            protocol, work, seed, lr, multiple, recipe,
+            growth_fraction(recipe, protocol, multiple, done["small"], scratch_result), threads, log))
+        for index, (_, recipe) in enumerate(recipes) if index not in fixed}))
     arms = []
-    for label, recipe in ablation_arms(name):
-        fraction = growth_fraction(recipe, protocol, multiple, small, scratch_result)
-        path = read_against(scratch_result, grown(protocol, work, seed, lr, multiple, recipe, fraction, threads, log))
+    for index, (label, recipe) in enumerate(recipes):
+        path = read_against(scratch_result, done[index])
         arms.append({"arm": label, "recipe": recipe.to_json(), **path})
         log(f"  {name} / {label}: loss {path['loss']:.4f}, saving with small {path['saving_with_small']:.3f}, "
             f"without {path['saving_without_small']:.3f}")

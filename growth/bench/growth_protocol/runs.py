@@ -5,6 +5,10 @@ retrained (the ablations reuse the protocol's scratch runs), a killed one resume
 checkpoint (``train.resume=auto``). Scratch budgets are decay branches of one WSD run (Hägele et al.
 2024): the main run saves where each smaller budget starts to decay, and each branch resumes that
 checkpoint with its own ``train.max_steps``, so it decays over its last ``decay_fraction`` of steps.
+
+Independent runs can train at the same time (``in_parallel``; ``set_parallel_runs`` bounds how many
+training processes run at once, 1 by default): each is its own process with its own data order and
+seed, so its numbers do not depend on what runs beside it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,52 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULT = "bench_result.json"
+T = TypeVar("T")
+
+_slots = threading.BoundedSemaphore(1)  # training processes allowed at once
+_folder_locks: dict[str, threading.Lock] = {}
+_folder_locks_guard = threading.Lock()
+
+
+def set_parallel_runs(jobs: int) -> None:
+    """At most ``jobs`` training processes at once (give each its own core: ``--threads`` x ``jobs``)."""
+    global _slots
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    _slots = threading.BoundedSemaphore(jobs)
+
+
+def in_parallel(calls: Mapping[Hashable, Callable[[], T]]) -> dict[Hashable, T]:
+    """Every call at once, each in a thread (the processes they start wait for a slot, in order of
+    asking); their results by key. The first failure is raised once all have finished."""
+    if len(calls) < 2:
+        return {key: call() for key, call in calls.items()}
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {key: pool.submit(call) for key, call in calls.items()}
+    return {key: future.result() for key, future in futures.items()}
+
+
+@contextmanager
+def _exclusive(folder: Path):
+    """One thread at a time per run folder: a run asked twice at once trains once, the second reads it."""
+    with _folder_locks_guard:
+        lock = _folder_locks.setdefault(str(folder), threading.Lock())
+    with lock:
+        yield
 
 
 @dataclass
@@ -77,11 +118,16 @@ def _launch(folder: Path, config: dict, threads: int, log) -> None:
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     cmd = [sys.executable, str(ROOT / "launch/pretrain.py"), "--config", str(config_file),
            f"train.out_dir={folder}", "train.resume=auto"]
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    with _slots:
+        started = time.perf_counter()
+        result = _run_process(cmd, env)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
     log(f"  {folder.name}: {config['train']['max_steps']} steps in {time.perf_counter() - started:.0f} s")
+
+
+def _run_process(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def _flops_seen(folder: Path) -> float:
@@ -109,11 +155,12 @@ def _cached(folder: Path) -> Run | None:
 def train(work: Path, label: str, config: dict, threads: int, log=print) -> Run:
     """One run of ``config`` (a full YAML config as a dict), cached by its digest."""
     folder = work / f"{label}-{digest(config)}"
-    if (run := _cached(folder)) is not None:
-        return run
-    _launch(folder, config, threads, log)
-    val, seconds = _read_events(folder, 0)
-    return _finish(folder, config, val, seconds)
+    with _exclusive(folder):
+        if (run := _cached(folder)) is not None:
+            return run
+        _launch(folder, config, threads, log)
+        val, seconds = _read_events(folder, 0)
+        return _finish(folder, config, val, seconds)
 
 
 def branch(work: Path, label: str, main: Run, main_config: dict, max_steps: int, decay_steps: int,
@@ -125,27 +172,28 @@ def branch(work: Path, label: str, main: Run, main_config: dict, max_steps: int,
     config = {**main_config, "train": {**main_config["train"], "max_steps": max_steps, "log_interval": interval,
                                        "eval_interval": interval, "decay_fraction": decay_steps / max_steps}}
     folder = work / f"{label}-{digest(config)}"
-    if (run := _cached(folder)) is not None:
-        return run
-    tag = f"step_{start:08d}"
-    source = Path(main.folder) / "checkpoints" / tag
-    if not (source / "complete").is_file():
-        raise RuntimeError(f"{main.folder} has no complete checkpoint at step {start} to branch from")
-    target = folder / "checkpoints" / tag
-    if not target.exists():
-        target.mkdir(parents=True)
-        for item in source.iterdir():  # hard links: a resume only reads these, new steps get new tags
-            os.link(item, target / item.name)
-        (folder / "checkpoints/latest").write_text(tag)
-        for name in ("tokenizer.model",):
-            if (Path(main.folder) / name).exists() and not (folder / name).exists():
-                os.link(Path(main.folder) / name, folder / name)
-    _launch(folder, config, threads, log)
-    val, seconds = _read_events(folder, start)
-    before = [(s, v) for s, v in main.val if s <= start]
-    offset = main.seconds_at(start)
-    return _finish(folder, config, before + [(s, v) for s, v in val if s > start],
-                   [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds])
+    with _exclusive(folder):
+        if (run := _cached(folder)) is not None:
+            return run
+        tag = f"step_{start:08d}"
+        source = Path(main.folder) / "checkpoints" / tag
+        if not (source / "complete").is_file():
+            raise RuntimeError(f"{main.folder} has no complete checkpoint at step {start} to branch from")
+        target = folder / "checkpoints" / tag
+        if not target.exists():
+            target.mkdir(parents=True)
+            for item in source.iterdir():  # hard links: a resume only reads these, new steps get new tags
+                os.link(item, target / item.name)
+            (folder / "checkpoints/latest").write_text(tag)
+            for name in ("tokenizer.model",):
+                if (Path(main.folder) / name).exists() and not (folder / name).exists():
+                    os.link(Path(main.folder) / name, folder / name)
+        _launch(folder, config, threads, log)
+        val, seconds = _read_events(folder, start)
+        before = [(s, v) for s, v in main.val if s <= start]
+        offset = main.seconds_at(start)
+        return _finish(folder, config, before + [(s, v) for s, v in val if s > start],
+                       [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds])
 
 
 def restarted(work: Path, label: str, phase_configs: list[dict], stage_options: list[dict], threads: int,
