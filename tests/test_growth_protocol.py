@@ -150,22 +150,21 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("jobs", [1, 2, 3])
 def test_parallel_runs_never_exceed_the_slots_and_keep_their_keys(monkeypatch, tmp_path, jobs):
-    import subprocess
     import threading
     import time
 
     running, most, guard = [0], [0], threading.Lock()
 
-    def fake_process(cmd, env):  # stands in for one training process: counts how many overlap
+    def fake_trainer(out_dir, overrides, config, threads):  # stands in for one training process
         with guard:
             running[0] += 1
             most[0] = max(most[0], running[0])
         time.sleep(0.05)
         with guard:
             running[0] -= 1
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0.05
 
-    monkeypatch.setattr(runs, "_run_process", fake_process)
+    monkeypatch.setattr(runs, "run_trainer", fake_trainer)
     runs.set_parallel_runs(jobs)
     try:
         def call(key):

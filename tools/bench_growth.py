@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     result = runner.compare(protocol, work, args.threads, log, recipe)
     result["corpus"] = corpus_facts(protocol.corpus)
     if args.expand_1b:
-        from growth.bench.growth_vs_scratch import expand_one_billion
+        from growth.bench.expand_1b import expand_one_billion
 
         with tempfile.TemporaryDirectory() as scratch_dir:
             result["expand_1b"] = expand_one_billion(Path(scratch_dir))

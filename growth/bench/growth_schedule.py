@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from growth.bench.growth_vs_scratch import ROOT, train
+from growth.bench.trainer_process import ROOT, train
 from growth.config import load_config
 from growth.train.growth_schedule import stage_models
 

@@ -1,5 +1,5 @@
 """What every block benchmark shares: one arm = one run of the trainer's real path
-(``launch/pretrain.py`` in a subprocess, ``growth/bench/growth_vs_scratch.py: train``), its TensorBoard
+(``launch/pretrain.py`` in a subprocess, ``growth/bench/trainer_process.py: train``), its TensorBoard
 scalars, divergence detection, seed statistics, and atomic JSON/PNG output.
 
 Arms of one comparison differ only in the flag under test: the same ``train.seed`` (so the same data
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from growth.bench.growth_vs_scratch import curve, train
+from growth.bench.trainer_process import curve, train
 
 # One small default for every sub-benchmark; each adds its model shape and the flag under test.
 COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
@@ -63,7 +63,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def val_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(step, FLOPs, val loss, seconds) at each evaluation (``growth_vs_scratch.curve``); [] if none logged."""
+    """(step, FLOPs, val loss, seconds) at each evaluation (``trainer_process.curve``); [] if none logged."""
     try:
         return curve(run_dir)
     except KeyError:

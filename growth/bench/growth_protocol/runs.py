@@ -16,10 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,7 +27,8 @@ from typing import TypeVar
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[3]
+from growth.bench.trainer_process import run_trainer
+
 RESULT = "bench_result.json"
 T = TypeVar("T")
 
@@ -114,20 +112,9 @@ def _launch(folder: Path, config: dict, threads: int, log) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "bench_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    cmd = [sys.executable, str(ROOT / "launch/pretrain.py"), "--config", str(config_file),
-           f"train.out_dir={folder}", "train.resume=auto"]
     with _slots:
-        started = time.perf_counter()
-        result = _run_process(cmd, env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    log(f"  {folder.name}: {config['train']['max_steps']} steps in {time.perf_counter() - started:.0f} s")
-
-
-def _run_process(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = run_trainer(folder, ["train.resume=auto"], config_file, threads)
+    log(f"  {folder.name}: {config['train']['max_steps']} steps in {seconds:.0f} s")
 
 
 def _flops_seen(folder: Path) -> float:

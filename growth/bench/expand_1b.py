@@ -1,40 +1,16 @@
-"""Running the trainer's real path from a benchmark (one ``launch/pretrain.py`` process) and reading its
-curve back; and expanding a ~1B-parameter checkpoint on CPU (time and peak memory). The growth-vs-scratch
-protocol itself is ``growth/bench/growth_protocol/``."""
+"""Expanding a ~1B-parameter checkpoint on CPU: the time and the peak memory of ``tools/expand.py``'s
+function against the size of what it writes (``tools/bench_growth.py --expand-1b``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def train(out_dir: Path, overrides: list[str], config: Path | None = None) -> float:
-    """``python launch/pretrain.py`` (one process); returns its wall seconds."""
-    cmd = [sys.executable, str(ROOT / "launch/pretrain.py"), *(["--config", str(config)] if config else []),
-           f"train.out_dir={out_dir}", "train.resume=none", *overrides]
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def curve(out_dir: Path) -> list[dict[str, float]]:
-    """(step, FLOPs seen, val loss, seconds since the run's first event) at every evaluation."""
-    events = EventAccumulator(str(out_dir / "tensorboard"))
-    events.Reload()
-    flops = {s.step: s.value for s in events.Scalars("train/flops_seen")}
-    start = min(s.wall_time for s in events.Scalars("train/loss"))
-    return [{"step": s.step, "flops": flops[s.step], "val_loss": s.value, "seconds": s.wall_time - start}
-            for s in events.Scalars("val/loss") if s.step in flops]
+from growth.bench.trainer_process import ROOT
 
 
 def expand_one_billion(work: Path) -> dict:
