@@ -47,7 +47,7 @@ def set_parallel_runs(jobs: int) -> None:
 
 def in_parallel(calls: Mapping[Hashable, Callable[[], T]]) -> dict[Hashable, T]:
     """Every call at once, each in a thread (the processes they start wait for a slot, in order of
-    asking); their results by key. The first failure is raised once all have finished."""
+    asking); their results by key. Once all have finished, a failed call's error is raised."""
     if len(calls) < 2:
         return {key: call() for key, call in calls.items()}
     with ThreadPoolExecutor(len(calls)) as pool:
