@@ -136,8 +136,8 @@ def _bench_growth_tool():
 
 @pytest.mark.parametrize("args, message", [
     (["--corpus", "{tmp}/none/*.txt"], "matches no files"),
-    (["--jobs", "0"], "--jobs 0 / --threads 1: give at least 1"),
-    (["--threads", "0"], "--jobs 1 / --threads 0: give at least 1"),
+    (["--jobs", "0"], "--jobs 0: give at least 1"),
+    (["--threads", "0"], "--threads 0: give at least 1"),
 ])
 def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     tool = _bench_growth_tool()
@@ -146,6 +146,15 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cores, threads, jobs", [(2, 1, 2), (16, 1, 8), (16, 4, 4), (1, 1, 1), (2, 4, 1)])
+def test_default_jobs_is_one_run_per_threads_cores(monkeypatch, cores, threads, jobs):
+    import os
+
+    tool = _bench_growth_tool()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert tool.default_jobs(threads) == jobs
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3])

@@ -38,8 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP threads of each training process (default: %(default)s; more only on an idle machine: OpenMP threads that share a busy core spin and slow down many times)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="training processes at once (default: %(default)s); independent runs (the LR sweep, scratch's branches, every seed, the grown runs) then train side by side: give each its own cores (--threads x --jobs <= cores); the numbers do not change, wall times are per run")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="training processes at once (default: the usable cores / --threads, at most 8); independent runs (the LR sweep, scratch's branches, every seed, the grown runs) train side by side, each on its own cores; the numbers do not change, wall times are per run; --jobs 1: one at a time")
     parser.add_argument("--work", default=None,
                         help="folder of the runs, reused when the same run is asked again (default: OUT/growth_runs)")
     parser.add_argument("--expand-1b", action="store_true",
@@ -65,8 +65,9 @@ def check(protocol: Protocol, fraction: float | None = None, jobs: int = 1, thre
 
     if protocol.base_steps < 5 or not protocol.seeds:
         return "--base-steps must be >= 5 and --seeds >= 1"
-    if jobs < 1 or threads < 1:
-        return f"--jobs {jobs} / --threads {threads}: give at least 1 of each (e.g. --jobs 2 --threads 1 on 2 cores)"
+    for flag, value in (("--jobs", jobs), ("--threads", threads)):
+        if value < 1:
+            return f"{flag} {value}: give at least 1 (e.g. --jobs 2 --threads 1 on 2 cores)"
     if fraction is not None and not 0 < fraction < 1:
         return f"--fraction {fraction}: give a share of the budget between 0 and 1 (e.g. 0.75)"
     try:
@@ -74,6 +75,12 @@ def check(protocol: Protocol, fraction: float | None = None, jobs: int = 1, thre
     except (DataError, Exception) as err:  # the same one-line messages as data.corpus
         return f"{err}"
     return None
+
+
+def default_jobs(threads: int) -> int:
+    """One training process per ``threads`` usable cores (at least 1, at most 8)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // max(1, threads)))
 
 
 def corpus_facts(spec: str) -> dict:
@@ -87,6 +94,8 @@ def corpus_facts(spec: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.jobs is None:
+        args.jobs = default_jobs(args.threads)
     protocol = build_protocol(args)
     if (problem := check(protocol, args.fraction, args.jobs, args.threads)) is not None:
         print(f"error: {problem}", file=sys.stderr)
