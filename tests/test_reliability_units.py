@@ -161,6 +161,20 @@ def test_keep_checkpoints_deletes_only_older_complete_ones(tmp_path):
     assert not (tmp_path / "step_00000002_universal").exists()
     assert all(f.is_dir() for f in folders[2:]) and stray.is_dir()
     assert ckpt.prune_checkpoints(tmp_path, keep=1) == [folders[2]]  # never the one latest names
+
+
+def test_keep_checkpoints_removes_what_a_deletion_cut_short_left(tmp_path):
+    """A kill between a pruned folder's ``complete`` going and its files going leaves an incomplete folder
+    behind the newest checkpoint, at a step no resume saves again: the next prune removes it; an incomplete
+    folder ahead of the newest (a save killed, replaced by the next save at its step) stays."""
+    folders = [fake_checkpoint(tmp_path, step) for step in (4, 6, 8)]
+    cut_short = fake_checkpoint(tmp_path, 2, complete=False)
+    (tmp_path / "step_00000002_universal").mkdir()
+    ahead = fake_checkpoint(tmp_path, 10, complete=False)
+    (tmp_path / "latest").write_text("step_00000008")
+    assert ckpt.prune_checkpoints(tmp_path, keep=2) == [cut_short, folders[0]]
+    assert not cut_short.exists() and not (tmp_path / "step_00000002_universal").exists()
+    assert ckpt.step_folders(tmp_path) == [*folders[1:], ahead]
     assert load_config(overrides=[]).train.keep_checkpoints == 0
     with pytest.raises(ConfigError, match="train.keep_checkpoints must be >= 0"):
         load_config(overrides=["train.keep_checkpoints=-1"])

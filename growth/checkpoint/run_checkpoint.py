@@ -27,7 +27,7 @@ from growth.checkpoint.consolidate import write_consolidated
 from growth.checkpoint.ema_file import AveragedWeights, write_ema
 from growth.checkpoint.layout import (
     COMPLETE, CONFIG, LATEST, RUN_STATE, WEIGHTS, RunState, complete_folders, is_complete, read_latest, read_run_state,
-    tag_for, without_it,
+    step_folders, tag_for, without_it,
 )
 from growth.checkpoint.moments import PARAM_NAMES
 from growth.checkpoint.rng import rng_state, set_rng_state
@@ -100,9 +100,15 @@ def _make_room(folder: Path) -> None:
 def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` complete checkpoints (never the one ``latest`` names), each
     with its universal conversion; ``complete`` goes first, so a deletion cut short leaves a folder
-    that is never taken for a checkpoint. Returns what was deleted."""
+    that is never taken for a checkpoint, and the next prune removes it with any other incomplete
+    folder older than the newest complete one (no resume writes there: a save at its step would replace
+    it). Returns what was deleted, oldest first."""
     latest = read_latest(root)
-    doomed = [folder for folder in complete_folders(root)[:-keep] if folder.name != latest]
+    complete = complete_folders(root)
+    doomed = [folder for folder in complete[:-keep] if folder.name != latest]
+    newest = int(complete[-1].name[5:]) if complete else -1
+    doomed += [folder for folder in step_folders(root) if not is_complete(folder) and int(folder.name[5:]) < newest]
+    doomed.sort(key=lambda folder: int(folder.name[5:]))
     for folder in doomed:
         (folder / COMPLETE).unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)

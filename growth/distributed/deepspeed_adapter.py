@@ -55,6 +55,24 @@ def build_cpu_ops() -> str:
     return os.environ["TORCH_EXTENSIONS_DIR"]
 
 
+SHM_WORKSPACE = "deepspeed_allreduce_buffer"
+
+
+def shm_workspace_path(rank: int) -> Path:
+    """The POSIX shared-memory file DeepSpeed's CPU all-reduce gives ``rank`` (``shm_initialize`` in
+    DeepSpeed's csrc/cpu/comm/shm.cpp names it after the user, MASTER_ADDR, MASTER_PORT and the rank)."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    return Path("/dev/shm") / f"{SHM_WORKSPACE}_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def unlink_shm_workspace(rank: int) -> None:
+    """After every rank has mapped every peer's workspace (a barrier after ``init_distributed``): drop
+    this rank's name. DeepSpeed never unlinks it, so each run on a machine would leave ~66 MB of RAM
+    per rank in /dev/shm until a reboot (a CI machine filled up); the mappings stay valid until the
+    processes exit, so nothing changes for the run, and a killed run leaves nothing either."""
+    shm_workspace_path(rank).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def quiet_stdout():
     """DeepSpeed prints "deepspeed_shm_comm_op built successfully" from every rank at every start."""

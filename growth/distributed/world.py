@@ -38,10 +38,12 @@ def init_distributed() -> World:
     import deepspeed  # deferred: importing it is slow and tests of other parts do not need it
 
     if not dist.is_initialized():
-        from growth.distributed.deepspeed_adapter import quiet_stdout
+        from growth.distributed.deepspeed_adapter import quiet_stdout, unlink_shm_workspace
 
         with quiet_stdout():
             deepspeed.init_distributed(verbose=False)
+        barrier()  # every rank has mapped every peer's shared-memory workspace: the names can go
+        unlink_shm_workspace(dist.get_rank())
     world = World(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
