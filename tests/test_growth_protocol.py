@@ -200,3 +200,29 @@ def test_in_parallel_raises_a_failure_once_all_have_finished():
     with pytest.raises(RuntimeError, match="run failed"):
         runs.in_parallel({"a": fails, "b": slow})
     assert finished == [True]
+
+
+def test_slope_rule_runs_train_after_the_curves_they_read_and_fixed_ones_beside_them(monkeypatch, tmp_path):
+    """``train_with_grown``: grown runs at a fixed growth point train in the first batch, beside scratch and the
+    small model; the slope rule's train after them and grow where their seed's curves say."""
+    from growth.bench.growth_protocol import protocol as runner
+
+    batches, order = [], []
+    real_in_parallel = runs.in_parallel
+    monkeypatch.setattr(runs, "in_parallel", lambda calls: (batches.append(sorted(map(str, calls))),
+                                                            real_in_parallel(calls))[1])
+    monkeypatch.setattr(runner, "grown", lambda protocol, work, seed, lr, multiple, recipe, fraction, threads, log:
+                        order.append((seed, recipe.growth_point, fraction)) or {"fraction": fraction})
+    monkeypatch.setattr(curves, "slope_rule_flops", lambda small, large: small * large)  # stands in for the rule
+    budget = PROTOCOL.budget_flops(2)
+    first = {"small": lambda: {"constant_curve": 0.25 * budget},
+             ("scratch", 0): lambda: {"constant_curve": 1.0}, ("scratch", 1): lambda: {"constant_curve": 2.0}}
+    slope = DEFAULT.changed(growth_point="slope")
+    grown_runs = {"fixed": runner.GrownRun(0, 2, DEFAULT, ("scratch", 0)),
+                  "slope0": runner.GrownRun(0, 2, slope, ("scratch", 0)),
+                  "slope1": runner.GrownRun(1, 2, slope, ("scratch", 1))}
+    done = runner.train_with_grown(PROTOCOL, tmp_path, 1e-3, 1, print, first, grown_runs)
+    assert batches == [sorted(["small", "('scratch', 0)", "('scratch', 1)", "fixed"]), ["slope0", "slope1"]]
+    assert done["fixed"]["fraction"] == DEFAULT.fraction
+    assert done["slope0"]["fraction"] == pytest.approx(0.25) and done["slope1"]["fraction"] == pytest.approx(0.5)
+    assert order[0][1] == "fixed" and {o[1] for o in order[1:]} == {"slope"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable, NamedTuple
 
 from growth.bench.growth_protocol import curves, runs
 from growth.bench.growth_protocol.plan import (
@@ -153,6 +153,34 @@ def lr_sweep(protocol: Protocol, work: Path, threads: int, log: Log) -> dict:
     return {"multiple": multiple, "losses": {str(k): v for k, v in losses.items()}, "best": best}
 
 
+class GrownRun(NamedTuple):
+    """One grown run to train: its seed, budget and recipe, and which trained result is its seed's scratch."""
+    seed: int
+    multiple: int
+    recipe: Recipe
+    scratch_key: Hashable
+
+
+def train_with_grown(protocol: Protocol, work: Path, lr: float, threads: int, log: Log,
+                     first: dict[Hashable, Callable[[], dict]], grown_runs: dict[Hashable, GrownRun]) -> dict:
+    """Train ``first`` (which must hold ``"small"`` and every scratch key) and ``grown_runs``; returns every
+    result by key. Grown runs at a fixed growth point are independent of the rest and train beside it; the
+    slope rule's read the small and scratch curves first, so they train after."""
+    def call(key: Hashable, done: dict | None) -> Callable[[], dict]:
+        spec = grown_runs[key]
+
+        def run() -> dict:
+            fraction = growth_fraction(spec.recipe, protocol, spec.multiple, done and done["small"],
+                                       done and done[spec.scratch_key])
+            return grown(protocol, work, spec.seed, lr, spec.multiple, spec.recipe, fraction, threads, log)
+        return run
+
+    fixed = {key: call(key, None) for key, spec in grown_runs.items() if spec.recipe.growth_point == "fixed"}
+    done = runs.in_parallel({**first, **fixed})
+    done.update(runs.in_parallel({key: call(key, done) for key in grown_runs if key not in fixed}))
+    return done
+
+
 def compare(protocol: Protocol, work: Path, threads: int, log: Log = print, recipe: Recipe = DEFAULT) -> dict:
     """The headline comparison. Scratch, the small model alone and (at a fixed growth point) every grown
     run are independent runs, asked for at once (``runs.set_parallel_runs`` bounds how many train)."""
@@ -162,18 +190,9 @@ def compare(protocol: Protocol, work: Path, threads: int, log: Log = print, reci
     calls = {("scratch", seed): (lambda seed=seed: scratch(protocol, work, seed, lr, threads, log))
              for seed in protocol.seeds}
     calls["small"] = lambda: small_alone(protocol, work, first, lr, largest, threads, log)
-
-    def grown_call(seed: int, multiple: int, done: dict | None) -> Callable[[], dict]:
-        def call() -> dict:
-            fraction = growth_fraction(recipe, protocol, multiple, done and done["small"],
-                                       done and done[("scratch", seed)])
-            return grown(protocol, work, seed, lr, multiple, recipe, fraction, threads, log)
-        return call
-
-    paths = {("grown", seed, m): grown_call(seed, m, None) for seed in protocol.seeds for m in budgets[seed]}
-    done = runs.in_parallel({**calls, **(paths if recipe.growth_point == "fixed" else {})})
-    if recipe.growth_point != "fixed":  # the slope rule reads the small and scratch curves first
-        done.update(runs.in_parallel({key: grown_call(key[1], key[2], done) for key in paths}))
+    grown_runs = {("grown", seed, m): GrownRun(seed, m, recipe, ("scratch", seed))
+                  for seed in protocol.seeds for m in budgets[seed]}
+    done = train_with_grown(protocol, work, lr, threads, log, calls, grown_runs)
     seeds = {}
     for seed in protocol.seeds:
         scratch_result = done[("scratch", seed)]
@@ -206,18 +225,12 @@ def ablation(name: str, protocol: Protocol, work: Path, threads: int, log: Log =
     multiple = multiple or sorted(protocol.grown_multiples)[len(protocol.grown_multiples) // 2]
     lr = lr_sweep(protocol, work, threads, log)["best"]
     recipes = ablation_arms(name)
-    fixed = {index: (lambda recipe=recipe: grown(protocol, work, seed, lr, multiple, recipe, recipe.fraction,
-                                                 threads, log))
-             for index, (_, recipe) in enumerate(recipes) if recipe.growth_point == "fixed"}
-    done = runs.in_parallel({"scratch": lambda: scratch(protocol, work, seed, lr, threads, log),
-                             "small": lambda: small_alone(protocol, work, seed, lr, max(protocol.grown_multiples),
-                                                          threads, log), **fixed})
+    done = train_with_grown(
+        protocol, work, lr, threads, log,
+        {"scratch": lambda: scratch(protocol, work, seed, lr, threads, log),
+         "small": lambda: small_alone(protocol, work, seed, lr, max(protocol.grown_multiples), threads, log)},
+        {index: GrownRun(seed, multiple, recipe, "scratch") for index, (_, recipe) in enumerate(recipes)})
     scratch_result = done["scratch"]
-    done.update(runs.in_parallel({  # the slope rule's arms read the small and scratch curves first
-        index: (lambda recipe=recipe: grown(
-            protocol, work, seed, lr, multiple, recipe,
-            growth_fraction(recipe, protocol, multiple, done["small"], scratch_result), threads, log))
-        for index, (_, recipe) in enumerate(recipes) if index not in fixed}))
     arms = []
     for index, (label, recipe) in enumerate(recipes):
         path = read_against(scratch_result, done[index])
