@@ -1,15 +1,20 @@
-"""The DeepSpeed seams: the supported version range (pinned in pyproject.toml too), and SkippingAdamW."""
+"""The DeepSpeed seams: the supported version range (pinned in pyproject.toml too), SkippingAdamW, and the
+environment its CPU op is built in."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from growth.distributed.deepspeed_adapter import (
-    SUPPORTED_DEEPSPEED, SkippingAdamW, UnsupportedDeepSpeed, check_deepspeed_version,
+    SUPPORTED_DEEPSPEED, SkippingAdamW, UnsupportedDeepSpeed, check_deepspeed_version, configure_environment,
 )
 
 
@@ -47,3 +52,26 @@ def test_skipping_adamw_leaves_weights_and_moments_on_a_non_finite_gradient():
     assert optimizer.overflow
     assert torch.equal(weight.detach(), after_first)
     assert all(torch.equal(optimizer.state[weight][k], v) for k, v in moments.items())
+
+
+def test_this_virtualenvs_ninja_comes_first_on_path(monkeypatch):
+    """torch runs whichever ``ninja`` PATH gives; DeepSpeed installs one in the virtualenv (a dependency)."""
+    tools = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    configure_environment()
+    configure_environment()  # once only
+    assert os.environ["PATH"].split(os.pathsep) == [str(tools), "/usr/bin", "/bin"]
+    assert shutil.which("ninja") == str(tools / "ninja")
+
+
+def test_the_shm_op_is_not_rebuilt_whether_or_not_the_virtualenv_is_active():
+    """``make`` builds the CPU op with a bare PATH (the system ninja, if any, first); a shell with the
+    virtualenv activated has its ninja first. A build under one and a load under the other must find
+    the same up-to-date library, not rebuild it."""
+    tools = str(Path(sys.executable).parent)
+    script = ("from growth.distributed.deepspeed_adapter import build_cpu_ops; from pathlib import Path; "
+              "print((Path(build_cpu_ops()) / 'deepspeed_shm_comm' / 'deepspeed_shm_comm.so').stat().st_mtime_ns)")
+    stamps = [subprocess.run([sys.executable, "-c", script], env={**os.environ, "PATH": path}, capture_output=True,
+                             text=True, timeout=600, check=True).stdout.split()[-1]
+              for path in ("/usr/bin:/bin", f"{tools}:/usr/bin:/bin", "/usr/bin:/bin")]
+    assert stamps[0] == stamps[1] == stamps[2]

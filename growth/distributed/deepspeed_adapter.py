@@ -37,10 +37,17 @@ def configure_environment() -> None:
     extension cache in this virtualenv, so DeepSpeed's CPU shared-memory all-reduce op
     (``deepspeed_shm_comm``), built once by ``make install`` (``build_cpu_ops``), is found at
     launch instead of rebuilt: the default cache (~/.cache/torch_extensions) is shared by every
-    virtualenv on the machine and rebuilt whenever another one's source paths differ."""
+    virtualenv on the machine and rebuilt whenever another one's source paths differ; (3) put this
+    interpreter's bin folder first on PATH, as activating the virtualenv does, so torch always builds
+    with the ninja DeepSpeed installed there: a system ninja of another version hashes commands
+    differently in .ninja_log, and every switch between the two rebuilt the op (~20 s, minutes under load)."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    tools = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if (Path(tools) / "ninja").is_file() and path.split(os.pathsep)[0] != tools:
+        os.environ["PATH"] = os.pathsep.join([tools, path]) if path else tools
 
 
 def build_cpu_ops() -> str:
