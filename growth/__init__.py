@@ -23,13 +23,19 @@ def _register_with_transformers() -> None:
 
         register_loaded()
 
-    pending = {"transformers.models.auto.configuration_auto": loaded, "transformers.models.auto.modeling_auto": loaded}
+    pending = {
+        "transformers.models.auto.configuration_auto": loaded,
+        "transformers.models.auto.modeling_auto": loaded,
+    }
 
     def run(action, module) -> None:
         try:
             action(module)
         except Exception as err:  # never break the user's transformers import
-            warnings.warn(f"growth: could not register its transformers model class ({type(err).__name__}: {err})")
+            warnings.warn(
+                f"growth: could not register its transformers model class ({type(err).__name__}: {err})",
+                stacklevel=2,
+            )
 
     class Loader(importlib.abc.Loader):
         def __init__(self, inner, action):

@@ -7,8 +7,9 @@ nothing half-written at ``--out``; this module only turns the failure into the l
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from growth.checkpoint.atomic import failed_write_line
 from growth.config import ConfigError
@@ -17,8 +18,9 @@ from growth.data.errors import DataError
 T = TypeVar("T")
 
 
-def run_reporting_errors(call: Callable[[], T], out: Path | str,
-                         errors: tuple[type[Exception], ...] = ()) -> T | None:
+def run_reporting_errors(
+    call: Callable[[], T], out: Path | str, errors: tuple[type[Exception], ...] = ()
+) -> T | None:
     """``call()``; a bad config or data (or one of ``errors``) and a failed write under ``out`` (a full
     disk, no permission) become one ``error:`` line on stderr and ``None`` (the tool exits 2)."""
     try:

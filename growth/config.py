@@ -17,9 +17,10 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -113,7 +114,9 @@ def fields_with_role(role: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata["growth"] == role)
 
 
-def model_differences(old: ModelConfig, new: ModelConfig, roles: str | Iterable[str]) -> list[tuple[str, Any, Any]]:
+def model_differences(
+    old: ModelConfig, new: ModelConfig, roles: str | Iterable[str]
+) -> list[tuple[str, Any, Any]]:
     """``(name, old value, new value)`` for each field with one of ``roles`` that differs."""
     wanted = (roles,) if isinstance(roles, str) else tuple(roles)
     _check_roles(wanted)
@@ -148,7 +151,9 @@ class DataConfig:
     # Formats by suffix: .jsonl/.jsonl.gz/.jsonl.zst and .parquet (text in text_field); any other file is
     # UTF-8 text, one document per file. growth/data/sources.py.
     corpus: str | list[str] = DEFAULT_CORPUS
-    sources: list[SourceConfig] = field(default_factory=list)  # a mixture [{corpus, weight}]; replaces data.corpus
+    sources: list[SourceConfig] = field(
+        default_factory=list
+    )  # a mixture [{corpus, weight}]; replaces data.corpus
     val_corpus: str | list[str] = ""  # validation documents; empty: hold out val_fraction of the documents
     text_field: str = "text"  # the JSONL key / Parquet column holding the text
     # a sentencepiece .model, or a Hugging Face tokenizer (a folder with tokenizer.json, the file itself, or an
@@ -174,10 +179,16 @@ class GrowthStage:
     rewarmup_steps: int = 0  # ramp the LR from 0 to the scheduled value over this many steps after growing
     seed: int = 0  # seeds the noise and new layers (tools/expand.py --seed)
     # The operators (growth/expand/options.py; tools/expand.py flags of the same names):
-    depth_operator: str = "auto"  # auto (zero for pre, ramp for post/deepnorm) | ramp | zero | stack (not exact)
-    ramp_steps: int = 100  # ramp: a new layer's gate m rises linearly from 0 to 1 over this many optimizer steps
+    depth_operator: str = (
+        "auto"  # auto (zero for pre, ramp for post/deepnorm) | ramp | zero | stack (not exact)
+    )
+    ramp_steps: int = (
+        100  # ramp: a new layer's gate m rises linearly from 0 to 1 over this many optimizer steps
+    )
     noise: str = "absolute"  # absolute | relative (noise_std x each weight's RMS)
-    split: str = "equal"  # equal | lemon (unequal splits alpha, (1 - alpha)/(c - 1), ...: exact for any alpha)
+    split: str = (
+        "equal"  # equal | lemon (unequal splits alpha, (1 - alpha)/(c - 1), ...: exact for any alpha)
+    )
     split_alpha: float = 0.7  # lemon: the first copy's share
     width_operator: str = "tiled"  # tiled [h; h; 0_r] | interleaved (Su: repeat in place, 1/sqrt(k); no RoPE)
 
@@ -195,7 +206,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     save_interval: int = 100
-    keep_checkpoints: int = 0  # keep the newest N complete checkpoints (older ones deleted once a newer is complete); 0: all
+    keep_checkpoints: int = (
+        0  # keep the newest N complete checkpoints (older ones deleted once a newer is complete); 0: all
+    )
     eval_interval: int = 50
     eval_batches: int = 8
     log_interval: int = 10
@@ -208,11 +221,17 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables EMA
     ema_warmup: bool = False  # decay_t = min(ema_decay, (1 + t) / (10 + t))
     max_bad_steps: int = 5  # stop after this many consecutive non-finite (skipped) steps
-    lr_schedule: str = "cosine"  # cosine (warmup + cosine to min_lr_ratio) | wsd (warmup-stable-decay) | constant
+    lr_schedule: str = (
+        "cosine"  # cosine (warmup + cosine to min_lr_ratio) | wsd (warmup-stable-decay) | constant
+    )
     decay_fraction: float = 0.2  # wsd: the final share of max_steps that decays to min_lr_ratio
     growth: list[GrowthStage] = field(default_factory=list)  # growth stages applied in order inside the run
-    continue_schedule: bool = False  # with init_from: continue the source's step count and LR schedule position
-    compile: bool = False  # torch.compile the model under the DeepSpeed engine (engine.compile(); growth/train/engine.py)
+    continue_schedule: bool = (
+        False  # with init_from: continue the source's step count and LR schedule position
+    )
+    compile: bool = (
+        False  # torch.compile the model under the DeepSpeed engine (engine.compile(); growth/train/engine.py)
+    )
 
 
 @dataclass
@@ -220,7 +239,9 @@ class ContrastiveConfig:
     """Contrastive fine-tuning (README "Contrastive fine-tuning"); objective=none is token pretraining."""
 
     objective: str = "none"  # none | simcse (unsupervised) | infonce (sentence pairs) | cosent (scored pairs)
-    data: str = "bundled:sts-train"  # training file in `format`; bundled:<name> for data shipped in the package
+    data: str = (
+        "bundled:sts-train"  # training file in `format`; bundled:<name> for data shipped in the package
+    )
     format: str = "sts"  # sts (STS-B: genre, file, year, id, score, s1, s2, ...) | pairs (s1<TAB>s2) | text (a sentence a line)
     eval_data: str = "bundled:sts-dev"  # STS-B layout, for val/spearman; empty: none
     temperature: float = 0.05  # tau of SimCSE and InfoNCE
@@ -230,7 +251,9 @@ class ContrastiveConfig:
     cosent_scale: float = 20.0  # lambda of CoSENT
     positive_min_score: float = 4.0  # infonce on scored pairs: only pairs scored >= this are positives
     max_len: int = 64  # tokens per sentence (longer ones are truncated)
-    batch_size: int = 0  # global examples per optimizer step; 0: train.micro_batch_size * train.grad_accum * world
+    batch_size: int = (
+        0  # global examples per optimizer step; 0: train.micro_batch_size * train.grad_accum * world
+    )
 
 
 @dataclass
@@ -277,7 +300,10 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "train.precision": ("fp32", "bf16"),
     "train.lr_schedule": ("cosine", "wsd", "constant"),
     "contrastive.format": ("sts", "pairs", "text"),
-    "contrastive.simcse_variant": ("symmetric", "paper"),  # growth/objectives/contrastive_losses.py SIMCSE_VARIANTS
+    "contrastive.simcse_variant": (
+        "symmetric",
+        "paper",
+    ),  # growth/objectives/contrastive_losses.py SIMCSE_VARIANTS
 }
 
 
@@ -341,8 +367,14 @@ def resolve(config: Config) -> None:
     data, train = config.data, config.train
     if not data.tokenizer and config.contrastive.objective != "none" and train.init_from:
         # Fine-tuning a pretrained run uses its tokenizer (a run dir keeps tokenizer.model at its top).
-        data.tokenizer = next((str(p / "tokenizer.model") for p in run_folders(Path(train.init_from))
-                               if (p / "tokenizer.model").is_file()), "")
+        data.tokenizer = next(
+            (
+                str(p / "tokenizer.model")
+                for p in run_folders(Path(train.init_from))
+                if (p / "tokenizer.model").is_file()
+            ),
+            "",
+        )
 
 
 def run_folders(path: Path) -> tuple[Path, ...]:
@@ -484,19 +516,28 @@ def _coerce_dataclass(key: str, value: Any, expected: type, source: str, from_te
     if isinstance(value, expected):
         return value
     if not isinstance(value, dict):
-        raise ConfigError(f"{key} must be a mapping with keys {', '.join(known)}, got {value!r} (from {source})")
+        raise ConfigError(
+            f"{key} must be a mapping with keys {', '.join(known)}, got {value!r} (from {source})"
+        )
     for name in value:
         if name not in known:
             hint = difflib.get_close_matches(str(name), known, n=1)
-            raise ConfigError(f"unknown key {key}.{name}" + (f"; did you mean {key}.{hint[0]}?" if hint else
-                                                               f"; known keys are {', '.join(known)}"))
+            raise ConfigError(
+                f"unknown key {key}.{name}"
+                + (f"; did you mean {key}.{hint[0]}?" if hint else f"; known keys are {', '.join(known)}")
+            )
     hints = typing.get_type_hints(expected)
-    required = [f.name for f in dataclasses.fields(expected)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name
+        for f in dataclasses.fields(expected)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [name for name in required if name not in value]
     if missing:
         raise ConfigError(f"{key}.{missing[0]} is required (from {source})")
-    return expected(**{name: _coerce(f"{key}.{name}", v, hints[name], source, from_text) for name, v in value.items()})
+    return expected(
+        **{name: _coerce(f"{key}.{name}", v, hints[name], source, from_text) for name, v in value.items()}
+    )
 
 
 def _type_name(kind: Any) -> str:
@@ -541,14 +582,14 @@ def _validate_model(m: ModelConfig) -> None:
     if m.rope_scaling == "llama3":
         _positive("model", m, "rope_scaling_factor", "rope_low_freq_factor", "rope_original_max_len")
         if m.rope_high_freq_factor <= m.rope_low_freq_factor:
-            raise ConfigError(f"model.rope_high_freq_factor ({m.rope_high_freq_factor}) must be > "
-                              f"model.rope_low_freq_factor ({m.rope_low_freq_factor})")
+            raise ConfigError(
+                f"model.rope_high_freq_factor ({m.rope_high_freq_factor}) must be > "
+                f"model.rope_low_freq_factor ({m.rope_low_freq_factor})"
+            )
     if m.position == "rope":
         rope_dim = m.rope_dim or rotated
         if rope_dim % 2 or rope_dim > rotated or rope_dim < 0:
-            raise ConfigError(
-                f"model.rope_dim must be even and <= {rotated_key} ({rotated}), got {rope_dim}"
-            )
+            raise ConfigError(f"model.rope_dim must be even and <= {rotated_key} ({rotated}), got {rope_dim}")
 
 
 def _validate_layer(m: ModelConfig) -> tuple[int, str]:
@@ -561,8 +602,10 @@ def _validate_layer(m: ModelConfig) -> tuple[int, str]:
                 f"({m.n_heads} * {m.head_dim} != {m.d_model})"
             )
         if m.n_kv_heads < 0 or m.n_heads % (m.n_kv_heads or m.n_heads):
-            raise ConfigError(f"model.n_kv_heads must divide model.n_heads ({m.n_heads}), got {m.n_kv_heads} "
-                              "(0: one key/value head per query head)")
+            raise ConfigError(
+                f"model.n_kv_heads must divide model.n_heads ({m.n_heads}), got {m.n_kv_heads} "
+                "(0: one key/value head per query head)"
+            )
         if m.chunk_size:
             raise ConfigError("model.chunk_size (FLASH) needs model.layer=gau; set model.chunk_size=0")
         return m.head_dim, "model.head_dim"
@@ -575,15 +618,15 @@ def _validate_layer(m: ModelConfig) -> tuple[int, str]:
             )
         return m.gau_key_size, "model.gau_key_size"
     # The name passed the registry, but a kind nobody taught the validator would build unchecked.
-    raise ConfigError(f"model.layer={m.layer} is registered but has no checks in growth/config.py:_validate_layer")
+    raise ConfigError(
+        f"model.layer={m.layer} is registered but has no checks in growth/config.py:_validate_layer"
+    )
 
 
 def _validate_data(d: DataConfig, m: ModelConfig) -> None:
     _positive("data", d, "seq_len")
     if d.seq_len > m.max_seq_len:
-        raise ConfigError(
-            f"data.seq_len ({d.seq_len}) must be <= model.max_seq_len ({m.max_seq_len})"
-        )
+        raise ConfigError(f"data.seq_len ({d.seq_len}) must be <= model.max_seq_len ({m.max_seq_len})")
     if not 0.0 < d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     if not 0.0 < d.mlm_probability < 1.0:
@@ -593,24 +636,35 @@ def _validate_data(d: DataConfig, m: ModelConfig) -> None:
         raise ConfigError(f"data.workers must be >= 0 (0: all cores), got {d.workers}")
     if not d.text_field:
         raise ConfigError("data.text_field must name the JSONL key / Parquet column of the text, got ''")
-    for key, spec in [("data.corpus", d.corpus), ("data.val_corpus", d.val_corpus or ["-"]),
-                      *((f"data.sources[{i}].corpus", s.corpus) for i, s in enumerate(d.sources))]:
+    for key, spec in [
+        ("data.corpus", d.corpus),
+        ("data.val_corpus", d.val_corpus or ["-"]),
+        *((f"data.sources[{i}].corpus", s.corpus) for i, s in enumerate(d.sources)),
+    ]:
         items = [spec] if isinstance(spec, str) else spec
         if not items or not all(isinstance(item, str) and item.strip() for item in items):
-            raise ConfigError(f"{key} must be a file, a directory, a glob or a non-empty list of these, got {spec!r}")
+            raise ConfigError(
+                f"{key} must be a file, a directory, a glob or a non-empty list of these, got {spec!r}"
+            )
     for i, source in enumerate(d.sources):
         if not (source.weight > 0 and math.isfinite(source.weight)):
-            raise ConfigError(f"data.sources[{i}].weight must be > 0, got {source.weight} (corpus {source.corpus})")
+            raise ConfigError(
+                f"data.sources[{i}].weight must be > 0, got {source.weight} (corpus {source.corpus})"
+            )
     if d.sources and d.corpus != DEFAULT_CORPUS:
-        raise ConfigError("data.corpus and data.sources are both set; list every corpus in data.sources "
-                          f"(data.corpus={d.corpus})")
+        raise ConfigError(
+            "data.corpus and data.sources are both set; list every corpus in data.sources "
+            f"(data.corpus={d.corpus})"
+        )
 
 
 def _validate_train(t: TrainConfig) -> None:
     _positive("train", t, "max_steps", "micro_batch_size", "grad_accum", "lr")
     _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval", "max_bad_steps")
     if t.keep_checkpoints < 0:
-        raise ConfigError(f"train.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {t.keep_checkpoints}")
+        raise ConfigError(
+            f"train.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {t.keep_checkpoints}"
+        )
     if t.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
     if t.zero_stage not in (0, 1, 2, 3):
@@ -630,8 +684,10 @@ def _validate_train(t: TrainConfig) -> None:
 def _validate_stage(key: str, stage: GrowthStage, previous: int, max_steps: int) -> None:
     """What can be checked without the growth operators (the builder checks each stage against them)."""
     if not previous < stage.at_step < max_steps:
-        raise ConfigError(f"{key}.at_step={stage.at_step} must be after the previous stage ({previous}) and before "
-                          f"train.max_steps ({max_steps})")
+        raise ConfigError(
+            f"{key}.at_step={stage.at_step} must be after the previous stage ({previous}) and before "
+            f"train.max_steps ({max_steps})"
+        )
     if not stage.model:
         raise ConfigError(f"{key}.model is empty; give the growable fields that change, e.g. {{n_layers: 8}}")
     growable, hints = fields_with_role("growable"), typing.get_type_hints(ModelConfig)
@@ -648,9 +704,13 @@ def _validate_stage(key: str, stage: GrowthStage, previous: int, max_steps: int)
         raise ConfigError(f"{key}.rewarmup_steps must be >= 0, got {stage.rewarmup_steps}")
     for name, allowed in STAGE_CHOICES.items():
         if getattr(stage, name) not in allowed:
-            raise ConfigError(f"{key}.{name} must be one of {' | '.join(allowed)}, got {getattr(stage, name)!r}")
+            raise ConfigError(
+                f"{key}.{name} must be one of {' | '.join(allowed)}, got {getattr(stage, name)!r}"
+            )
     if stage.ramp_steps < 1:
-        raise ConfigError(f"{key}.ramp_steps must be >= 1 (the gate rises over that many steps), got {stage.ramp_steps}")
+        raise ConfigError(
+            f"{key}.ramp_steps must be >= 1 (the gate rises over that many steps), got {stage.ramp_steps}"
+        )
 
 
 # A growth stage's operator choices (growth/expand/options.py holds the same tuples; a test keeps them equal).
@@ -667,17 +727,25 @@ def _validate_contrastive(config: Config) -> None:
     _validate_choices(config, "contrastive")
     _positive("contrastive", c, "temperature", "cosent_scale", "max_len")
     if c.objective != "none" and config.train.growth:
-        raise ConfigError("train.growth grows a pretraining run; contrastive fine-tuning does not grow (remove train.growth)")
+        raise ConfigError(
+            "train.growth grows a pretraining run; contrastive fine-tuning does not grow (remove train.growth)"
+        )
     if c.objective != "none" and c.max_len > config.model.max_seq_len:
-        raise ConfigError(f"contrastive.max_len ({c.max_len}) must be <= model.max_seq_len ({config.model.max_seq_len})")
+        raise ConfigError(
+            f"contrastive.max_len ({c.max_len}) must be <= model.max_seq_len ({config.model.max_seq_len})"
+        )
     if c.batch_size < 0 or c.batch_size == 1:
         raise ConfigError(
             f"contrastive.batch_size={c.batch_size} is too small for in-batch negatives: use >= 2 (0: "
             "train.micro_batch_size * train.grad_accum * world size)"
         )
     if not 0.0 <= c.positive_min_score <= 5.0:
-        raise ConfigError(f"contrastive.positive_min_score must be in [0, 5] (STS scores), got {c.positive_min_score}")
+        raise ConfigError(
+            f"contrastive.positive_min_score must be in [0, 5] (STS scores), got {c.positive_min_score}"
+        )
     if c.objective == "cosent" and c.format != "sts":
         raise ConfigError("contrastive.objective=cosent needs scored pairs: set contrastive.format=sts")
     if c.objective == "infonce" and c.format == "text":
-        raise ConfigError("contrastive.objective=infonce needs sentence pairs: set contrastive.format=pairs or sts")
+        raise ConfigError(
+            "contrastive.objective=infonce needs sentence pairs: set contrastive.format=pairs or sts"
+        )

@@ -14,14 +14,15 @@ error that names the key and the known names, never a silent fallback.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 # Only the error class: growth.config sits below every other module, and this one sits right above it.
 from growth.config import ConfigError
 
 T = TypeVar("T")
 
-_BY_KEY: dict[str, "Registry"] = {}
+_BY_KEY: dict[str, Registry] = {}
 
 
 class Registry(Generic[T]):

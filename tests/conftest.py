@@ -30,9 +30,16 @@ def pytest_collection_modifyitems(config, items):
     ``tests.distributed.run_distributed`` must carry the ``distributed`` marker."""
     from tests.distributed import run_distributed
 
-    unmarked = sorted({item.nodeid.split("::")[0] for item in items
-                       if getattr(getattr(item, "module", None), "run_distributed", None) is run_distributed
-                       and item.get_closest_marker("distributed") is None})
+    unmarked = sorted(
+        {
+            item.nodeid.split("::")[0]
+            for item in items
+            if getattr(getattr(item, "module", None), "run_distributed", None) is run_distributed
+            and item.get_closest_marker("distributed") is None
+        }
+    )
     if unmarked:
-        raise pytest.UsageError(f"{', '.join(unmarked)}: uses run_distributed but is not marked "
-                                "@pytest.mark.distributed (see [tool.pytest.ini_options] markers)")
+        raise pytest.UsageError(
+            f"{', '.join(unmarked)}: uses run_distributed but is not marked "
+            "@pytest.mark.distributed (see [tool.pytest.ini_options] markers)"
+        )

@@ -3,7 +3,7 @@ runs cached accumulation through a real DeepSpeed engine on every rank (importab
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -23,7 +23,9 @@ def random_examples(n: int, objective: str, seed: int, vocab: int = 97) -> Contr
     vocab = 8 if objective == "simcse" else vocab
 
     def sentence() -> list[int]:
-        return torch.randint(5, vocab, (int(torch.randint(2, 13, (1,), generator=gen)),), generator=gen).tolist()
+        return torch.randint(
+            5, vocab, (int(torch.randint(2, 13, (1,), generator=gen)),), generator=gen
+        ).tolist()
 
     first = [sentence() for _ in range(n)]
     second = first if objective == "simcse" else [sentence() for _ in range(n)]
@@ -31,7 +33,9 @@ def random_examples(n: int, objective: str, seed: int, vocab: int = 97) -> Contr
     return ContrastiveExamples(first, second, scores)
 
 
-def micro_batches(examples: ContrastiveExamples, sizes: Sequence[int], offset: int = 0) -> list[dict[str, torch.Tensor]]:
+def micro_batches(
+    examples: ContrastiveExamples, sizes: Sequence[int], offset: int = 0
+) -> list[dict[str, torch.Tensor]]:
     batches, start = [], offset
     for size in sizes:
         batches.append(examples.batch(range(start, start + size)))
@@ -43,8 +47,9 @@ def loss_fn(objective: str):
     return contrastive_loss(objective, temperature=TEMPERATURE, cosent_scale=20.0)
 
 
-def big_batch_reference(model, per_rank_batches: Sequence[Sequence[dict]], objective: str,
-                        rank_seeds: Sequence[int]) -> tuple[float, dict[str, torch.Tensor]]:
+def big_batch_reference(
+    model, per_rank_batches: Sequence[Sequence[dict]], objective: str, rank_seeds: Sequence[int]
+) -> tuple[float, dict[str, torch.Tensor]]:
     """One backward of the full-batch loss in plain PyTorch. Every rank's micro-batches are embedded
     with a graph in order from that rank's seed, so dropout draws the masks the ranks drew."""
     model.zero_grad(set_to_none=True)
@@ -62,7 +67,10 @@ def big_batch_reference(model, per_rank_batches: Sequence[Sequence[dict]], objec
 
 def gradients(model) -> dict[str, torch.Tensor]:
     """Every parameter's gradient; zero for those the embedding does not use (the LM head)."""
-    return {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in model.named_parameters()}
+    return {
+        n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+        for n, p in model.named_parameters()
+    }
 
 
 SGD_LR = 1000.0
@@ -83,31 +91,45 @@ def zero_engine_job(world, model_overrides: list[str], cases: list[dict], result
 
     results = []
     for case in cases:
-        config = load_config(overrides=[*model_overrides, f"train.zero_stage={case['stage']}",
-                                        f"train.grad_accum={len(case['sizes'])}", "train.grad_clip=0",
-                                        f"train.micro_batch_size={max(case['sizes'])}"])
+        config = load_config(
+            overrides=[
+                *model_overrides,
+                f"train.zero_stage={case['stage']}",
+                f"train.grad_accum={len(case['sizes'])}",
+                "train.grad_clip=0",
+                f"train.micro_batch_size={max(case['sizes'])}",
+            ]
+        )
         torch.manual_seed(config.train.seed)
         model = SentenceEncoder(build_model(config.model))
         ds = {**deepspeed_config(config.train, world.size), "zero_allow_untested_optimizer": True}
-        engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=SGD_LR), config=ds)
+        engine, *_ = deepspeed.initialize(
+            model=model, optimizer=torch.optim.SGD(model.parameters(), lr=SGD_LR), config=ds
+        )
         engine.train()
         before = consolidated_state_dict(engine)
         examples = random_examples(case["n"], case["objective"], seed=case["data_seed"])
         batches = micro_batches(examples, case["sizes"], offset=world.rank * (case["n"] // world.size))
         torch.manual_seed(case["rank_seeds"][world.rank])
         start = torch.get_rng_state()
-        loss = engine_cached_step(engine, batches, loss_fn(case["objective"]), world.size, replay_rng=case["replay"])
+        loss = engine_cached_step(
+            engine, batches, loss_fn(case["objective"]), world.size, replay_rng=case["replay"]
+        )
         after_step = torch.get_rng_state()
         after = consolidated_state_dict(engine)
         torch.set_rng_state(start)
         with torch.no_grad():  # one forward per micro-batch, for the RNG check
             for batch in batches:
                 engine(batch["input_ids"], batch["attention_mask"])
-        results.append({
-            "loss": loss, "grads": {name: (before[name] - after[name]) / SGD_LR for name in before},
-            "rng_continues": torch.equal(after_step, torch.get_rng_state()),
-            "applied": engine.was_step_applied(), "global_steps": engine.global_steps,
-        })
+        results.append(
+            {
+                "loss": loss,
+                "grads": {name: (before[name] - after[name]) / SGD_LR for name in before},
+                "rng_continues": torch.equal(after_step, torch.get_rng_state()),
+                "applied": engine.was_step_applied(),
+                "global_steps": engine.global_steps,
+            }
+        )
         engine.destroy()
     if world.is_main:
         torch.save(results, result_file)
@@ -134,7 +156,9 @@ def resume_job(world, overrides: list[str], root: str, result_file: str) -> None
         torch.save({"full": full_losses, "resumed": resumed_losses}, result_file)
 
 
-def distributed_suite_job(world, model_overrides, cases, result_file, resume_overrides, resume_root, resume_file) -> None:
+def distributed_suite_job(
+    world, model_overrides, cases, result_file, resume_overrides, resume_root, resume_file
+) -> None:
     """Both distributed jobs in one set of processes (spawning and importing DeepSpeed once)."""
     zero_engine_job(world, model_overrides, cases, result_file)
     resume_job(world, resume_overrides, resume_root, resume_file)

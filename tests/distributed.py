@@ -75,8 +75,12 @@ def _entry(rank: int, world_size: int, port: int, fn, args) -> None:
     sys.stderr = PrefixedStream(sys.stderr, f"[rank {rank}] ")
     try:
         os.environ.update(
-            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
         )
         try:  # transition: init_distributed is moving from growth.train.distributed to growth.distributed
             from growth.distributed import init_distributed
@@ -118,8 +122,9 @@ def run_distributed(fn, world_size: int, *args, timeout_s: float | None = None) 
     """Run ``fn(world, *args)`` on ``world_size`` spawned ranks; fail after ``timeout_s`` seconds."""
     if timeout_s is None:
         timeout_s = float(os.environ.get("GROWTH_TEST_TIMEOUT", DEFAULT_TIMEOUT_S))
-    context = mp.start_processes(_entry, args=(world_size, free_port(), fn, args), nprocs=world_size,
-                                 start_method="spawn", join=False)
+    context = mp.start_processes(
+        _entry, args=(world_size, free_port(), fn, args), nprocs=world_size, start_method="spawn", join=False
+    )
     deadline = time.monotonic() + timeout_s
     try:
         while not context.join(timeout=max(0.0, deadline - time.monotonic())):
@@ -127,8 +132,10 @@ def run_distributed(fn, world_size: int, *args, timeout_s: float | None = None) 
                 alive = [rank for rank, process in enumerate(context.processes) if process.is_alive()]
                 _kill(context.processes)
                 name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-                raise TimeoutError(f"run_distributed({name}, world_size={world_size}) timed out after "
-                                   f"{timeout_s:g} s (GROWTH_TEST_TIMEOUT); killed ranks {alive}")
+                raise TimeoutError(
+                    f"run_distributed({name}, world_size={world_size}) timed out after "
+                    f"{timeout_s:g} s (GROWTH_TEST_TIMEOUT); killed ranks {alive}"
+                )
     except BaseException:
         _kill(context.processes)  # e.g. Ctrl-C in the parent: leave no rank behind
         raise

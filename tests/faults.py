@@ -17,7 +17,9 @@ class NaNLoss(Callback):
 
     def pre_step(self, trainer) -> None:
         if trainer.state.step + 1 in self.steps and trainer.world.rank == self.rank:
-            self.handle = trainer.engine.module.register_forward_hook(lambda module, args, out: out * float("nan"))
+            self.handle = trainer.engine.module.register_forward_hook(
+                lambda module, args, out: out * float("nan")
+            )
 
     def post_step(self, trainer, result) -> None:
         if self.handle is not None:

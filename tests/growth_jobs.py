@@ -14,8 +14,10 @@ from growth.expand.grow_checkpoint import expand_checkpoint
 from growth.train.run import train
 
 WIDTH = {"d_model": 64, "n_heads": 4, "d_ff": 128}
-STAGES = f"train.growth=[{{at_step: 3, model: {yaml.safe_dump(WIDTH, default_flow_style=True).strip()}}}, " \
-         "{at_step: 5, model: {n_layers: 4}}]"
+STAGES = (
+    f"train.growth=[{{at_step: 3, model: {yaml.safe_dump(WIDTH, default_flow_style=True).strip()}}}, "
+    "{at_step: 5, model: {n_layers: 4}}]"
+)
 
 
 def losses_of(overrides: list[str], config_path: str | None = None) -> list[float]:
@@ -42,8 +44,10 @@ def growth_suite_job(world, base: list[str], root: str, stage: int, resume: bool
     then the depth stage in-run), and resumes of A from before and after its first growth."""
     root = Path(root)
     zero = [*base, f"train.zero_stage={stage}"]
-    results = {"grown": losses_of([*zero, STAGES, f"train.out_dir={root}/grown"]),
-               "small": losses_of([*zero, f"train.out_dir={root}/small", "train.save_interval=3"])}
+    results = {
+        "grown": losses_of([*zero, STAGES, f"train.out_dir={root}/grown"]),
+        "small": losses_of([*zero, f"train.out_dir={root}/small", "train.save_interval=3"]),
+    }
     target = root / "target.yaml"
     if world.is_main:
         config = load_config(overrides=[*zero, STAGES])
@@ -52,8 +56,10 @@ def growth_suite_job(world, base: list[str], root: str, stage: int, resume: bool
         config.save(target)
         expand_checkpoint(root / "small/checkpoints/step_00000003", target, root / "expanded")
     barrier()
-    results["two_command"] = losses_of([f"train.out_dir={root}/continued", "train.continue_schedule=true"],
-                                       str(root / "expanded/config.yaml"))
+    results["two_command"] = losses_of(
+        [f"train.out_dir={root}/continued", "train.continue_schedule=true"],
+        str(root / "expanded/config.yaml"),
+    )
     if resume:
         for keep in (2, 4):  # before the first growth, and after it (holding the grown model)
             run = root / f"resumed{keep}"

@@ -34,7 +34,11 @@ class GateRecorder(Callback):
 def run(world, overrides: list[str], config_path: str | None = None) -> dict:
     recorder = GateRecorder()
     trainer = train(load_config(config_path, overrides), world, callbacks=[recorder])
-    return {"losses": trainer.losses, "gates": recorder.gates, "layers": trainer.module.network.config.n_layers}
+    return {
+        "losses": trainer.losses,
+        "gates": recorder.gates,
+        "layers": trainer.module.network.config.n_layers,
+    }
 
 
 def deep_ramp_job(world, base: list[str], root: str, result_file: str) -> None:
@@ -43,8 +47,10 @@ def deep_ramp_job(world, base: list[str], root: str, result_file: str) -> None:
     root = Path(root)
     deep = [*base, "model.residual=deepnorm", "model.n_layers=12"]
     stage = "train.growth=[{at_step: 3, model: {n_layers: 48}, ramp_steps: 4}]"
-    results = {"small": run(world, [*deep, f"train.out_dir={root}/small"]),  # the same LR schedule
-               "grown": run(world, [*deep, stage, f"train.out_dir={root}/grown"])}
+    results = {
+        "small": run(world, [*deep, f"train.out_dir={root}/small"]),  # the same LR schedule
+        "grown": run(world, [*deep, stage, f"train.out_dir={root}/grown"]),
+    }
     for keep in (4, 6, 8):
         resumed = root / f"resumed{keep}"
         if world.is_main:
@@ -54,8 +60,10 @@ def deep_ramp_job(world, base: list[str], root: str, result_file: str) -> None:
         results[f"resumed_from_{keep}"] = run(world, [*deep, stage, f"train.out_dir={resumed}"])
     if world.is_main:
         checkpoints = root / "grown/checkpoints"
-        results["run_states"] = {step: json.loads((checkpoints / f"step_{step:08d}/run_state.json").read_text())
-                                 for step in (4, 6, 8)}
+        results["run_states"] = {
+            step: json.loads((checkpoints / f"step_{step:08d}/run_state.json").read_text())
+            for step in (4, 6, 8)
+        }
         torch.save(results, result_file)
 
 
@@ -69,8 +77,9 @@ def stack_job(world, base: list[str], root: str, result_file: str) -> None:
 
 
 def expand_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools/expand.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools/expand.py"), *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def two_command_ramp_job(world, base: list[str], root: str, target: str, result_file: str) -> None:
@@ -81,9 +90,28 @@ def two_command_ramp_job(world, base: list[str], root: str, target: str, result_
     post = [*base, "model.residual=post"]
     results = {"small": run(world, [*post, f"train.out_dir={root}/small"])}
     if world.is_main:
-        cli = expand_cli("--from", str(root / "small"), "--to", target, "--out", str(root / "grown"),
-                         "--depth-operator", "ramp", "--ramp-steps", "3", "--split", "lemon", "--split-alpha", "0.6",
-                         "--noise", "relative", "--noise-std", "0.01", "--seed", "2")
+        cli = expand_cli(
+            "--from",
+            str(root / "small"),
+            "--to",
+            target,
+            "--out",
+            str(root / "grown"),
+            "--depth-operator",
+            "ramp",
+            "--ramp-steps",
+            "3",
+            "--split",
+            "lemon",
+            "--split-alpha",
+            "0.6",
+            "--noise",
+            "relative",
+            "--noise-std",
+            "0.01",
+            "--seed",
+            "2",
+        )
         results["cli"] = {"returncode": cli.returncode, "stdout": cli.stdout, "stderr": cli.stderr[-3000:]}
     barrier()
     grown_config = str(root / "grown/config.yaml")
@@ -97,5 +125,7 @@ def two_command_ramp_job(world, base: list[str], root: str, target: str, result_
     results["resumed"] = run(world, [*continued, f"train.out_dir={resumed}"], grown_config)
     if world.is_main:
         results["report"] = json.loads((root / "grown/expand_report.json").read_text())
-        results["run_state_2"] = json.loads((root / "continued/checkpoints/step_00000002/run_state.json").read_text())
+        results["run_state_2"] = json.loads(
+            (root / "continued/checkpoints/step_00000002/run_state.json").read_text()
+        )
         torch.save(results, result_file)

@@ -16,11 +16,23 @@ from tests.faults import KillDuringSave, NaNLoss, WeightRecorder
 def tiny_run_overrides(corpus: Path, cache: Path) -> list[str]:
     """A model and run small enough for many DeepSpeed runs in a CPU test suite."""
     return [
-        "model.vocab_size=384", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.head_dim=16",
-        "model.d_ff=64", "model.max_seq_len=32", "data.seq_len=32",
-        f"data.corpus={corpus}", f"data.cache_dir={cache}",
-        "train.max_steps=4", "train.warmup_steps=1", "train.lr=3e-3", "train.eval_interval=2",
-        "train.save_interval=2", "train.eval_batches=2", "train.log_interval=1",
+        "model.vocab_size=384",
+        "model.d_model=32",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.head_dim=16",
+        "model.d_ff=64",
+        "model.max_seq_len=32",
+        "data.seq_len=32",
+        f"data.corpus={corpus}",
+        f"data.cache_dir={cache}",
+        "train.max_steps=4",
+        "train.warmup_steps=1",
+        "train.lr=3e-3",
+        "train.eval_interval=2",
+        "train.save_interval=2",
+        "train.eval_batches=2",
+        "train.log_interval=1",
     ]
 
 
@@ -58,10 +70,17 @@ def nan_job(world, overrides: list[str], result_file: str, nan_steps: list[int],
     """Rank ``nan_rank`` produces a NaN loss at the given steps (1-based); record what happened."""
     recorder = WeightRecorder()
     try:
-        trainer = train(load_config(overrides=overrides), world, callbacks=[NaNLoss(nan_steps, nan_rank), recorder])
+        trainer = train(
+            load_config(overrides=overrides), world, callbacks=[NaNLoss(nan_steps, nan_rank), recorder]
+        )
         ema = trainer.callback(EMAUpdater)
-        outcome = {"losses": trainer.losses, "skipped": trainer.state.skipped_steps, "error": None,
-                   "lr": trainer.engine.get_lr()[0], "ema_updates": ema.ema.updates if ema else None}
+        outcome = {
+            "losses": trainer.losses,
+            "skipped": trainer.state.skipped_steps,
+            "error": None,
+            "lr": trainer.engine.get_lr()[0],
+            "ema_updates": ema.ema.updates if ema else None,
+        }
     except Exception as err:  # noqa: BLE001 - the test inspects it
         outcome = {"error": f"{type(err).__name__}: {err}"}
     if world.is_main:

@@ -9,8 +9,15 @@ from growth.model import accounting, build_model
 from growth.model.hf_llama import llama_state_dict
 from tests.conftest import tiny_model_config
 
-BASE = ["model.vocab_size=97", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.head_dim=8",
-        "model.d_ff=48", "model.gau_key_size=16"]
+BASE = [
+    "model.vocab_size=97",
+    "model.d_model=32",
+    "model.n_layers=2",
+    "model.n_heads=4",
+    "model.head_dim=8",
+    "model.d_ff=48",
+    "model.gau_key_size=16",
+]
 
 
 def count_forwards(model, log: list, name: str):
@@ -77,7 +84,9 @@ def test_llama_comparison_ratios_come_from_the_rounds():
     assert result["round_ratios"] == pytest.approx([h / g for g, h in zip(growth, hf)], rel=1e-12)
     assert result["ratio"] == pytest.approx(statistics.median(result["round_ratios"]), rel=1e-12)
     # growth / HF tokens/s: > 1 when growth is faster, i.e. when its steps take less time.
-    assert result["ratio_of_medians"] == pytest.approx(statistics.median(hf) / statistics.median(growth), rel=1e-12)
+    assert result["ratio_of_medians"] == pytest.approx(
+        statistics.median(hf) / statistics.median(growth), rel=1e-12
+    )
 
 
 def test_seq_len_sweep_builds_the_kinds_it_reports(monkeypatch):
@@ -85,7 +94,8 @@ def test_seq_len_sweep_builds_the_kinds_it_reports(monkeypatch):
     monkeypatch.setattr(throughput, "build_model", lambda c: configs.append(c) or build_model(c))
     rows = seq_len_sweep(BASE, [16, 32], tokens_per_batch=64, chunk_size=8, rounds=2)
     assert sorted((r["kind"], r["seq_len"]) for r in rows) == sorted(
-        (kind, t) for kind in ("attention", "gau", "flash") for t in (16, 32))
+        (kind, t) for kind in ("attention", "gau", "flash") for t in (16, 32)
+    )
     layers = {"attention": ("transformer", 2, 0), "gau": ("gau", 4, 0), "flash": ("gau", 4, 8)}
     assert len(configs) == len(rows)
     for row, config in zip(rows, configs):  # models are built, and rows written, in the same kind order
@@ -97,7 +107,8 @@ def test_seq_len_sweep_builds_the_kinds_it_reports(monkeypatch):
         assert_summary_of(row, row["batch_size"] * row["seq_len"])
         # The FLOP rate uses the FLASH chunk actually built (its attention term depends on c).
         assert row["gflops_per_s"] == pytest.approx(
-            accounting.flops_per_token(config, row["seq_len"]) * row["tokens_per_s"] / 1e9, rel=1e-12)
+            accounting.flops_per_token(config, row["seq_len"]) * row["tokens_per_s"] / 1e9, rel=1e-12
+        )
 
 
 @pytest.mark.slow
@@ -106,20 +117,31 @@ def test_compiled_comparison_runs_all_four_in_the_same_rounds(monkeypatch):
     ``ratio_best`` compares the better mode of each side round by round."""
     compiled = []
     original = throughput.compiled_copy
-    monkeypatch.setattr(throughput, "compiled_copy", lambda m: compiled.append(type(m).__name__) or original(m))
+    monkeypatch.setattr(
+        throughput, "compiled_copy", lambda m: compiled.append(type(m).__name__) or original(m)
+    )
     result = compare_with_llama(tiny_model_config(), batch_size=2, seq_len=16, rounds=3, compiled=True)
     assert compiled == ["GrowthLM", "LlamaForCausalLM"]
     names = ("growth", "hf_llama", "growth_compiled", "hf_llama_compiled")
     for name in names:
         assert len(result[name]["seconds"]) == 3
         assert_summary_of(result[name], 32)
-    assert result["growth_compiled"]["params"] == result["growth"]["params"] == result["hf_llama_compiled"]["params"]
+    assert (
+        result["growth_compiled"]["params"]
+        == result["growth"]["params"]
+        == result["hf_llama_compiled"]["params"]
+    )
     s = {name: result[name]["seconds"] for name in names}
     assert result["round_ratios_compiled"] == pytest.approx(
-        [h / g for g, h in zip(s["growth_compiled"], s["hf_llama_compiled"])], rel=1e-12)
-    assert result["ratio_compiled"] == pytest.approx(statistics.median(result["round_ratios_compiled"]), rel=1e-12)
-    best = [min(h, hc) / min(g, gc) for g, gc, h, hc in zip(s["growth"], s["growth_compiled"], s["hf_llama"],
-                                                             s["hf_llama_compiled"])]
+        [h / g for g, h in zip(s["growth_compiled"], s["hf_llama_compiled"])], rel=1e-12
+    )
+    assert result["ratio_compiled"] == pytest.approx(
+        statistics.median(result["round_ratios_compiled"]), rel=1e-12
+    )
+    best = [
+        min(h, hc) / min(g, gc)
+        for g, gc, h, hc in zip(s["growth"], s["growth_compiled"], s["hf_llama"], s["hf_llama_compiled"])
+    ]
     assert result["round_ratios_best"] == pytest.approx(best, rel=1e-12)
     assert result["ratio_best"] == pytest.approx(statistics.median(best), rel=1e-12)
 
@@ -137,11 +159,13 @@ def test_sweep_ratios_to_attention_come_from_the_rounds_in_the_same_mode():
     base = [*BASE[:2], "model.n_layers=1", *BASE[3:]]
     rows = seq_len_sweep(base, [16], tokens_per_batch=32, chunk_size=8, rounds=3, compiled_seq_lens=[16])
     assert sorted((r["kind"], r["compiled"]) for r in rows) == sorted(
-        (kind, mode) for kind in ("attention", "gau", "flash") for mode in (False, True))
+        (kind, mode) for kind in ("attention", "gau", "flash") for mode in (False, True)
+    )
     for mode in (False, True):
         by_kind = {r["kind"]: r for r in rows if r["compiled"] == mode}
         attention = by_kind["attention"]["seconds"]
-        for kind, row in by_kind.items():
+        for _kind, row in by_kind.items():
             assert row["ratio_to_attention"] == pytest.approx(
-                statistics.median(t / a for t, a in zip(row["seconds"], attention)), rel=1e-12)
+                statistics.median(t / a for t, a in zip(row["seconds"], attention)), rel=1e-12
+            )
         assert by_kind["attention"]["ratio_to_attention"] == 1.0

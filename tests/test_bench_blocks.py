@@ -24,8 +24,16 @@ from growth.train.engine import adamw_settings, param_groups
 from tests.conftest import tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.vocab_size=97", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.head_dim=8",
-        "model.d_ff=48", "model.max_seq_len=64", "data.seq_len=16"]
+TINY = [
+    "model.vocab_size=97",
+    "model.d_model=32",
+    "model.n_layers=2",
+    "model.n_heads=4",
+    "model.head_dim=8",
+    "model.d_ff=48",
+    "model.max_seq_len=64",
+    "data.seq_len=16",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -69,10 +77,12 @@ def test_update_sizes_first_step_matches_one_explicit_adamw_step():
     config = load_config(overrides=[*TINY, "train.lr=1e-2"])
     torch.manual_seed(3)
     model = build_model(config.model).train()
-    optimizer = torch.optim.AdamW(param_groups(model, config.train.weight_decay), **adamw_settings(config.train))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.train.weight_decay), **adamw_settings(config.train)
+    )
     x = torch.from_numpy(tokens[: 2 * 16 + 1])
     fixed = torch.stack([x[0:16], x[16:32]])
-    train_ids = [torch.from_numpy(tokens[w * 16: w * 16 + 17]) for w in (2, 3)]  # windows 2, 3 for step 0
+    train_ids = [torch.from_numpy(tokens[w * 16 : w * 16 + 17]) for w in (2, 3)]  # windows 2, 3 for step 0
     inputs, labels = torch.stack([t[:-1] for t in train_ids]), torch.stack([t[1:] for t in train_ids])
     with torch.no_grad():
         before = model(fixed)
@@ -96,14 +106,16 @@ def test_per_position_loss_against_an_explicit_loop_and_the_trainers_token_mean(
     total, count = 0.0, 0
     with torch.no_grad():
         for w in range(windows):
-            window = torch.from_numpy(tokens[w * length: w * length + length + 1])
+            window = torch.from_numpy(tokens[w * length : w * length + length + 1])
             logits = model(window[None, :-1])
             for t in range(length):
                 explicit[t] += F.cross_entropy(logits[0, t], window[t + 1]).item() / windows
             total += token_loss_sum(logits, window[None, 1:]).item()
             count += target_count(window[None, 1:])
     assert torch.allclose(losses, explicit, rtol=1e-5, atol=1e-6)
-    assert float(losses.mean()) == pytest.approx(total / count, rel=1e-5)  # what TokenLMModule.eval_metrics logs
+    assert float(losses.mean()) == pytest.approx(
+        total / count, rel=1e-5
+    )  # what TokenLMModule.eval_metrics logs
 
 
 def test_bucket_means_by_hand():
@@ -132,8 +144,20 @@ def test_ema_gaps_and_the_gap_before_the_anneal():
 
 def test_flash_kept_quality_and_equal_time():
     assert gau_flash.kept_quality(flash=5.2, gau=5.0, start=7.0) == pytest.approx(0.9)
-    runs = {"a": [{"seconds": 10.0, "curve": [{"seconds": 0.0, "val_loss": 7.0}, {"seconds": 10.0, "val_loss": 5.0}]}],
-            "b": [{"seconds": 20.0, "curve": [{"seconds": 0.0, "val_loss": 7.0}, {"seconds": 20.0, "val_loss": 4.0}]}]}
+    runs = {
+        "a": [
+            {
+                "seconds": 10.0,
+                "curve": [{"seconds": 0.0, "val_loss": 7.0}, {"seconds": 10.0, "val_loss": 5.0}],
+            }
+        ],
+        "b": [
+            {
+                "seconds": 20.0,
+                "curve": [{"seconds": 0.0, "val_loss": 7.0}, {"seconds": 20.0, "val_loss": 4.0}],
+            }
+        ],
+    }
     t_star, timed = gau_flash.at_equal_time(runs)
     assert t_star == 10.0 and timed == {"a": 5.0, "b": pytest.approx(5.5)}
 
@@ -154,18 +178,32 @@ def test_write_json_is_atomic_and_turns_nan_into_null(tmp_path):
 # -- end to end (a few steps through launch/pretrain.py) ------------------------------------------
 def test_logn_end_to_end_and_its_1x_eval_is_the_trainers_val_loss(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(logn, "SHAPE", {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "d_ff": 48})
-    monkeypatch.setattr(logn, "arms", lambda t: {"sqrt": ["model.attention_scale=sqrt"],
-                                                 "logn": ["model.attention_scale=logn", f"model.logn_base={t}"],
-                                                 "logn_clamp16": ["model.attention_scale=logn", f"model.logn_base={t}",
-                                                                  "model.logn_min_keys=16"]})
+    monkeypatch.setattr(
+        logn, "SHAPE", {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "d_ff": 48}
+    )
+    monkeypatch.setattr(
+        logn,
+        "arms",
+        lambda t: {
+            "sqrt": ["model.attention_scale=sqrt"],
+            "logn": ["model.attention_scale=logn", f"model.logn_base={t}"],
+            "logn_clamp16": ["model.attention_scale=logn", f"model.logn_base={t}", "model.logn_min_keys=16"],
+        },
+    )
     # 8 eval batches x micro-batch 4 = 32 windows: 4 windows at 8x are 32 at 1x, the trainer's own windows
-    monkeypatch.setattr(logn, "settings", lambda quick: {"train_len": 16, "steps": 2, "eval_every": 2, "batch": 4,
-                                                         "long_windows": 4})
+    monkeypatch.setattr(
+        logn,
+        "settings",
+        lambda quick: {"train_len": 16, "steps": 2, "eval_every": 2, "batch": 4, "long_windows": 4},
+    )
     record = logn.run(tmp_path, quick=True, seeds=1)
     for arm in ("sqrt", "logn", "logn_clamp16"):
         run = record["arms"][arm]["runs"][0]
-        assert run["ok"] and set(run["eval"]) == {"long_windows", "1", "2", "4", "8"} and run["eval"]["long_windows"] == 4
+        assert (
+            run["ok"]
+            and set(run["eval"]) == {"long_windows", "1", "2", "4", "8"}
+            and run["eval"]["long_windows"] == 4
+        )
         assert run["eval"]["1"]["mean"] == pytest.approx(run["val_loss"][-1][1], rel=1e-5)
     assert isinstance(record["verdict"]["reproduced"], bool)
     logn.plot(record, tmp_path / "logn.png")
@@ -181,9 +219,14 @@ def _cli():
 
 def test_cli_writes_json_and_png_per_sub_benchmark(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(ema, "SHAPE", {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "d_ff": 48})
-    monkeypatch.setattr(ema, "settings", lambda quick: {"decays": [0.5, 0.9], "steps": 4, "eval_every": 2,
-                                                        "decay_fraction": 0.5, "lr": 1e-3})
+    monkeypatch.setattr(
+        ema, "SHAPE", {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "d_ff": 48}
+    )
+    monkeypatch.setattr(
+        ema,
+        "settings",
+        lambda quick: {"decays": [0.5, 0.9], "steps": 4, "eval_every": 2, "decay_fraction": 0.5, "lr": 1e-3},
+    )
     cli = _cli()
     monkeypatch.setattr(sys, "argv", ["bench_blocks.py", "--quick", "--only", "ema", "--out", str(tmp_path)])
     assert cli.main() == 0
@@ -196,7 +239,10 @@ def test_cli_writes_json_and_png_per_sub_benchmark(tmp_path, monkeypatch):
     assert (tmp_path / "bench_blocks_ema.png").stat().st_size > 1000
     combined = json.loads((tmp_path / "bench_blocks.json").read_text())
     assert set(combined["ema"]["verdict"]) == {"claim", "measured", "reproduced", "parts"}
-    assert set(combined["ema"]["verdict"]["parts"]) == {"ema_better_while_lr_high", "gap_closes_as_lr_anneals"}
+    assert set(combined["ema"]["verdict"]["parts"]) == {
+        "ema_better_while_lr_high",
+        "gap_closes_as_lr_anneals",
+    }
 
 
 def test_cli_rejects_an_unknown_sub_benchmark():
@@ -211,7 +257,9 @@ def test_cli_answers_an_unknown_sub_benchmark_with_one_line_and_exit_2(monkeypat
     monkeypatch.setattr(sys, "argv", ["bench_blocks.py", "--only", "flash", "--out", str(tmp_path / "out")])
     assert _cli().main() == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --only flash: no such sub-benchmark; choose from deepnet, logn, gau_flash, ema, simcse"]
+    assert err == [
+        "error: --only flash: no such sub-benchmark; choose from deepnet, logn, gau_flash, ema, simcse"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -226,7 +274,11 @@ def test_simcse_honoured_compares_the_first_losses_of_the_two_variants():
     from growth.bench.blocks import simcse
 
     def record(first: float, second: float) -> dict:
-        return {"variants": {"symmetric": {"runs": [{"train_loss": [(1, first)]}]},
-                             "paper": {"runs": [{"train_loss": [(1, second)]}]}}}
+        return {
+            "variants": {
+                "symmetric": {"runs": [{"train_loss": [(1, first)]}]},
+                "paper": {"runs": [{"train_loss": [(1, second)]}]},
+            }
+        }
 
     assert simcse.honoured(record(3.4, 2.8)) and not simcse.honoured(record(3.4, 3.4))

@@ -35,8 +35,17 @@ def test_the_gpu_plan_is_a_125m_llama_in_bf16_under_zero2_compiled():
         params = accounting.num_params(build_model(config))
     assert 115e6 <= params <= 135e6
     assert (config.layer, config.ffn, config.norm, config.residual, config.position) == (
-        "transformer", "swiglu", "rmsnorm", "pre", "rope")
-    assert plan.seq_lens == [1024, 2048] and max(plan.sweep_seq_lens) == 16384 and min(plan.sweep_seq_lens) == 2048
+        "transformer",
+        "swiglu",
+        "rmsnorm",
+        "pre",
+        "rope",
+    )
+    assert (
+        plan.seq_lens == [1024, 2048]
+        and max(plan.sweep_seq_lens) == 16384
+        and min(plan.sweep_seq_lens) == 2048
+    )
     assert plan.budget_s < 300
     for seq_len in plan.seq_lens:
         train = gpu.train_config(plan, seq_len)
@@ -74,8 +83,9 @@ def test_without_a_gpu_the_tool_asks_for_one_or_a_dry_run(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(sys, "argv", ["bench_gpu.py"])
     assert tool.main() == 2
-    assert capsys.readouterr().err.strip() == ("error: no CUDA device; run on a GPU, or use --dry-run "
-                                               "(a tiny shape on CPU)")
+    assert capsys.readouterr().err.strip() == (
+        "error: no CUDA device; run on a GPU, or use --dry-run (a tiny shape on CPU)"
+    )
 
 
 @pytest.mark.distributed
@@ -83,13 +93,23 @@ def test_without_a_gpu_the_tool_asks_for_one_or_a_dry_run(monkeypatch, capsys):
 def test_dry_run_writes_every_figure(tmp_path):
     """The prepared script end to end on CPU: both models through build_engine and the trainer's step at
     both lengths, the layer-kind sweep, JSON and PNG; no MFU on CPU (no peak)."""
-    result = subprocess.run([sys.executable, "tools/bench_gpu.py", "--dry-run", "--no-compile", "--out", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "tools/bench_gpu.py", "--dry-run", "--no-compile", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "bench_gpu.json").read_text())
     assert (tmp_path / "bench_gpu.png").stat().st_size > 0
     plan = record["plan"]
-    assert (plan["shape"], plan["precision"], plan["zero_stage"], plan["device"]) == ("tiny", "fp32", 2, "cpu")
+    assert (plan["shape"], plan["precision"], plan["zero_stage"], plan["device"]) == (
+        "tiny",
+        "fp32",
+        2,
+        "cpu",
+    )
     params = record["trainer"]["params"]
     assert params["growth"] == params["hf_llama"] > 0
     for name in ("growth", "hf_llama"):

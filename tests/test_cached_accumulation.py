@@ -15,7 +15,14 @@ import torch
 from growth.model import build_model
 from growth.objectives.cached_accumulation import cached_step, rng_state, set_rng_state
 from tests.conftest import tiny_model_config
-from tests.contrastive_jobs import OBJECTIVES, big_batch_reference, gradients, loss_fn, micro_batches, random_examples
+from tests.contrastive_jobs import (
+    OBJECTIVES,
+    big_batch_reference,
+    gradients,
+    loss_fn,
+    micro_batches,
+    random_examples,
+)
 
 N = 8
 SPLITS = {"k=1": (8,), "k=2": (4, 4), "k=4": (2, 2, 2, 2), "uneven last": (3, 3, 2)}
@@ -28,11 +35,18 @@ def tiny(dropout: float):
     return build_model(tiny_model_config("model.objective=mlm", f"model.dropout={dropout}")).train()
 
 
-def cached_gradients(model, batches, objective: str, replay: bool = True) -> tuple[float, dict[str, torch.Tensor]]:
+def cached_gradients(
+    model, batches, objective: str, replay: bool = True
+) -> tuple[float, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     torch.manual_seed(SEED)
-    loss = cached_step(batches, lambda b: model.sentence_embedding(b["input_ids"], b["attention_mask"]),
-                       lambda s: s.backward(), loss_fn(objective), replay_rng=replay)
+    loss = cached_step(
+        batches,
+        lambda b: model.sentence_embedding(b["input_ids"], b["attention_mask"]),
+        lambda s: s.backward(),
+        loss_fn(objective),
+        replay_rng=replay,
+    )
     return loss, gradients(model)
 
 
@@ -75,7 +89,9 @@ def test_without_dropout_micro_batches_equal_one_literal_forward(objective):
     examples = random_examples(N, objective, seed=5)
     whole = examples.batch(range(N))
     model.zero_grad(set_to_none=True)
-    loss = loss_fn(objective)(model.sentence_embedding(whole["input_ids"], whole["attention_mask"]), whole.get("scores"))
+    loss = loss_fn(objective)(
+        model.sentence_embedding(whole["input_ids"], whole["attention_mask"]), whole.get("scores")
+    )
     loss.backward()
     expected = gradients(model)
     cached_loss, got = cached_gradients(model, micro_batches(examples, SPLITS["k=4"]), objective)
@@ -93,8 +109,12 @@ def test_outer_rng_stream_continues_as_after_one_forward_per_micro_batch():
             model.sentence_embedding(batch["input_ids"], batch["attention_mask"])
     expected_state, expected_draw = torch.get_rng_state(), torch.rand(4)
     set_rng_state(start)
-    cached_step(batches, lambda b: model.sentence_embedding(b["input_ids"], b["attention_mask"]),
-                lambda s: s.backward(), loss_fn("simcse"))
+    cached_step(
+        batches,
+        lambda b: model.sentence_embedding(b["input_ids"], b["attention_mask"]),
+        lambda s: s.backward(),
+        loss_fn("simcse"),
+    )
     assert torch.equal(torch.get_rng_state(), expected_state)
     assert torch.equal(torch.rand(4), expected_draw)
     assert not torch.equal(expected_state, start["cpu"])  # dropout did draw from the stream
@@ -109,7 +129,9 @@ def test_naive_per_micro_batch_cosent_is_not_the_full_batch():
     model.zero_grad(set_to_none=True)
     naive_losses = []
     for batch in batches:
-        micro_loss = loss_fn("cosent")(model.sentence_embedding(batch["input_ids"], batch["attention_mask"]), batch["scores"])
+        micro_loss = loss_fn("cosent")(
+            model.sentence_embedding(batch["input_ids"], batch["attention_mask"]), batch["scores"]
+        )
         (micro_loss / len(batches)).backward()
         naive_losses.append(micro_loss.item())
     naive = gradients(model)

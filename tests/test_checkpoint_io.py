@@ -18,8 +18,12 @@ from growth.checkpoint.safetensors_io import write_streaming
 
 def tensors() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return {"a": torch.randn(3, 5, generator=gen), "b.bias": torch.randn(7, generator=gen).bfloat16(),
-            "c": torch.arange(6, dtype=torch.int64).view(2, 3), "empty": torch.zeros(0, 4)}
+    return {
+        "a": torch.randn(3, 5, generator=gen),
+        "b.bias": torch.randn(7, generator=gen).bfloat16(),
+        "c": torch.arange(6, dtype=torch.int64).view(2, 3),
+        "empty": torch.zeros(0, 4),
+    }
 
 
 def test_streaming_writer_round_trips_through_the_library(tmp_path):
@@ -31,7 +35,11 @@ def test_streaming_writer_round_trips_through_the_library(tmp_path):
     with safe_open(str(path), framework="pt") as handle:
         assert handle.metadata() == {"note": "x"}
     lazy = LazyWeights(path)
-    assert lazy.shape("a") == (3, 5) and torch.equal(lazy["c"], tensors()["c"]) and lazy.metadata == {"note": "x"}
+    assert (
+        lazy.shape("a") == (3, 5)
+        and torch.equal(lazy["c"], tensors()["c"])
+        and lazy.metadata == {"note": "x"}
+    )
 
 
 def test_a_rank_that_does_not_write_only_drains_the_gathers(tmp_path):
@@ -42,7 +50,9 @@ def test_a_rank_that_does_not_write_only_drains_the_gathers(tmp_path):
             walked.append(name)
             yield None
 
-    write_streaming(tmp_path / "x.safetensors", [("a", (2,), torch.float32), ("b", (1,), torch.float32)], nothing())
+    write_streaming(
+        tmp_path / "x.safetensors", [("a", (2,), torch.float32), ("b", (1,), torch.float32)], nothing()
+    )
     assert walked == ["a", "b"] and not list(tmp_path.iterdir())
 
 
@@ -57,7 +67,11 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path):
         write_streaming(path, [("a", (2,), torch.float32), ("b", (2,), torch.float32)], broken())
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match=r"b: expected \(3,\)"):
-        write_streaming(path, [("a", (2,), torch.float32), ("b", (3,), torch.float32)], iter([torch.zeros(2), torch.zeros(2)]))
+        write_streaming(
+            path,
+            [("a", (2,), torch.float32), ("b", (3,), torch.float32)],
+            iter([torch.zeros(2), torch.zeros(2)]),
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -91,7 +105,12 @@ def test_ema_file_round_trip(tmp_path):
 
 
 def test_run_state_round_trip(tmp_path):
-    state = RunState(step=3, tokens_seen=10, sampler={"consumed": 8}, callbacks={"X": {"k": 1}},
-                     growth_events=[{"source_step": 2}])
+    state = RunState(
+        step=3,
+        tokens_seen=10,
+        sampler={"consumed": 8},
+        callbacks={"X": {"k": 1}},
+        growth_events=[{"source_step": 2}],
+    )
     (tmp_path / "run_state.json").write_text(state.to_json())
     assert read_run_state(tmp_path) == state and json.loads(state.to_json())["callbacks"] == {"X": {"k": 1}}

@@ -19,16 +19,32 @@ from tests.conftest import tiny_model_config
 BLOCKS = {
     "attention": [],
     "attention, log-n": ["model.attention_scale=logn", "model.logn_min_keys=4"],
-    "attention, partial rope, post-LN, layernorm": ["model.rope_dim=4", "model.residual=post", "model.norm=layernorm"],
-    "attention, no position, deepnorm, gelu": ["model.position=none", "model.residual=deepnorm", "model.ffn=gelu"],
+    "attention, partial rope, post-LN, layernorm": [
+        "model.rope_dim=4",
+        "model.residual=post",
+        "model.norm=layernorm",
+    ],
+    "attention, no position, deepnorm, gelu": [
+        "model.position=none",
+        "model.residual=deepnorm",
+        "model.ffn=gelu",
+    ],
     "attention, mlm": ["model.objective=mlm"],
     "gau relu2": ["model.layer=gau", "model.gau_attention=relu2"],
     "gau softmax, log-n": ["model.layer=gau", "model.gau_attention=softmax", "model.attention_scale=logn"],
     "flash relu2": ["model.layer=gau", "model.gau_attention=relu2", "model.chunk_size=8"],
-    "flash softmax, log-n": ["model.layer=gau", "model.gau_attention=softmax", "model.attention_scale=logn",
-                             "model.chunk_size=8"],
-    "flash softmax, mlm": ["model.layer=gau", "model.gau_attention=softmax", "model.chunk_size=8",
-                           "model.objective=mlm"],
+    "flash softmax, log-n": [
+        "model.layer=gau",
+        "model.gau_attention=softmax",
+        "model.attention_scale=logn",
+        "model.chunk_size=8",
+    ],
+    "flash softmax, mlm": [
+        "model.layer=gau",
+        "model.gau_attention=softmax",
+        "model.chunk_size=8",
+        "model.objective=mlm",
+    ],
 }
 
 
@@ -47,7 +63,9 @@ def test_blocks_compile_without_graph_breaks(block):
     for attention_mask in (None, mask):
         dynamo.reset()
         explained = dynamo.explain(model)(ids, attention_mask)
-        reasons = [f"{b.reason} at {b.user_stack[-1] if b.user_stack else '?'}" for b in explained.break_reasons]
+        reasons = [
+            f"{b.reason} at {b.user_stack[-1] if b.user_stack else '?'}" for b in explained.break_reasons
+        ]
         assert explained.graph_break_count == 0, reasons
         assert explained.graph_count == 1
     dynamo.reset()
@@ -67,8 +85,9 @@ def test_compiled_model_equals_eager_and_keeps_its_parameter_names():
     """Inductor (the backend train.compile uses) on the most involved block: FLASH, softmax kernel,
     log-n, RoPE, a padding mask. Logits and gradients equal eager's (fp32, 1e-5); ``model.compile()``
     compiles in place, so the state-dict names are the model's own and load into an uncompiled model."""
-    config = tiny_model_config("model.layer=gau", "model.gau_attention=softmax", "model.attention_scale=logn",
-                               "model.chunk_size=8")
+    config = tiny_model_config(
+        "model.layer=gau", "model.gau_attention=softmax", "model.attention_scale=logn", "model.chunk_size=8"
+    )
     eager = build_model(config).train()
     compiled = copy.deepcopy(eager)
     names = list(eager.state_dict())

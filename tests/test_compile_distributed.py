@@ -31,23 +31,45 @@ def compile_job(world, runs: list[tuple[list[str], str]]) -> None:
     for overrides, result_file in runs:
         trainer = train(load_config(overrides=overrides), world)
         if world.is_main:
-            torch.save({"losses": trainer.losses, "compiled": trainer.engine.is_compiled,
-                        "graphs": counters["stats"]["unique_graphs"],
-                        "names": sorted(n for n, _ in trainer.engine.module.named_parameters())}, result_file)
+            torch.save(
+                {
+                    "losses": trainer.losses,
+                    "compiled": trainer.engine.is_compiled,
+                    "graphs": counters["stats"]["unique_graphs"],
+                    "names": sorted(n for n, _ in trainer.engine.module.named_parameters()),
+                },
+                result_file,
+            )
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("compile")
     corpus = root / "shakespeare_head.txt"
-    corpus.write_text((Path(__file__).parents[1] / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    base = [*tiny_run_overrides(corpus, root / "cache"), "train.micro_batch_size=2", "train.grad_accum=2",
-            "train.ema_decay=0.5"]
+    corpus.write_text(
+        (Path(__file__).parents[1] / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000]
+    )
+    base = [
+        *tiny_run_overrides(corpus, root / "cache"),
+        "train.micro_batch_size=2",
+        "train.grad_accum=2",
+        "train.ema_decay=0.5",
+    ]
 
     def plan(compiled: bool) -> list[tuple[list[str], str]]:
         name = "compiled" if compiled else "eager"
-        return [([*base, f"train.zero_stage={stage}", f"train.compile={str(compiled).lower()}",
-                  f"train.out_dir={root}/{name}{stage}"], str(root / f"{name}{stage}.pt")) for stage in STAGES]
+        return [
+            (
+                [
+                    *base,
+                    f"train.zero_stage={stage}",
+                    f"train.compile={str(compiled).lower()}",
+                    f"train.out_dir={root}/{name}{stage}",
+                ],
+                str(root / f"{name}{stage}.pt"),
+            )
+            for stage in STAGES
+        ]
 
     run_distributed(compile_job, 2, plan(False))
     run_distributed(compile_job, 2, plan(True))
@@ -69,8 +91,9 @@ def test_compiled_training_equals_eager(runs, stage):
     expected, got = final_weights(runs / f"eager{stage}"), final_weights(runs / f"compiled{stage}")
     assert sorted(got) == sorted(expected)
     assert max((got[k] - expected[k]).abs().max().item() for k in expected) <= TOLERANCE
-    ema_eager, ema_compiled = (read_ema(runs / f"{n}{stage}/checkpoints/step_00000004")["weights"]
-                               for n in ("eager", "compiled"))
+    ema_eager, ema_compiled = (
+        read_ema(runs / f"{n}{stage}/checkpoints/step_00000004")["weights"] for n in ("eager", "compiled")
+    )
     assert sorted(ema_compiled) == sorted(ema_eager) == compiled["names"]  # the EMA is kept by parameter name
     assert max((ema_compiled[k] - ema_eager[k]).abs().max().item() for k in ema_eager) <= TOLERANCE
 
@@ -81,7 +104,9 @@ def test_a_compiled_run_checkpoint_loads_into_an_uncompiled_model(runs):
     model.load_state_dict(final_weights(runs / "compiled3"), strict=True)
     reference = build_model(config.model).eval()
     reference.load_state_dict(final_weights(runs / "eager3"), strict=True)
-    ids = torch.randint(config.model.vocab_size, (2, config.data.seq_len), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        config.model.vocab_size, (2, config.data.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         expected = reference(ids)
         assert (model(ids) - expected).abs().max().item() <= TOLERANCE * max(1.0, expected.abs().max().item())
@@ -98,9 +123,16 @@ def bf16_engine_job(world, result_file: str) -> None:
     engine = build_engine(build_model(config), train, deepspeed_config(train, world.size))
     module = gpu.random_token_module(engine.module, config, 64, train.micro_batch_size, world)
     row = gpu.trainer_step_throughput(engine, module, plan.steps, plan.warmup, gpu.peak_tflops(), world.size)
-    torch.save({"losses": row["losses"], "fused": base_optimizer(engine).defaults.get("fused"),
-                "compiled": engine.is_compiled, "bf16": next(engine.module.parameters()).dtype == torch.bfloat16,
-                "mfu": row["mfu"]}, result_file)
+    torch.save(
+        {
+            "losses": row["losses"],
+            "fused": base_optimizer(engine).defaults.get("fused"),
+            "compiled": engine.is_compiled,
+            "bf16": next(engine.module.parameters()).dtype == torch.bfloat16,
+            "mfu": row["mfu"],
+        },
+        result_file,
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

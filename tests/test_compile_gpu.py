@@ -12,7 +12,6 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from growth.model import build_model
-from growth.model.mask import visibility
 from tests.conftest import tiny_model_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -40,8 +39,12 @@ def test_attention_runs_on_the_fused_sdpa_kernels_in_bf16(scale):
 @pytest.mark.parametrize("scale", ["sqrt", "logn"])
 def test_gau_softmax_on_cuda_equals_cpu(chunk, scale):
     """On CUDA the softmax kernel goes through SDPA (fused, e != s); on CPU through explicit matmuls."""
-    config = tiny_model_config("model.layer=gau", "model.gau_attention=softmax", f"model.attention_scale={scale}",
-                               f"model.chunk_size={chunk}")
+    config = tiny_model_config(
+        "model.layer=gau",
+        "model.gau_attention=softmax",
+        f"model.attention_scale={scale}",
+        f"model.chunk_size={chunk}",
+    )
     cpu = build_model(config).eval()
     with torch.no_grad():
         for name, param in cpu.named_parameters():
@@ -53,7 +56,11 @@ def test_gau_softmax_on_cuda_equals_cpu(chunk, scale):
         with torch.no_grad():
             expected = cpu(ids.cpu(), None if attention_mask is None else attention_mask.cpu())
             got = cuda(ids, attention_mask).cpu()
-        real = torch.ones_like(ids.cpu(), dtype=torch.bool) if attention_mask is None else attention_mask.cpu().bool()
+        real = (
+            torch.ones_like(ids.cpu(), dtype=torch.bool)
+            if attention_mask is None
+            else attention_mask.cpu().bool()
+        )
         assert (got - expected)[real].abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
 
 

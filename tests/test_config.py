@@ -73,8 +73,10 @@ def test_override_beats_file(tmp_path):
         (["model.tie_embeddings=maybe"], "model.tie_embeddings expects bool"),
         (["train.lr=nan"], "train.lr must be a finite number"),
         (["model.residual=sandwich"], "model.residual must be one of pre | post | deepnorm, got 'sandwich'"),
-        (["model.layer=gau", "model.gau_attention=relu2", "model.attention_scale=logn"],
-         "model.attention_scale=logn only applies to softmax attention"),
+        (
+            ["model.layer=gau", "model.gau_attention=relu2", "model.attention_scale=logn"],
+            "model.attention_scale=logn only applies to softmax attention",
+        ),
         (["model.chunk_size=16"], "model.chunk_size (FLASH) needs model.layer=gau"),
         (["model.rope_dim=7"], "model.rope_dim must be even and <= model.head_dim (32), got 7"),
         (["data.seq_len=1024"], "data.seq_len (1024) must be <= model.max_seq_len (256)"),
@@ -134,8 +136,16 @@ def test_every_model_field_has_exactly_one_known_role():
 
 
 def test_roles_of_representative_fields():
-    assert [model_field_role(n) for n in ("residual", "head_dim", "max_seq_len", "d_model", "norm_eps", "dropout")] == [
-        "fixed", "growable", "fixed", "growable", "growable", "free"]  # head_dim: head-size growth (issue 12)
+    assert [
+        model_field_role(n) for n in ("residual", "head_dim", "max_seq_len", "d_model", "norm_eps", "dropout")
+    ] == [
+        "fixed",
+        "growable",
+        "fixed",
+        "growable",
+        "growable",
+        "free",
+    ]  # head_dim: head-size growth (issue 12)
     # growth/train/init_from.py lets exactly these differ; they change training, not the function.
     assert fields_with_role("free") == ("dropout", "init_std")
     with pytest.raises(ConfigError, match="model.d_modl is not a model field"):
@@ -148,8 +158,11 @@ def test_model_differences_reports_only_the_asked_roles():
     old = ModelConfig()
     new = dataclasses.replace(old, d_model=256, residual="post", dropout=0.1, init_std=0.01)
     assert model_differences(old, new, "fixed") == [("residual", "pre", "post")]
-    assert model_differences(old, new, ("growable", "free")) == [("d_model", 128, 256), ("dropout", 0.0, 0.1),
-                                                                   ("init_std", 0.02, 0.01)]
+    assert model_differences(old, new, ("growable", "free")) == [
+        ("d_model", 128, 256),
+        ("dropout", 0.0, 0.1),
+        ("init_std", 0.02, 0.01),
+    ]
     assert model_differences(old, dataclasses.replace(old), ROLES) == []
     with pytest.raises(ValueError):
         model_differences(old, new, ("fixed", "grown"))
@@ -158,7 +171,9 @@ def test_model_differences_reports_only_the_asked_roles():
 def test_simcse_variant_defaults_to_symmetric_and_accepts_paper():
     assert load_config().contrastive.simcse_variant == "symmetric"
     assert load_config(overrides=["contrastive.simcse_variant=paper"]).contrastive.simcse_variant == "paper"
-    with pytest.raises(ConfigError, match=r"contrastive.simcse_variant must be one of symmetric \| paper, got 'eq1'"):
+    with pytest.raises(
+        ConfigError, match=r"contrastive.simcse_variant must be one of symmetric \| paper, got 'eq1'"
+    ):
         load_config(overrides=["contrastive.simcse_variant=eq1"])
 
 
@@ -167,8 +182,17 @@ def test_bad_simcse_variant_is_one_error_line_and_exit_code_2(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "launch/pretrain.py"), "contrastive.simcse_variant=eq1",
-                             f"train.out_dir={tmp_path / 'run'}"], cwd=root, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "launch/pretrain.py"),
+            "contrastive.simcse_variant=eq1",
+            f"train.out_dir={tmp_path / 'run'}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "contrastive.simcse_variant must be one of symmetric | paper" in errors[0]

@@ -19,7 +19,15 @@ from tests.test_cli import PRETRAIN, ROOT, bin_path, run
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 EVAL_STS = str(ROOT / "tools/eval_sts.py")
-SCALARS = {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/loss_ema", "val/spearman", "val/spearman_ema"}
+SCALARS = {
+    "train/loss",
+    "train/lr",
+    "train/grad_norm",
+    "val/loss",
+    "val/loss_ema",
+    "val/spearman",
+    "val/spearman_ema",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,14 @@ def pretrained(tmp_path_factory) -> tuple[list[str], Path]:
 
 
 def finetune_overrides(base: list[str], root: Path, out: Path, *extra: str) -> list[str]:
-    return [*base, f"train.init_from={root}/pre", f"train.out_dir={out}", "contrastive.max_len=32",
-            "model.dropout=0.1", *extra]
+    return [
+        *base,
+        f"train.init_from={root}/pre",
+        f"train.out_dir={out}",
+        "contrastive.max_len=32",
+        "model.dropout=0.1",
+        *extra,
+    ]
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -48,9 +62,26 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def test_cosent_fine_tuning_on_two_ranks_then_eval_sts(pretrained, tmp_path):
     base, root = pretrained
     out = tmp_path / "cosent"
-    result = run([bin_path("deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()), PRETRAIN,
-                  *finetune_overrides(base, root, out, "contrastive.objective=cosent", "train.micro_batch_size=8",
-                                      "train.grad_accum=2", "train.zero_stage=2", "train.ema_decay=0.9")])
+    result = run(
+        [
+            bin_path("deepspeed"),
+            "--num_gpus",
+            "2",
+            "--master_port",
+            str(free_port()),
+            PRETRAIN,
+            *finetune_overrides(
+                base,
+                root,
+                out,
+                "contrastive.objective=cosent",
+                "train.micro_batch_size=8",
+                "train.grad_accum=2",
+                "train.zero_stage=2",
+                "train.ema_decay=0.9",
+            ),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     logged = scalars(out)
     assert SCALARS <= logged.keys()
@@ -63,7 +94,10 @@ def test_cosent_fine_tuning_on_two_ranks_then_eval_sts(pretrained, tmp_path):
 
     evaluated = run([sys.executable, EVAL_STS, "--checkpoint", str(out), "--data", "bundled:sts-dev"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    found = {weights: float(rho) for rho, weights in re.findall(r"spearman: (-?\d\.\d+) \((raw|ema) weights\)", evaluated.stdout)}
+    found = {
+        weights: float(rho)
+        for rho, weights in re.findall(r"spearman: (-?\d\.\d+) \((raw|ema) weights\)", evaluated.stdout)
+    }
     assert found.keys() == {"raw", "ema"}, evaluated.stdout
     # The trainer's last val/spearman(_ema) came from the same weights on the same file (float32 in TensorBoard).
     assert found["raw"] == pytest.approx(logged["val/spearman"][-1][1], abs=1e-6)
@@ -75,8 +109,20 @@ def test_bad_pair_file_names_file_and_line(pretrained, tmp_path):
     base, root = pretrained
     bad = tmp_path / "pairs.tsv"
     bad.write_text("a cat\ta kitten\na dog\n")
-    result = run([sys.executable, PRETRAIN, *finetune_overrides(base, root, tmp_path / "run", "contrastive.objective=infonce",
-                                                                 "contrastive.format=pairs", f"contrastive.data={bad}")])
+    result = run(
+        [
+            sys.executable,
+            PRETRAIN,
+            *finetune_overrides(
+                base,
+                root,
+                tmp_path / "run",
+                "contrastive.objective=infonce",
+                "contrastive.format=pairs",
+                f"contrastive.data={bad}",
+            ),
+        ]
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert errors[0] == f"error: {bad}:2: expected 2 tab-separated fields (sentence1, sentence2), got 1"
@@ -84,11 +130,26 @@ def test_bad_pair_file_names_file_and_line(pretrained, tmp_path):
 
 def test_batch_too_small_for_negatives_names_the_setting(pretrained, tmp_path):
     base, root = pretrained
-    result = run([sys.executable, PRETRAIN, *finetune_overrides(base, root, tmp_path / "run", "contrastive.objective=simcse",
-                                                                 "train.micro_batch_size=1", "train.grad_accum=1")])
+    result = run(
+        [
+            sys.executable,
+            PRETRAIN,
+            *finetune_overrides(
+                base,
+                root,
+                tmp_path / "run",
+                "contrastive.objective=simcse",
+                "train.micro_batch_size=1",
+                "train.grad_accum=1",
+            ),
+        ]
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
-    assert "train.micro_batch_size * train.grad_accum * world size = 1 is too small for in-batch negatives" in errors[0]
+    assert (
+        "train.micro_batch_size * train.grad_accum * world size = 1 is too small for in-batch negatives"
+        in errors[0]
+    )
 
 
 def test_eval_sts_bad_score_names_file_and_line(pretrained, tmp_path):
@@ -96,4 +157,7 @@ def test_eval_sts_bad_score_names_file_and_line(pretrained, tmp_path):
     bad = tmp_path / "sts.csv"
     bad.write_text("g\tf\t2012\t1\t4.5\tA man.\tA person.\ng\tf\t2012\t2\t7\tA cat.\tA dog.\n")
     result = run([sys.executable, EVAL_STS, "--checkpoint", str(root / "pre"), "--data", str(bad)])
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == f"error: {bad}:2: score 7 is outside [0, 5]"
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().splitlines()[-1] == f"error: {bad}:2: score 7 is outside [0, 5]"
+    )

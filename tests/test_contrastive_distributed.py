@@ -7,24 +7,39 @@ And a contrastive run (SimCSE, dropout, ZeRO-1, EMA) resumed from a checkpoint r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from growth.checkpoint import read_ema
 from growth.config import load_config
 from growth.model import build_model
-from pathlib import Path
-
-from safetensors.torch import load_file
-
-from tests.contrastive_jobs import OBJECTIVES, big_batch_reference, distributed_suite_job, micro_batches, random_examples
+from tests.contrastive_jobs import (
+    OBJECTIVES,
+    big_batch_reference,
+    distributed_suite_job,
+    micro_batches,
+    random_examples,
+)
 from tests.distributed import run_distributed
 from tests.jobs import tiny_run_overrides
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-MODEL = ["model.vocab_size=97", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.head_dim=8",
-         "model.d_ff=48", "model.max_seq_len=64", "data.seq_len=32", "model.objective=mlm", "model.dropout=0.1"]
+MODEL = [
+    "model.vocab_size=97",
+    "model.d_model=32",
+    "model.n_layers=2",
+    "model.n_heads=4",
+    "model.head_dim=8",
+    "model.d_ff=48",
+    "model.max_seq_len=64",
+    "data.seq_len=32",
+    "model.objective=mlm",
+    "model.dropout=0.1",
+]
 RANK_SEEDS = (101, 202)
 SPLITS = {"k=1": (4,), "k=2": (2, 2), "k=4": (1, 1, 1, 1), "uneven last": (2, 2, 1)}  # per rank
 TOLERANCE = 1e-6  # max |difference| / max |gradient|
@@ -32,8 +47,16 @@ TOLERANCE = 1e-6  # max |difference| / max |gradient|
 
 def case(objective: str, split: str, stage: int = 2, replay: bool = True) -> dict:
     sizes = SPLITS[split]
-    return {"objective": objective, "split": split, "sizes": sizes, "n": 2 * sum(sizes), "stage": stage,
-            "replay": replay, "data_seed": 3, "rank_seeds": RANK_SEEDS}
+    return {
+        "objective": objective,
+        "split": split,
+        "sizes": sizes,
+        "n": 2 * sum(sizes),
+        "stage": stage,
+        "replay": replay,
+        "data_seed": 3,
+        "rank_seeds": RANK_SEEDS,
+    }
 
 
 CASES = [
@@ -47,12 +70,33 @@ CASES = [
 def suite(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cached")
     corpus = root / "corpus.txt"
-    corpus.write_text((Path(__file__).parents[1] / "growth/data/corpus/tinyshakespeare.txt").read_text()[:60_000])
-    resume = [*tiny_run_overrides(corpus, root / "cache"), "model.objective=mlm", "model.dropout=0.1",
-              "contrastive.objective=simcse", "contrastive.format=text", f"contrastive.data={corpus}",
-              "contrastive.eval_data=", "contrastive.max_len=32", "train.micro_batch_size=4", "train.grad_accum=2",
-              "train.zero_stage=1", "train.ema_decay=0.9"]
-    run_distributed(distributed_suite_job, 2, MODEL, CASES, str(root / "results.pt"), resume, str(root), str(root / "resume.pt"))
+    corpus.write_text(
+        (Path(__file__).parents[1] / "growth/data/corpus/tinyshakespeare.txt").read_text()[:60_000]
+    )
+    resume = [
+        *tiny_run_overrides(corpus, root / "cache"),
+        "model.objective=mlm",
+        "model.dropout=0.1",
+        "contrastive.objective=simcse",
+        "contrastive.format=text",
+        f"contrastive.data={corpus}",
+        "contrastive.eval_data=",
+        "contrastive.max_len=32",
+        "train.micro_batch_size=4",
+        "train.grad_accum=2",
+        "train.zero_stage=1",
+        "train.ema_decay=0.9",
+    ]
+    run_distributed(
+        distributed_suite_job,
+        2,
+        MODEL,
+        CASES,
+        str(root / "results.pt"),
+        resume,
+        str(root),
+        str(root / "resume.pt"),
+    )
     return root
 
 
@@ -75,13 +119,17 @@ def reference(c: dict) -> tuple[float, dict[str, torch.Tensor]]:
 
 
 def relative_difference(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> float:
-    outside = set(expected) - set(got)  # not in the sentence encoder: the LM head, which the loss never reaches
+    outside = set(expected) - set(
+        got
+    )  # not in the sentence encoder: the LM head, which the loss never reaches
     assert outside == {"head.proj.weight"} and expected["head.proj.weight"].abs().max() == 0
     worst = max((got[k] - expected[k]).abs().max().item() for k in expected if k in got)
     return worst / max(g.abs().max().item() for g in expected.values())
 
 
-@pytest.mark.parametrize("c", [c for c in CASES if c["replay"]], ids=lambda c: f"{c['objective']}-{c['split']}-zero{c['stage']}")
+@pytest.mark.parametrize(
+    "c", [c for c in CASES if c["replay"]], ids=lambda c: f"{c['objective']}-{c['split']}-zero{c['stage']}"
+)
 def test_two_ranks_equal_one_big_batch(results, c):
     got = results[_key(c)]
     expected_loss, expected = reference(c)
@@ -103,7 +151,9 @@ def test_resume_replays_a_contrastive_run(suite):
     """Steps 3-4 after resuming from step 2 equal the uninterrupted run: sampler position, per-rank RNG
     (dropout masks, which the cached step consumes as one forward per micro-batch), Adam, EMA."""
     losses = torch.load(suite / "resume.pt")
-    assert len(losses["full"]) == 4 and losses["resumed"] == pytest.approx(losses["full"][2:], rel=0, abs=1e-6)
+    assert len(losses["full"]) == 4 and losses["resumed"] == pytest.approx(
+        losses["full"][2:], rel=0, abs=1e-6
+    )
     a = load_file(str(suite / "full/checkpoints/step_00000004/model.safetensors"))
     b = load_file(str(suite / "resumed/checkpoints/step_00000004/model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

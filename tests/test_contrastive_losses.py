@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
+from growth.objectives.contrastive_losses import (
+    contrastive_loss,
+    cosent_loss,
+    infonce_loss,
+    simcse_loss,
+    simcse_paper_loss,
+)
 from growth.objectives.spearman import average_ranks, spearman
-from growth.objectives.contrastive_losses import (contrastive_loss, cosent_loss, infonce_loss, simcse_loss,
-                                                  simcse_paper_loss)
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +79,9 @@ def test_cosent_is_near_zero_when_pairs_are_ranked_by_a_wide_margin():
     # Pairs ranked correctly by a wide cosine margin: every term exp(20 (cos_j - cos_i)) is tiny.
     pairs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert cosent_loss(pairs, torch.tensor([5.0, 0.0])).item() <= 1e-6  # log(1 + e^-20)
-    assert cosent_loss(pairs, torch.tensor([0.0, 5.0])).item() == pytest.approx(math.log1p(math.exp(20)), rel=1e-6)
+    assert cosent_loss(pairs, torch.tensor([0.0, 5.0])).item() == pytest.approx(
+        math.log1p(math.exp(20)), rel=1e-6
+    )
 
 
 def test_losses_are_chosen_by_name():

@@ -70,13 +70,19 @@ def test_resume_and_world_size_do_not_change_the_stream():
     assert resumed.windows(resumed.consumed, 5000 - 1234) == reference[1234:]
     # 2 ranks x 2 micro-batches of 8 take the global batch 1 rank takes in 4 micro-batches of 8
     one = [w for m in range(4) for w in resumed.windows(resumed.micro_batch_positions(m, 0, 1, 8).start, 8)]
-    two = sorted(w for m in range(2) for r in range(2)
-                 for w in resumed.windows(resumed.micro_batch_positions(m, r, 2, 8).start, 8))
+    two = sorted(
+        w
+        for m in range(2)
+        for r in range(2)
+        for w in resumed.windows(resumed.micro_batch_positions(m, r, 2, 8).start, 8)
+    )
     assert sorted(one) == two == sorted(reference[1234 : 1234 + 32])
     assert sampler(seed=5).windows(0, 100) != reference[:100]
     other = MixtureSampler(sum(SOURCE_TOKENS), 100, 4, source_tokens=SOURCE_TOKENS, weights=(5.0, 3.0, 2.5))
     assert not other.same_stream(full.state_dict()) and isinstance(other, WindowSampler)
-    assert not full.same_stream(WindowSampler(sum(SOURCE_TOKENS), 100, 4).state_dict())  # one corpus is another stream
+    assert not full.same_stream(
+        WindowSampler(sum(SOURCE_TOKENS), 100, 4).state_dict()
+    )  # one corpus is another stream
 
 
 def test_schedule_is_a_function_of_the_position():
@@ -108,8 +114,14 @@ def write_source(folder: Path, texts: list[str]) -> Path:
 def test_a_prepared_mixture_trains_on_both_sources_and_validates_on_both(tmp_path, tokenizer):  # noqa: F811
     a = write_source(tmp_path / "a", [p.replace("\n", " alpha ") for p in PARAGRAPHS[:300]])
     b = write_source(tmp_path / "b", [p.replace("\n", " omega ") for p in PARAGRAPHS[300:400]])
-    config = load_config(overrides=[f"data.sources=[{{corpus: {a}, weight: 1}}, {{corpus: {b}, weight: 3}}]",
-                                    "data.seq_len=32", "model.max_seq_len=32", "data.val_fraction=0.1"])
+    config = load_config(
+        overrides=[
+            f"data.sources=[{{corpus: {a}, weight: 1}}, {{corpus: {b}, weight: 3}}]",
+            "data.seq_len=32",
+            "model.max_seq_len=32",
+            "data.val_fraction=0.1",
+        ]
+    )
     prepared = prepare_tokens(config.data, tokenizer, tmp_path / "cache", workers=1)
     corpus = load_token_corpus(prepared, 32)
     assert len(prepared.sources) == 2 and prepared.weights == [1.0, 3.0]
@@ -122,7 +134,10 @@ def test_a_prepared_mixture_trains_on_both_sources_and_validates_on_both(tmp_pat
     assert not any("omega" in t for t, src in zip(texts, sources) if src == 0)
     assert not any("alpha" in t for t, src in zip(texts, sources) if src == 1)
     assert sum("alpha" in t for t in texts) > 50 and sum("omega" in t for t in texts) > 300
-    val = [tokenizer.decode(corpus.val[w * 32 : w * 32 + 33].tolist()) for w in range((len(corpus.val) - 1) // 32)]
+    val = [
+        tokenizer.decode(corpus.val[w * 32 : w * 32 + 33].tolist())
+        for w in range((len(corpus.val) - 1) // 32)
+    ]
     assert any("alpha" in t for t in val) and any("omega" in t for t in val)
     assert sum("omega" in t for t in val) > sum("alpha" in t for t in val)
 
@@ -130,10 +145,18 @@ def test_a_prepared_mixture_trains_on_both_sources_and_validates_on_both(tmp_pat
 def test_val_corpus_replaces_the_split(tmp_path, tokenizer):  # noqa: F811
     train = write_source(tmp_path / "train", PARAGRAPHS[:100])
     val = write_source(tmp_path / "val", PARAGRAPHS[500:520])
-    config = load_config(overrides=[f"data.corpus={train}", f"data.val_corpus={val}", "data.seq_len=32",
-                                    "model.max_seq_len=32"])
+    config = load_config(
+        overrides=[
+            f"data.corpus={train}",
+            f"data.val_corpus={val}",
+            "data.seq_len=32",
+            "model.max_seq_len=32",
+        ]
+    )
     prepared = prepare_tokens(config.data, tokenizer, tmp_path / "cache", workers=1)
     corpus = load_token_corpus(prepared, 32)
-    assert len(split_documents(prepared.sources[0], "train")) == 100  # nothing held out of the training corpus
+    assert (
+        len(split_documents(prepared.sources[0], "train")) == 100
+    )  # nothing held out of the training corpus
     expected = [t for p in PARAGRAPHS[500:520] for t in tokenizer.encode(p) + [tokenizer.eos_id]]
     assert np.asarray(corpus.val).tolist() == expected

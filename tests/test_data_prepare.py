@@ -23,7 +23,13 @@ from growth.data import sources
 from growth.data.errors import DataError
 from growth.data.pipeline import corpus_tokenizer, load_token_corpus, prepare_tokens, tokenizer_cache_path
 from growth.data.prepare import (
-    Split, prepare_corpus, read_meta, token_dtype, validation_documents, validation_threshold, document_hashes,
+    Split,
+    document_hashes,
+    prepare_corpus,
+    read_meta,
+    token_dtype,
+    validation_documents,
+    validation_threshold,
 )
 from growth.data.tokenizer import Tokenizer, sample_sentences, train_on_sentences
 
@@ -51,7 +57,9 @@ def mixed_corpus(root: Path, n: int = 400) -> list[str]:
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text(docs[0])
     (root / "b.txt").write_text("\n\n".join(docs[1:4]))  # one document: a text file is one document
-    (root / "c.jsonl").write_text("".join(json.dumps({"text": d, "n": i}) + "\n" for i, d in enumerate(docs[4:quarter])))
+    (root / "c.jsonl").write_text(
+        "".join(json.dumps({"text": d, "n": i}) + "\n" for i, d in enumerate(docs[4:quarter]))
+    )
     with gzip.open(root / "sub" / "d.jsonl.gz", "wt") as handle:
         handle.writelines(json.dumps({"text": d}) + "\n" for d in docs[quarter : 2 * quarter])
     payload = "".join(json.dumps({"text": d}) + "\n" for d in docs[2 * quarter : 3 * quarter]).encode()
@@ -77,8 +85,9 @@ def digest(folder: Path) -> str:
 
 def test_mixed_directory_token_counts_are_the_encodings_plus_one_eos(tmp_path, tokenizer):
     docs = mixed_corpus(tmp_path / "corpus")
-    folder = prepare_corpus(str(tmp_path / "corpus"), tokenizer, tmp_path / "cache", split=Split(0.05, 0),
-                            unit_bytes=4096)
+    folder = prepare_corpus(
+        str(tmp_path / "corpus"), tokenizer, tmp_path / "cache", split=Split(0.05, 0), unit_bytes=4096
+    )
     meta = read_meta(folder)
     encodings = [tokenizer.encode(d) for d in docs]
     assert meta["documents"] == len(docs) and meta["units"] > 5
@@ -97,18 +106,26 @@ def test_one_text_file_splits_the_token_stream_tail_as_before(tmp_path, tokenize
     folder = prepare_corpus(str(tmp_path / "one.txt"), tokenizer, tmp_path / "cache", split=Split(0.05, 0))
     ids = tokenizer.encode(SHAKESPEARE[:30_000]) + [tokenizer.eos_id]
     n_val = max(1, int(len(ids) * 0.05))
-    corpus = np.fromfile(folder / "train.bin", dtype=np.uint16), np.fromfile(folder / "val.bin", dtype=np.uint16)
+    corpus = (
+        np.fromfile(folder / "train.bin", dtype=np.uint16),
+        np.fromfile(folder / "val.bin", dtype=np.uint16),
+    )
     assert read_meta(folder)["split"] == "tokens"
     assert corpus[0].tolist() == ids[:-n_val] and corpus[1].tolist() == ids[-n_val:]
 
 
 def test_validation_threshold_holds_out_exactly_the_requested_count():
     for documents, count in [(1, 1), (10, 1), (1000, 50), (70_000, 3_500), (5, 4)]:
-        held = document_hashes(0, documents, 7) <= validation_threshold(documents, count, seed=7, block=1 << 12)
+        held = document_hashes(0, documents, 7) <= validation_threshold(
+            documents, count, seed=7, block=1 << 12
+        )
         assert held.sum() == count
     other_seed = document_hashes(0, 1000, 8) <= validation_threshold(1000, 50, seed=8)
-    assert other_seed.sum() == 50 and other_seed.tolist() != (document_hashes(0, 1000, 7) <=
-                                                              validation_threshold(1000, 50, seed=7)).tolist()
+    assert (
+        other_seed.sum() == 50
+        and other_seed.tolist()
+        != (document_hashes(0, 1000, 7) <= validation_threshold(1000, 50, seed=7)).tolist()
+    )
     assert validation_documents(9, Split(0.05)) == 0 and validation_documents(10, Split(0.05)) == 1
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
@@ -116,12 +133,23 @@ def test_validation_threshold_holds_out_exactly_the_requested_count():
 @pytest.mark.distributed
 def test_one_and_two_workers_write_identical_shards(tmp_path, tokenizer):
     mixed_corpus(tmp_path / "corpus")
-    folders = [prepare_corpus(str(tmp_path / "corpus"), tokenizer, tmp_path / f"cache{w}", split=Split(0.05, 3),
-                              workers=w, unit_bytes=4096) for w in (1, 2)]
+    folders = [
+        prepare_corpus(
+            str(tmp_path / "corpus"),
+            tokenizer,
+            tmp_path / f"cache{w}",
+            split=Split(0.05, 3),
+            workers=w,
+            unit_bytes=4096,
+        )
+        for w in (1, 2)
+    ]
     assert folders[0].name == folders[1].name
     assert digest(folders[0]) == digest(folders[1])
     one, two = read_meta(folders[0]), read_meta(folders[1])
-    assert {k: v for k, v in one.items() if k != "seconds"} == {k: v for k, v in two.items() if k != "seconds"}
+    assert {k: v for k, v in one.items() if k != "seconds"} == {
+        k: v for k, v in two.items() if k != "seconds"
+    }
 
 
 def test_validation_documents_never_appear_in_training_windows(tmp_path, tokenizer):
@@ -132,8 +160,14 @@ def test_validation_documents_never_appear_in_training_windows(tmp_path, tokeniz
     texts = [" ".join([f"mark{chr(97 + i // 26)}{chr(97 + i % 26)}"] * 30) for i in range(200)]
     (corpus).mkdir()
     (corpus / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    config = load_config(overrides=[f"data.corpus={corpus}", "data.val_fraction=0.1", "data.seq_len=16",
-                                    "model.max_seq_len=16"])
+    config = load_config(
+        overrides=[
+            f"data.corpus={corpus}",
+            "data.val_fraction=0.1",
+            "data.seq_len=16",
+            "model.max_seq_len=16",
+        ]
+    )
     data = load_token_corpus(prepare_tokens(config.data, tokenizer, tmp_path / "cache"), 16)
     val_markers = {tokenizer.decode(list(d)).split()[0] for d in split_documents(data.directory, "val")}
     assert len(val_markers) == 20
@@ -143,7 +177,9 @@ def test_validation_documents_never_appear_in_training_windows(tmp_path, tokeniz
     for window in sampler.windows(0, sampler.n_windows):
         seen.update(tokenizer.decode(maker.window(window).tolist()).split())
     assert not seen & val_markers
-    assert len({w for w in seen if w.startswith("mark") and len(w) == 6}) >= 170  # the training documents are there
+    assert (
+        len({w for w in seen if w.startswith("mark") and len(w) == 6}) >= 170
+    )  # the training documents are there
 
 
 def test_a_changed_corpus_is_prepared_again_never_mixed(tmp_path, tokenizer):
@@ -186,8 +222,14 @@ def entries(cache: Path) -> list[Path]:
 
 def run_tool(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "tools/prepare_data.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools/prepare_data.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.distributed
@@ -198,22 +240,34 @@ def test_killed_preparation_leaves_nothing_complete_and_reruns_to_the_same_resul
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for shard in range(24):  # ~12 MB of JSONL: 3 units of work, the kill comes while the first is encoded
-        (corpus / f"{shard:02d}.jsonl").write_text("".join(
-            json.dumps({"text": PARAGRAPHS[(shard * 97 + i) % len(PARAGRAPHS)] * 3}) + "\n" for i in range(800)))
+        (corpus / f"{shard:02d}.jsonl").write_text(
+            "".join(
+                json.dumps({"text": PARAGRAPHS[(shard * 97 + i) % len(PARAGRAPHS)] * 3}) + "\n"
+                for i in range(800)
+            )
+        )
     args = [f"data.corpus={corpus}", f"data.tokenizer={tokenizer.path}", "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "tools/prepare_data.py"), *args,
-                                f"data.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools/prepare_data.py"), *args, f"data.cache_dir={tmp_path / 'cache'}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "cache").glob(".tokens-*.partial-*/parts/*.bin")) and time.monotonic() < deadline:
+    while (
+        not list((tmp_path / "cache").glob(".tokens-*.partial-*/parts/*.bin")) and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     workers = psutil.Process(process.pid).children()
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(workers) == 2
     psutil.wait_procs(workers, timeout=10)
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), "workers outlived the kill"
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), (
+        "workers outlived the kill"
+    )
     assert entries(tmp_path / "cache") == [] and list((tmp_path / "cache").glob(".tokens-*.partial-*"))
 
     rerun = run_tool(*args, f"data.cache_dir={tmp_path / 'cache'}")
@@ -224,7 +278,10 @@ def test_killed_preparation_leaves_nothing_complete_and_reruns_to_the_same_resul
     assert digest(resumed) == digest(clean)
     assert not list((tmp_path / "cache").glob(".tokens-*.partial-*"))  # the dead one was removed
     meta = read_meta(clean)
-    assert rerun.stdout.splitlines()[-1] == f"prepared: {meta['documents']} documents, {meta['tokens']} tokens -> {resumed}"
+    assert (
+        rerun.stdout.splitlines()[-1]
+        == f"prepared: {meta['documents']} documents, {meta['tokens']} tokens -> {resumed}"
+    )
     assert meta["documents"] == 24 * 800 and meta["units"] >= 3
 
 
@@ -247,25 +304,40 @@ def bad_corpus(tmp_path: Path, case: str) -> tuple[list[str], str]:
         return [f"data.corpus={d}/x.jsonl"], f"{d}/x.jsonl:4: not valid JSON"
     if case == "no text field":
         (d / "x.jsonl").write_text("\n".join([*good, json.dumps({"body": "b"})]) + "\n")
-        return [f"data.corpus={d}", "data.text_field=text"], f"{d}/x.jsonl:4: no 'text' field (data.text_field=text)"
+        return [
+            f"data.corpus={d}",
+            "data.text_field=text",
+        ], f"{d}/x.jsonl:4: no 'text' field (data.text_field=text)"
     if case == "parquet without the column":
         pq.write_table(pa.table({"body": ["a", "b"]}), d / "x.parquet")
-        return [f"data.corpus={d}"], f"{d}/x.parquet: no column 'text' (data.text_field=text); its columns are body"
+        return [
+            f"data.corpus={d}"
+        ], f"{d}/x.parquet: no column 'text' (data.text_field=text); its columns are body"
     if case == "not UTF-8 text":
-        (d / "x.txt").write_bytes("fine text\n".encode() * 3 + b"caf\xe9\n")
+        (d / "x.txt").write_bytes(b"fine text\n" * 3 + b"caf\xe9\n")
         return [f"data.corpus={d}/x.txt"], f"{d}/x.txt: not UTF-8 text (byte 33)"
     if case == "not UTF-8 JSONL":
         (d / "x.jsonl").write_bytes(("\n".join(good) + "\n").encode() + b'{"text": "caf\xe9"}\n')
         return [f"data.corpus={d}/x.jsonl"], f"{d}/x.jsonl:4: not UTF-8 text"
     if case == "weight not positive":
         (d / "x.jsonl").write_text("\n".join(good) + "\n")
-        return ([f"data.sources=[{{corpus: {d}/x.jsonl, weight: 1}}, {{corpus: {d}, weight: 0}}]"],
-                f"data.sources[1].weight must be > 0, got 0.0 (corpus {d})")
+        return (
+            [f"data.sources=[{{corpus: {d}/x.jsonl, weight: 1}}, {{corpus: {d}, weight: 0}}]"],
+            f"data.sources[1].weight must be > 0, got 0.0 (corpus {d})",
+        )
     raise KeyError(case)
 
 
-BAD_CASES = ["empty glob", "empty directory", "not JSON", "no text field", "parquet without the column",
-             "not UTF-8 text", "not UTF-8 JSONL", "weight not positive"]
+BAD_CASES = [
+    "empty glob",
+    "empty directory",
+    "not JSON",
+    "no text field",
+    "parquet without the column",
+    "not UTF-8 text",
+    "not UTF-8 JSONL",
+    "weight not positive",
+]
 
 
 @pytest.mark.parametrize("given_tokenizer", [False, True], ids=["tokenizer-trained-first", "tokenizer-given"])
@@ -275,7 +347,9 @@ def test_bad_input_names_the_file_and_caches_nothing(tmp_path, tokenizer, case, 
     cache = tmp_path / "cache"
     extra = [f"data.tokenizer={tokenizer.path}"] if given_tokenizer else []
     with pytest.raises((DataError, ConfigError)) as raised:
-        config = load_config(overrides=[*overrides, *extra, f"data.cache_dir={cache}", "model.vocab_size=400"])
+        config = load_config(
+            overrides=[*overrides, *extra, f"data.cache_dir={cache}", "model.vocab_size=400"]
+        )
         prepare_tokens(config.data, corpus_tokenizer(config.data, 400, cache), cache, workers=1)
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert not cache.exists() or not any(cache.iterdir())
@@ -312,8 +386,13 @@ def test_unreadable_file(tmp_path, tokenizer, monkeypatch):
 def test_prepare_data_tool_exits_2_with_one_error_line(tmp_path, tokenizer, case):
     """The command line, with 2 workers (the error comes back from a worker process)."""
     overrides, message = bad_corpus(tmp_path, case)
-    result = run_tool(*overrides, f"data.tokenizer={tokenizer.path}", f"data.cache_dir={tmp_path / 'cache'}",
-                      "--workers", "2")
+    result = run_tool(
+        *overrides,
+        f"data.tokenizer={tokenizer.path}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--workers",
+        "2",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
@@ -326,8 +405,12 @@ def test_prepare_data_tool_trains_the_tokenizer_training_would_use(tmp_path):
     only reports the cached entry."""
     corpus = tmp_path / "corpus"
     mixed_corpus(corpus, n=200)
-    args = [f"data.corpus={corpus}", f"data.cache_dir={tmp_path / 'cache'}", "model.vocab_size=400",
-            "data.input_sentence_size=2000"]
+    args = [
+        f"data.corpus={corpus}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "model.vocab_size=400",
+        "data.input_sentence_size=2000",
+    ]
     first, second = run_tool(*args), run_tool(*args, "--workers", "1")
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
     assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]

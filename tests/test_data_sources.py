@@ -12,7 +12,13 @@ import pytest
 
 from growth.data.errors import DataError
 from growth.data.sources import (
-    Piece, file_format, file_pieces, iter_documents, plan_units, read_piece, resolve_files,
+    Piece,
+    file_format,
+    file_pieces,
+    iter_documents,
+    plan_units,
+    read_piece,
+    resolve_files,
 )
 from growth.data.tokenizer import Reservoir, sample_sentences, sentences
 
@@ -43,8 +49,9 @@ def names(files: list[Path], root: Path) -> list[str]:
 
 
 def test_formats_by_suffix():
-    assert [file_format(n) for n in ("a.jsonl", "a.JSONL.GZ", "a.jsonl.zst", "a.parquet", "a.txt", "a.py")] == \
-        ["jsonl", "jsonl.gz", "jsonl.zst", "parquet", "text", "text"]
+    assert [
+        file_format(n) for n in ("a.jsonl", "a.JSONL.GZ", "a.jsonl.zst", "a.parquet", "a.txt", "a.py")
+    ] == ["jsonl", "jsonl.gz", "jsonl.zst", "parquet", "text", "text"]
 
 
 def test_directory_is_searched_recursively_in_sorted_order(tree):
@@ -60,12 +67,15 @@ def test_glob_list_and_bundled(tree, monkeypatch):
     assert resolve_files("bundled:tinyshakespeare")[0].name == "tinyshakespeare.txt"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("missing.txt", "data.corpus=missing.txt: file not found"),
-    ("nothing/**/*.jsonl", "data.corpus=nothing/**/*.jsonl: the glob matches no files"),
-    ("empty", "data.corpus=empty: the directory holds no corpus files"),
-    ("bundled:nope", "data.corpus=bundled:nope: no such bundled corpus"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("missing.txt", "data.corpus=missing.txt: file not found"),
+        ("nothing/**/*.jsonl", "data.corpus=nothing/**/*.jsonl: the glob matches no files"),
+        ("empty", "data.corpus=empty: the directory holds no corpus files"),
+        ("bundled:nope", "data.corpus=bundled:nope: no such bundled corpus"),
+    ],
+)
 def test_bad_specs_name_themselves(tmp_path, monkeypatch, spec, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -113,8 +123,12 @@ def test_iter_documents_reads_every_format(tmp_path):
     import pyarrow.parquet as pq
     import zstandard
 
-    (tmp_path / "z.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "zeta"}\n{"body": 1, "text": "eta"}\n'))
-    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["p1", None, "p3"]}), tmp_path / "p.parquet", row_group_size=2)
+    (tmp_path / "z.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(b'{"text": "zeta"}\n{"body": 1, "text": "eta"}\n')
+    )
+    pq.write_table(
+        pa.table({"id": [1, 2, 3], "text": ["p1", None, "p3"]}), tmp_path / "p.parquet", row_group_size=2
+    )
     assert list(iter_documents(tmp_path / "z.jsonl.zst", "text")) == ["zeta", "eta"]
     assert list(iter_documents(tmp_path / "p.parquet", "text")) == ["p1", "p3"]  # nulls are no documents
 

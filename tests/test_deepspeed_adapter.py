@@ -14,7 +14,11 @@ import pytest
 import torch
 
 from growth.distributed.deepspeed_adapter import (
-    SUPPORTED_DEEPSPEED, SkippingAdamW, UnsupportedDeepSpeed, check_deepspeed_version, configure_environment,
+    SUPPORTED_DEEPSPEED,
+    SkippingAdamW,
+    UnsupportedDeepSpeed,
+    check_deepspeed_version,
+    configure_environment,
 )
 
 
@@ -24,7 +28,9 @@ def test_the_installed_deepspeed_is_supported():
 
 @pytest.mark.parametrize("version", ["0.14.9", "0.20.0", "1.0.0"])
 def test_an_unsupported_version_fails_loudly(version):
-    with pytest.raises(UnsupportedDeepSpeed, match=rf"DeepSpeed {re.escape(version)} is not supported.*pip install"):
+    with pytest.raises(
+        UnsupportedDeepSpeed, match=rf"DeepSpeed {re.escape(version)} is not supported.*pip install"
+    ):
         check_deepspeed_version(version)
 
 
@@ -69,9 +75,19 @@ def test_the_shm_op_is_not_rebuilt_whether_or_not_the_virtualenv_is_active():
     virtualenv activated has its ninja first. A build under one and a load under the other must find
     the same up-to-date library, not rebuild it."""
     tools = str(Path(sys.executable).parent)
-    script = ("from growth.distributed.deepspeed_adapter import build_cpu_ops; from pathlib import Path; "
-              "print((Path(build_cpu_ops()) / 'deepspeed_shm_comm' / 'deepspeed_shm_comm.so').stat().st_mtime_ns)")
-    stamps = [subprocess.run([sys.executable, "-c", script], env={**os.environ, "PATH": path}, capture_output=True,
-                             text=True, timeout=600, check=True).stdout.split()[-1]
-              for path in ("/usr/bin:/bin", f"{tools}:/usr/bin:/bin", "/usr/bin:/bin")]
+    script = (
+        "from growth.distributed.deepspeed_adapter import build_cpu_ops; from pathlib import Path; "
+        "print((Path(build_cpu_ops()) / 'deepspeed_shm_comm' / 'deepspeed_shm_comm.so').stat().st_mtime_ns)"
+    )
+    stamps = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout.split()[-1]
+        for path in ("/usr/bin:/bin", f"{tools}:/usr/bin:/bin", "/usr/bin:/bin")
+    ]
     assert stamps[0] == stamps[1] == stamps[2]

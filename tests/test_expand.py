@@ -10,9 +10,9 @@ import torch
 
 from growth.config import choices, fields_with_role
 from growth.expand import GrowthError, plan_growth, widen
-from growth.expand.width import DERIVED, SIZES
 from growth.expand.axes import cyclic_map, tiled_map, zero_sum_noise
 from growth.expand.optimizer_state import grow_optimizer_state
+from growth.expand.width import DERIVED, SIZES
 from growth.model import build_model
 from tests.conftest import tiny_model_config
 
@@ -21,11 +21,27 @@ LAYERS = {
     "swiglu": ("model.layer=transformer", "model.ffn=swiglu", "model.attention_scale=logn"),
     "gau": ("model.layer=gau", "model.gau_attention=softmax", "model.gau_expansion=64"),
     "gau-relu2": ("model.layer=gau", "model.gau_attention=relu2", "model.gau_expansion=64"),
-    "flash": ("model.layer=gau", "model.chunk_size=8", "model.gau_expansion=64", "model.attention_scale=logn"),
-    "flash-relu2": ("model.layer=gau", "model.chunk_size=8", "model.gau_attention=relu2", "model.gau_expansion=64"),
+    "flash": (
+        "model.layer=gau",
+        "model.chunk_size=8",
+        "model.gau_expansion=64",
+        "model.attention_scale=logn",
+    ),
+    "flash-relu2": (
+        "model.layer=gau",
+        "model.chunk_size=8",
+        "model.gau_attention=relu2",
+        "model.gau_expansion=64",
+    ),
 }
 SHAPES = {
-    "2x": ("model.d_model=64", "model.n_heads=8", "model.d_ff=96", "model.gau_expansion=128", "model.gau_key_size=32"),
+    "2x": (
+        "model.d_model=64",
+        "model.n_heads=8",
+        "model.d_ff=96",
+        "model.gau_expansion=128",
+        "model.gau_key_size=32",
+    ),
     "3x": ("model.d_model=96", "model.n_heads=12"),
     "non-multiple": ("model.d_model=40", "model.n_heads=5", "model.d_ff=60"),
     "ffn-only": ("model.d_ff=80",),
@@ -39,15 +55,21 @@ NORMS = ("layernorm", "rmsnorm")
 
 def cases():
     """Every layer kind x residual x norm x shape; tie/position/objective rotate through the grid."""
-    for index, (layer, residual, norm, shape) in enumerate(itertools.product(LAYERS, RESIDUALS, NORMS, SHAPES)):
+    for index, (layer, residual, norm, shape) in enumerate(
+        itertools.product(LAYERS, RESIDUALS, NORMS, SHAPES)
+    ):
         if shape == "ffn-only" and layer.startswith(("gau", "flash")):
             continue
         if shape == "gau-e-s-only" and layer in ("gelu", "swiglu"):
             continue
-        extra = (f"model.tie_embeddings={'true' if index % 2 else 'false'}",
-                 f"model.position={'none' if index % 5 == 3 else 'rope'}",
-                 f"model.objective={'mlm' if index % 3 == 1 else 'clm'}")
-        yield pytest.param(layer, residual, norm, shape, extra, id=f"{layer}-{residual}-{norm}-{shape}-{index}")
+        extra = (
+            f"model.tie_embeddings={'true' if index % 2 else 'false'}",
+            f"model.position={'none' if index % 5 == 3 else 'rope'}",
+            f"model.objective={'mlm' if index % 3 == 1 else 'clm'}",
+        )
+        yield pytest.param(
+            layer, residual, norm, shape, extra, id=f"{layer}-{residual}-{norm}-{shape}-{index}"
+        )
 
 
 def lively(model):
@@ -104,8 +126,12 @@ def test_noise_is_what_breaks_the_symmetry(noise_std, diverges):
     """Dropout 0, 2x width, 10 AdamW steps: without noise the copies stay identical forever (a small
     model in disguise); with zero-sum noise they drift apart."""
     small = build_model(tiny_model_config("model.init_std=0.1"))
-    grown = widen(small, tiny_model_config("model.d_model=64", "model.n_heads=8", "model.d_ff=96"),
-                  noise_std=noise_std, generator=torch.Generator().manual_seed(0))
+    grown = widen(
+        small,
+        tiny_model_config("model.d_model=64", "model.n_heads=8", "model.d_ff=96"),
+        noise_std=noise_std,
+        generator=torch.Generator().manual_seed(0),
+    )
     optimizer = torch.optim.AdamW(grown.parameters(), lr=3e-3)
     ids = torch.randint(0, 97, (4, 17))
     assert embedding_copy_gap(grown, 32) == 0.0
@@ -140,12 +166,15 @@ def test_grown_adam_state_gives_each_copy_its_sources_update():
     optimizer = torch.optim.AdamW(small.parameters(), **hyper)
     for _ in range(3):
         step(small, optimizer)
-    target = tiny_model_config("model.init_std=0.1", "model.ffn=gelu", "model.d_model=64", "model.n_heads=8",
-                               "model.d_ff=80")
+    target = tiny_model_config(
+        "model.init_std=0.1", "model.ffn=gelu", "model.d_model=64", "model.n_heads=8", "model.d_ff=80"
+    )
     grown = widen(small, target)
     plan = plan_growth(old, target)
     grown_optimizer = torch.optim.AdamW(grown.parameters(), **hyper)
-    moments = grow_optimizer_state(adam_state(small, optimizer), plan, [n for n, _ in grown.named_parameters()])
+    moments = grow_optimizer_state(
+        adam_state(small, optimizer), plan, [n for n, _ in grown.named_parameters()]
+    )
     for name, param in grown.named_parameters():
         grown_optimizer.state[param] = moments[name]
 
@@ -155,8 +184,8 @@ def test_grown_adam_state_gives_each_copy_its_sources_update():
     step(grown, grown_optimizer)
     small_update = {n: p.detach() - before_small[n] for n, p in small.named_parameters()}
     mapped = {n: p.detach() - before_grown[n] for n, p in grown.named_parameters()}
-    from growth.expand.blocks import axis_maps, rule_for
     from growth.expand.axes import remap
+    from growth.expand.blocks import axis_maps, rule_for
 
     maps = axis_maps(old, plan.new)
     worst = 0.0
@@ -188,8 +217,10 @@ def test_non_multiple_rmsnorm_adjusts_eps_and_layernorm_is_refused():
     plan = plan_growth(tiny_model_config(), tiny_model_config("model.d_model=40", "model.n_heads=5"))
     assert plan.new.norm_eps == pytest.approx(1e-5 * 32 / 40)
     with pytest.raises(GrowthError, match="only exact with model.norm=rmsnorm"):
-        plan_growth(tiny_model_config("model.norm=layernorm"),
-                    tiny_model_config("model.norm=layernorm", "model.d_model=40", "model.n_heads=5"))
+        plan_growth(
+            tiny_model_config("model.norm=layernorm"),
+            tiny_model_config("model.norm=layernorm", "model.d_model=40", "model.n_heads=5"),
+        )
 
 
 def changed_value(config, name):
@@ -219,8 +250,13 @@ def test_growable_fields_are_the_sizes_plus_what_the_plan_derives():
 
 def test_free_fields_come_from_the_target_and_derived_ones_from_the_plan():
     old = tiny_model_config()
-    target = tiny_model_config("model.d_model=64", "model.n_heads=8", "model.dropout=0.1", "model.init_std=0.05",
-                               "model.norm_eps=1e-3")
+    target = tiny_model_config(
+        "model.d_model=64",
+        "model.n_heads=8",
+        "model.dropout=0.1",
+        "model.init_std=0.05",
+        "model.norm_eps=1e-3",
+    )
     plan = plan_growth(old, target)
     assert (plan.new.dropout, plan.new.init_std) == (0.1, 0.05)
     assert plan.new.norm_eps == old.norm_eps  # an integer multiple keeps the source's eps, whatever was asked

@@ -23,7 +23,9 @@ def test_exclusive_cumsum_matches_loop(shape, dim):
     x = torch.randn(shape, dtype=torch.float64)
     y = exclusive_cumsum(x, dim)
     moved = x.movedim(dim, 0)
-    expected = torch.stack([moved[:g].sum(0) for g in range(moved.shape[0])]).movedim(0, dim)  # y_g = sum_{h<g} x_h
+    expected = torch.stack([moved[:g].sum(0) for g in range(moved.shape[0])]).movedim(
+        0, dim
+    )  # y_g = sum_{h<g} x_h
     assert y.shape == x.shape
     torch.testing.assert_close(y, expected, atol=1e-12, rtol=0)
 
@@ -48,7 +50,11 @@ def reference_mixed_chunk(qkv, mask, causal, kernel, scale, chunk=C):
     for b in range(batch):
         for i in range(length):
             g = i // chunk
-            local = [j for j in range(g * chunk, min((g + 1) * chunk, length)) if real[b, j] and (j <= i or not causal)]
+            local = [
+                j
+                for j in range(g * chunk, min((g + 1) * chunk, length))
+                if real[b, j] and (j <= i or not causal)
+            ]
             if not real[b, i]:
                 continue  # padded rows are not compared
             logits = torch.stack([q_quad[b, i] @ k_quad[b, j] / math.sqrt(s) for j in local])
@@ -88,7 +94,9 @@ def test_matches_slow_dense_reference(kernel, scale, causal, length, padded):
 
 @pytest.mark.parametrize("kernel,scale", KERNEL_SCALES)
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
-@pytest.mark.parametrize("extra", [1, 2, 3, 7])  # T = 6, c = 4: fill chunk 1, cross into chunk 2, two more chunks
+@pytest.mark.parametrize(
+    "extra", [1, 2, 3, 7]
+)  # T = 6, c = 4: fill chunk 1, cross into chunk 2, two more chunks
 def test_appended_padding_leaves_real_tokens_unchanged(kernel, scale, causal, extra):
     length = 6
     qkv = random_qkv(2, length + extra)
@@ -101,7 +109,10 @@ def test_appended_padding_leaves_real_tokens_unchanged(kernel, scale, causal, ex
 
 def make_flash_gau(kernel, chunk, position):
     config = tiny_model_config(
-        "model.layer=gau", f"model.gau_attention={kernel}", f"model.chunk_size={chunk}", f"model.position={position}"
+        "model.layer=gau",
+        f"model.gau_attention={kernel}",
+        f"model.chunk_size={chunk}",
+        f"model.position={position}",
     )
     gau = GatedAttentionUnit(config)
     with torch.no_grad():  # unit-scale activations and arbitrary scale/offsets for all four heads
@@ -114,7 +125,9 @@ def make_flash_gau(kernel, chunk, position):
 
 def dense_twin(flash: GatedAttentionUnit, kernel, position) -> GatedAttentionUnit:
     """A dense GAU with the same projections and the quad heads' (gamma, beta) as its (q, k)."""
-    config = tiny_model_config("model.layer=gau", f"model.gau_attention={kernel}", f"model.position={position}")
+    config = tiny_model_config(
+        "model.layer=gau", f"model.gau_attention={kernel}", f"model.position={position}"
+    )
     dense = GatedAttentionUnit(config)
     state = flash.state_dict()
     state["gamma"], state["beta"] = state["gamma"][:2], state["beta"][:2]

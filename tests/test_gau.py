@@ -18,9 +18,13 @@ KERNEL_SCALES = [("relu2", "sqrt"), ("softmax", "sqrt"), ("softmax", "logn")]
 
 def make_gau(kernel="softmax", scale="sqrt", position="rope", chunk=0) -> GatedAttentionUnit:
     config = tiny_model_config(
-        "model.layer=gau", f"model.gau_attention={kernel}", f"model.attention_scale={scale}",
-        f"model.position={position}", f"model.chunk_size={chunk}",
-        f"model.logn_base={LOGN_BASE}", f"model.logn_min_keys={MIN_KEYS}",
+        "model.layer=gau",
+        f"model.gau_attention={kernel}",
+        f"model.attention_scale={scale}",
+        f"model.position={position}",
+        f"model.chunk_size={chunk}",
+        f"model.logn_base={LOGN_BASE}",
+        f"model.logn_min_keys={MIN_KEYS}",
     )
     gau = GatedAttentionUnit(config)
     with torch.no_grad():  # unit-scale activations (init has gamma ~ 0.02, beta = 0), so logits matter,
@@ -106,14 +110,18 @@ def test_no_causal_leakage(kernel, scale, chunk):
     assert size > 1e-2  # so the 1e-6 bound below is tight relative to the outputs
     for t in (0, 2, 3, 4, 6, 8):
         perturbed = x.clone()
-        perturbed[:, t + 1:] += 3 * torch.randn_like(perturbed[:, t + 1:])
+        perturbed[:, t + 1 :] += 3 * torch.randn_like(perturbed[:, t + 1 :])
         changed = run(gau, perturbed, None, causal=True)
         assert (changed[:, : t + 1] - out[:, : t + 1]).abs().max() <= 1e-6, f"leak into positions <= {t}"
         # Dropping the future is invisible too (catches a log-n scale or normaliser using T); a shorter
         # matmul rounds differently, so this one is compared at 1e-5.
-        torch.testing.assert_close(run(gau, x[:, : t + 1], None, causal=True), out[:, : t + 1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            run(gau, x[:, : t + 1], None, causal=True), out[:, : t + 1], atol=1e-5, rtol=1e-5
+        )
         # Control: the same weights without the causal mask do see the future, so the test has teeth.
-        leaky = run(gau, perturbed, None, causal=False)[:, : t + 1] - run(gau, x, None, causal=False)[:, : t + 1]
+        leaky = (
+            run(gau, perturbed, None, causal=False)[:, : t + 1] - run(gau, x, None, causal=False)[:, : t + 1]
+        )
         assert leaky.abs().max() > 1e-3 * size
 
 

@@ -28,8 +28,13 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def base_overrides(corpus, *extra: str) -> list[str]:
-    return [*tiny_run_overrides(*corpus), "train.micro_batch_size=2", "train.grad_accum=1", "train.warmup_steps=1",
-            *extra]
+    return [
+        *tiny_run_overrides(*corpus),
+        "train.micro_batch_size=2",
+        "train.grad_accum=1",
+        "train.warmup_steps=1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,9 @@ def deep(corpus, tmp_path_factory):
     from tests.growth_operator_jobs import deep_ramp_job
 
     root = tmp_path_factory.mktemp("deep_ramp")
-    base = base_overrides(corpus, "train.max_steps=10", "train.save_interval=2", "train.zero_stage=2",
-                          "train.eval_interval=5")
+    base = base_overrides(
+        corpus, "train.max_steps=10", "train.save_interval=2", "train.zero_stage=2", "train.eval_interval=5"
+    )
     run_distributed(deep_ramp_job, 2, base, str(root), str(root / "out.pt"))
     return torch.load(root / "out.pt", weights_only=False)
 
@@ -67,11 +73,15 @@ def test_checkpoints_carry_the_ramp_and_the_event(deep):
     states = deep["run_states"]
     new_layers = [i for i in range(48) if i % 4]  # old layer i sits at 4i
     for step in (4, 6):  # mid-ramp: the ramp, started at step 3
-        assert states[step]["callbacks"]["DepthRamp"] == {"ramps": [{"layers": new_layers, "steps": 4, "start": 3}]}
+        assert states[step]["callbacks"]["DepthRamp"] == {
+            "ramps": [{"layers": new_layers, "steps": 4, "start": 3}]
+        }
     assert states[8]["callbacks"]["DepthRamp"] == {"ramps": []}  # folded: nothing left of the gate
     event = states[8]["growth_events"][0]
     assert event["depth_operator"] == "ramp" and event["function_preserving"] and event["ramp_steps"] == 4
-    assert event["max_abs_logit_diff"] <= 1e-5 * 10 and abs(event["loss_after"] - event["loss_before"]) <= 1e-5
+    assert (
+        event["max_abs_logit_diff"] <= 1e-5 * 10 and abs(event["loss_after"] - event["loss_before"]) <= 1e-5
+    )
 
 
 def test_stacking_inside_a_run_records_its_loss_change(corpus, tmp_path):
@@ -89,22 +99,55 @@ def test_tools_expand_operator_flags_and_the_continued_run_adopts_the_ramp(corpu
     from tests.growth_operator_jobs import two_command_ramp_job
 
     target = tmp_path / "large.yaml"
-    model = {"vocab_size": 384, "d_model": 64, "n_layers": 4, "n_heads": 4, "head_dim": 16, "d_ff": 128,
-             "max_seq_len": 32, "residual": "post"}
-    target.write_text(yaml.safe_dump({"model": model, "data": {"seq_len": 32, "corpus": str(corpus[0]),
-                                                               "cache_dir": str(corpus[1])},
-                                      "train": {"micro_batch_size": 2, "warmup_steps": 1, "lr": 3e-3,
-                                                "eval_interval": 2, "eval_batches": 2, "log_interval": 1}}))
-    run_distributed(two_command_ramp_job, 2, base_overrides(corpus), str(tmp_path), str(target),
-                    str(tmp_path / "out.pt"))
+    model = {
+        "vocab_size": 384,
+        "d_model": 64,
+        "n_layers": 4,
+        "n_heads": 4,
+        "head_dim": 16,
+        "d_ff": 128,
+        "max_seq_len": 32,
+        "residual": "post",
+    }
+    target.write_text(
+        yaml.safe_dump(
+            {
+                "model": model,
+                "data": {"seq_len": 32, "corpus": str(corpus[0]), "cache_dir": str(corpus[1])},
+                "train": {
+                    "micro_batch_size": 2,
+                    "warmup_steps": 1,
+                    "lr": 3e-3,
+                    "eval_interval": 2,
+                    "eval_batches": 2,
+                    "log_interval": 1,
+                },
+            }
+        )
+    )
+    run_distributed(
+        two_command_ramp_job, 2, base_overrides(corpus), str(tmp_path), str(target), str(tmp_path / "out.pt")
+    )
     result = torch.load(tmp_path / "out.pt", weights_only=False)
     assert result["cli"]["returncode"] == 0, result["cli"]["stderr"]
     report = result["report"]
     assert report["depth_operator"] == "ramp" and report["split"] == "lemon" and report["noise"] == "relative"
-    assert report["relative_logit_diff"] <= 1e-5 and report["ramp_layers"] == [1, 3] and report["ramp_steps"] == 3
+    assert (
+        report["relative_logit_diff"] <= 1e-5
+        and report["ramp_layers"] == [1, 3]
+        and report["ramp_steps"] == 3
+    )
     continued = result["continued"]
-    assert [sorted(set(g.values())) for g in continued["gates"]] == \
-        [[0.0], pytest.approx([1 / 3]), pytest.approx([2 / 3]), [], [], []]
-    assert result["run_state_2"]["callbacks"]["DepthRamp"] == {"ramps": [{"layers": [1, 3], "steps": 3, "start": 0}]}
+    assert [sorted(set(g.values())) for g in continued["gates"]] == [
+        [0.0],
+        pytest.approx([1 / 3]),
+        pytest.approx([2 / 3]),
+        [],
+        [],
+        [],
+    ]
+    assert result["run_state_2"]["callbacks"]["DepthRamp"] == {
+        "ramps": [{"layers": [1, 3], "steps": 3, "start": 0}]
+    }
     assert result["resumed"]["losses"] == pytest.approx(continued["losses"][2:], rel=0, abs=1e-6)
     assert abs(continued["losses"][0] - result["small"]["losses"][-1]) < 0.2  # no jump at the growth

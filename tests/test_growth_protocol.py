@@ -7,7 +7,12 @@ import pytest
 
 from growth.bench.growth_protocol import curves, runs
 from growth.bench.growth_protocol.plan import (
-    Phase, Protocol, flops_at_step, grown_phases, phase_flops, stage_shapes,
+    Phase,
+    Protocol,
+    flops_at_step,
+    grown_phases,
+    phase_flops,
+    stage_shapes,
 )
 from growth.bench.growth_protocol.protocol import growth_stages, run_config
 from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT, ablation_arms
@@ -21,7 +26,10 @@ PROTOCOL = Protocol(corpus="bundled:tinyshakespeare")
 
 def test_frontier_sorts_and_keeps_only_budgets_that_improve():
     assert curves.frontier([(4.0, 3.0), (1.0, 5.0), (2.0, 3.5), (8.0, 3.2), (16.0, 3.0)]) == [
-        (1.0, 5.0), (2.0, 3.5), (4.0, 3.0)]
+        (1.0, 5.0),
+        (2.0, 3.5),
+        (4.0, 3.0),
+    ]
 
 
 def test_a_frontier_of_one_budget_reads_nothing():
@@ -32,7 +40,9 @@ def test_a_frontier_of_one_budget_reads_nothing():
 
 def test_loss_and_cost_interpolate_linearly_in_log_cost():
     front = [(1e12, 5.0), (4e12, 4.0), (16e12, 3.5)]
-    assert curves.loss_at(front, 2e12) == pytest.approx(4.5, abs=1e-12)  # halfway in log between 1e12 and 4e12
+    assert curves.loss_at(front, 2e12) == pytest.approx(
+        4.5, abs=1e-12
+    )  # halfway in log between 1e12 and 4e12
     cost, extrapolated = curves.cost_at(front, 3.75)
     assert cost == pytest.approx(8e12, rel=1e-12) and not extrapolated
     cost, extrapolated = curves.cost_at(front, 3.25)  # past the end: the last segment extended
@@ -42,7 +52,9 @@ def test_loss_and_cost_interpolate_linearly_in_log_cost():
 def test_savings_both_accountings_against_a_hand_computation():
     flops = [(1e12, 5.0), (4e12, 4.0), (16e12, 3.5)]
     seconds = [(10.0, 5.0), (40.0, 4.0), (160.0, 3.5)]
-    out = curves.savings(flops, seconds, final_loss=3.75, flops_total=3e12, flops_after_growth=2e12, seconds=20.0)
+    out = curves.savings(
+        flops, seconds, final_loss=3.75, flops_total=3e12, flops_after_growth=2e12, seconds=20.0
+    )
     assert out["scratch_flops_for_loss"] == pytest.approx(8e12, rel=1e-12)
     assert out["saving_with_small"] == pytest.approx(1 - 3 / 8, abs=1e-12)
     assert out["saving_without_small"] == pytest.approx(1 - 2 / 8, abs=1e-12)
@@ -54,29 +66,34 @@ def test_savings_both_accountings_against_a_hand_computation():
 
 def test_fit_power_law_recovers_an_exact_curve():
     e, a, alpha = 2.0, 30.0, 0.35
-    f = [1e10 * 2 ** k for k in range(12)]
+    f = [1e10 * 2**k for k in range(12)]
     fit = curves.fit_power_law(f, [e + a * (x / 1e10) ** -alpha for x in f])
-    assert fit == pytest.approx((e, a * 1e10 ** alpha, alpha), rel=1e-4)
+    assert fit == pytest.approx((e, a * 1e10**alpha, alpha), rel=1e-4)
 
 
 def test_slope_rule_grows_where_the_slopes_cross():
     # small: L = 2.5 + F^-0.5 (fast, high floor); large: L = 2 + 2 F^-0.5 (slow, low floor), F in units.
     grid = [2 ** (k / 4) for k in range(0, 60)]
-    small = [(f, 2.5 + f ** -0.5) for f in grid]
-    large = [(f, 2.0 + 2 * f ** -0.5) for f in grid]
+    small = [(f, 2.5 + f**-0.5) for f in grid]
+    large = [(f, 2.0 + 2 * f**-0.5) for f in grid]
     point = curves.slope_rule_flops(small, large)
     # slope of small at F: 0.5 F^-1.5; the large model at the same loss L has F' = (2 / (L - 2))^2, slope
     # 0.5 * 2 F'^-1.5 = (L - 2)^3 / 8 ... solve 0.5 F^-1.5 = (0.5 + F^-0.5)^3 / 8 numerically.
     lo, hi = 1.0, 1e6
     for _ in range(200):
         mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if 0.5 * mid ** -1.5 > (0.5 + mid ** -0.5) ** 3 / 8 else (lo, mid)
+        lo, hi = (mid, hi) if 0.5 * mid**-1.5 > (0.5 + mid**-0.5) ** 3 / 8 else (lo, mid)
     assert point == pytest.approx(lo, rel=0.03)  # the grid of 400 points in log F
 
 
 def test_grown_phases_spend_the_budget():
     budget = PROTOCOL.budget_flops(4)
-    for recipe in (DEFAULT, DEFAULT.changed(stages="two"), DEFAULT.changed(dims="width"), DEFAULT.changed(dims="depth")):
+    for recipe in (
+        DEFAULT,
+        DEFAULT.changed(stages="two"),
+        DEFAULT.changed(dims="width"),
+        DEFAULT.changed(dims="depth"),
+    ):
         shapes = stage_shapes(PROTOCOL, recipe)
         phases = grown_phases(PROTOCOL, shapes, budget, 0.5)
         spent = phase_flops(PROTOCOL, phases)
@@ -112,8 +129,9 @@ def test_every_ablation_arm_is_a_valid_run_config(tmp_path, name):
         loaded = load_config(path)
         final = stage_models(loaded)[-1]
         assert {k: getattr(final, k) for k in PROTOCOL.large} == PROTOCOL.large
-        assert [s.at_step for s in loaded.train.growth] == [sum(p.steps for p in phases[:i + 1])
-                                                            for i in range(len(phases) - 1)]
+        assert [s.at_step for s in loaded.train.growth] == [
+            sum(p.steps for p in phases[: i + 1]) for i in range(len(phases) - 1)
+        ]
 
 
 def test_flops_at_step_counts_each_phase_at_its_rate():
@@ -128,17 +146,22 @@ def _bench_growth_tool():
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("bench_growth", Path(__file__).parents[1] / "tools/bench_growth.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_growth", Path(__file__).parents[1] / "tools/bench_growth.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--corpus", "{tmp}/none/*.txt"], "matches no files"),
-    (["--jobs", "0"], "--jobs 0: give at least 1"),
-    (["--threads", "0"], "--threads 0: give at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--corpus", "{tmp}/none/*.txt"], "matches no files"),
+        (["--jobs", "0"], "--jobs 0: give at least 1"),
+        (["--threads", "0"], "--threads 0: give at least 1"),
+    ],
+)
 def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     tool = _bench_growth_tool()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -176,8 +199,12 @@ def test_parallel_runs_never_exceed_the_slots_and_keep_their_keys(monkeypatch, t
     monkeypatch.setattr(runs, "run_trainer", fake_trainer)
     runs.set_parallel_runs(jobs)
     try:
+
         def call(key):
-            return lambda: (runs._launch(tmp_path / str(key), {"train": {"max_steps": 1}}, 1, lambda line: None), key)[1]
+            return lambda: (
+                runs._launch(tmp_path / str(key), {"train": {"max_steps": 1}}, 1, lambda line: None),
+                key,
+            )[1]
 
         assert runs.in_parallel({k: call(k) for k in range(6)}) == {k: k for k in range(6)}
     finally:
@@ -193,6 +220,7 @@ def test_in_parallel_raises_a_failure_once_all_have_finished():
 
     def slow():
         import time
+
         time.sleep(0.05)
         finished.append(True)
         return 1
@@ -209,20 +237,37 @@ def test_slope_rule_runs_train_after_the_curves_they_read_and_fixed_ones_beside_
 
     batches, order = [], []
     real_in_parallel = runs.in_parallel
-    monkeypatch.setattr(runs, "in_parallel", lambda calls: (batches.append(sorted(map(str, calls))),
-                                                            real_in_parallel(calls))[1])
-    monkeypatch.setattr(runner, "grown", lambda protocol, work, seed, lr, multiple, recipe, fraction, threads, log:
-                        order.append((seed, recipe.growth_point, fraction)) or {"fraction": fraction})
-    monkeypatch.setattr(curves, "slope_rule_flops", lambda small, large: small * large)  # stands in for the rule
+    monkeypatch.setattr(
+        runs,
+        "in_parallel",
+        lambda calls: (batches.append(sorted(map(str, calls))), real_in_parallel(calls))[1],
+    )
+    monkeypatch.setattr(
+        runner,
+        "grown",
+        lambda protocol, work, seed, lr, multiple, recipe, fraction, threads, log: (
+            order.append((seed, recipe.growth_point, fraction)) or {"fraction": fraction}
+        ),
+    )
+    monkeypatch.setattr(
+        curves, "slope_rule_flops", lambda small, large: small * large
+    )  # stands in for the rule
     budget = PROTOCOL.budget_flops(2)
-    first = {"small": lambda: {"constant_curve": 0.25 * budget},
-             ("scratch", 0): lambda: {"constant_curve": 1.0}, ("scratch", 1): lambda: {"constant_curve": 2.0}}
+    first = {
+        "small": lambda: {"constant_curve": 0.25 * budget},
+        ("scratch", 0): lambda: {"constant_curve": 1.0},
+        ("scratch", 1): lambda: {"constant_curve": 2.0},
+    }
     slope = DEFAULT.changed(growth_point="slope")
-    grown_runs = {"fixed": runner.GrownRun(0, 2, DEFAULT, ("scratch", 0)),
-                  "slope0": runner.GrownRun(0, 2, slope, ("scratch", 0)),
-                  "slope1": runner.GrownRun(1, 2, slope, ("scratch", 1))}
+    grown_runs = {
+        "fixed": runner.GrownRun(0, 2, DEFAULT, ("scratch", 0)),
+        "slope0": runner.GrownRun(0, 2, slope, ("scratch", 0)),
+        "slope1": runner.GrownRun(1, 2, slope, ("scratch", 1)),
+    }
     done = runner.train_with_grown(PROTOCOL, tmp_path, 1e-3, 1, print, first, grown_runs)
     assert batches == [sorted(["small", "('scratch', 0)", "('scratch', 1)", "fixed"]), ["slope0", "slope1"]]
     assert done["fixed"]["fraction"] == DEFAULT.fraction
-    assert done["slope0"]["fraction"] == pytest.approx(0.25) and done["slope1"]["fraction"] == pytest.approx(0.5)
+    assert done["slope0"]["fraction"] == pytest.approx(0.25) and done["slope1"]["fraction"] == pytest.approx(
+        0.5
+    )
     assert order[0][1] == "fixed" and {o[1] for o in order[1:]} == {"slope"}

@@ -13,8 +13,17 @@ from growth.bench.growth_protocol.plan import Protocol
 
 pytestmark = pytest.mark.slow
 
-TOY = Protocol(corpus="bundled:tinyshakespeare", base_steps=8, scratch_multiples=(1, 2), grown_multiples=(1, 2),
-               lrs=(1e-3, 2e-3), seeds=(0,), warmup_steps=2, evals_per_run=3, eval_batches=4)
+TOY = Protocol(
+    corpus="bundled:tinyshakespeare",
+    base_steps=8,
+    scratch_multiples=(1, 2),
+    grown_multiples=(1, 2),
+    lrs=(1e-3, 2e-3),
+    seeds=(0,),
+    warmup_steps=2,
+    evals_per_run=3,
+    eval_batches=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +42,9 @@ def test_a_run_trained_beside_others_equals_it_trained_alone(toy_result, tmp_pat
     _, result, _ = toy_result
     lr = result["lr_sweep"]["best"]
     alone = runner.scratch(TOY, tmp_path, 0, lr, threads=1, log=lambda line: None, multiples=(1,))
-    assert alone["budgets"][0]["loss"] == result["lr_sweep"]["losses"][str(lr)]  # exact: same process, same data
+    assert (
+        alone["budgets"][0]["loss"] == result["lr_sweep"]["losses"][str(lr)]
+    )  # exact: same process, same data
 
 
 def test_every_path_ran_and_is_read_in_both_accountings(toy_result):
@@ -46,7 +57,11 @@ def test_every_path_ran_and_is_read_in_both_accountings(toy_result):
         assert path["flops_after_growth"] < path["flops"]  # the small model's FLOPs counted only "with"
         assert path["saving_without_small"] > path["saving_with_small"]
         assert path["phases"][0]["steps"] > path["phases"][1]["steps"]  # cheaper steps: more of them
-    assert set(result["headline"]) >= {"saving_with_small", "saving_without_small", "saving_with_small_per_seed"}
+    assert set(result["headline"]) >= {
+        "saving_with_small",
+        "saving_without_small",
+        "saving_with_small_per_seed",
+    }
     assert result["lr_sweep"]["best"] in TOY.lrs
 
 
@@ -72,8 +87,9 @@ def test_report_writes_json_and_plot_and_ends_with_the_headline(toy_result, tmp_
     _, result, _ = toy_result
     report.write_json(result, tmp_path / "bench_growth.json")
     report.plot(result, tmp_path / "bench_growth.png")
-    assert json.loads((tmp_path / "bench_growth.json").read_text())["headline"]["saving_with_small"] == \
-        pytest.approx(result["headline"]["saving_with_small"], abs=1e-12)
+    assert json.loads((tmp_path / "bench_growth.json").read_text())["headline"][
+        "saving_with_small"
+    ] == pytest.approx(result["headline"]["saving_with_small"], abs=1e-12)
     assert (tmp_path / "bench_growth.png").stat().st_size > 10_000
     assert report.summary_lines(result)[-1].startswith("headline (largest budget, 1 seeds)")
 

@@ -29,8 +29,15 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def base_overrides(corpus) -> list[str]:
-    return [*tiny_run_overrides(*corpus), "train.max_steps=8", "train.micro_batch_size=2", "train.grad_accum=2",
-            "train.ema_decay=0.9", "train.save_interval=2", "train.warmup_steps=2"]
+    return [
+        *tiny_run_overrides(*corpus),
+        "train.max_steps=8",
+        "train.micro_batch_size=2",
+        "train.grad_accum=2",
+        "train.ema_decay=0.9",
+        "train.save_interval=2",
+        "train.warmup_steps=2",
+    ]
 
 
 @pytest.fixture(scope="module", params=ZERO_STAGES)
@@ -71,13 +78,17 @@ def test_in_run_growth_equals_the_two_command_flow(suite):
 def test_checkpoints_record_the_model_they_hold_and_the_growth_events(suite):
     _, root, _ = suite
     checkpoints = root / "grown/checkpoints"
-    models = {step: load_config(checkpoints / f"step_{step:08d}/config.yaml").model for step in (2, 3, 4, 6, 8)}
+    models = {
+        step: load_config(checkpoints / f"step_{step:08d}/config.yaml").model for step in (2, 3, 4, 6, 8)
+    }
     assert [(m.d_model, m.n_layers) for m in models.values()] == [(32, 2), (32, 2), (64, 2), (64, 4), (64, 4)]
     weights = load_file(str(checkpoints / "step_00000008/model.safetensors"))
     assert weights["embed.weight"].shape == (384, 64) and "layers.3.ffn.sublayer.down_proj.weight" in weights
     events = json.loads((checkpoints / "step_00000008/run_state.json").read_text())["growth_events"]
     assert [(e["stage"], e["source_step"]) for e in events] == [(0, 3), (1, 5)]
-    assert all(e["max_abs_logit_diff"] <= 1e-5 and abs(e["loss_after"] - e["loss_before"]) <= 1e-5 for e in events)
+    assert all(
+        e["max_abs_logit_diff"] <= 1e-5 and abs(e["loss_after"] - e["loss_before"]) <= 1e-5 for e in events
+    )
     assert events[0]["params_after"] > 2 * events[0]["params_before"]
     saved = load_config(root / "grown/config.yaml")
     assert saved.model.d_model == 32 and len(saved.train.growth) == 2  # the run's record: the schedule
@@ -108,9 +119,23 @@ def test_compare_runs_plots_real_runs_with_growth_marked(suite, tmp_path):
     by_flops = read_run(root / "grown", "flops")
     assert by_flops.growth[0] < by_flops.val[1][0] < by_flops.growth[1]  # step 4's FLOPs lie between
     out = tmp_path / "runs.png"
-    result = subprocess.run([sys.executable, str(ROOT / "tools/compare_runs.py"), str(root / "grown"),
-                             str(root / "small"), "--x", "flops", "--out", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools/compare_runs.py"),
+            str(root / "grown"),
+            str(root / "small"),
+            "--x",
+            "flops",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 10_000 and "grown: 4 evaluations" in result.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "tools/compare_runs.py"), str(tmp_path)], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "tools/compare_runs.py"), str(tmp_path)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and "not a run directory" in bad.stderr

@@ -15,10 +15,17 @@ from growth.expand.optimizer_state import grow_optimizer_state
 from growth.model import build_model
 from tests.conftest import tiny_model_config
 
-ATTENTION = {"gqa": ("model.n_kv_heads=2",), "mqa": ("model.n_kv_heads=1",), "gqa-bias": ("model.n_kv_heads=2", "model.qkv_bias=true"),
-             "mha-bias": ("model.qkv_bias=true",)}
-SHARED = list(itertools.product(["pre", "post", "deepnorm"], ["layernorm", "rmsnorm"], ["rope", "none"],
-                                ["sqrt", "logn"]))
+ATTENTION = {
+    "gqa": ("model.n_kv_heads=2",),
+    "mqa": ("model.n_kv_heads=1",),
+    "gqa-bias": ("model.n_kv_heads=2", "model.qkv_bias=true"),
+    "mha-bias": ("model.qkv_bias=true",),
+}
+SHARED = list(
+    itertools.product(
+        ["pre", "post", "deepnorm"], ["layernorm", "rmsnorm"], ["rope", "none"], ["sqrt", "logn"]
+    )
+)
 
 
 def lively_biases(model, std: float = 0.3):
@@ -31,10 +38,18 @@ def lively_biases(model, std: float = 0.3):
 
 
 def cases():
-    for index, (attention, (residual, norm, position, scale)) in enumerate(itertools.product(ATTENTION, SHARED)):
-        flags = (*ATTENTION[attention], f"model.residual={residual}", f"model.norm={norm}", f"model.position={position}",
-                 f"model.attention_scale={scale}", f"model.objective={'mlm' if index % 3 == 1 else 'clm'}",
-                 f"model.ffn={'gelu' if index % 2 else 'swiglu'}")
+    for index, (attention, (residual, norm, position, scale)) in enumerate(
+        itertools.product(ATTENTION, SHARED)
+    ):
+        flags = (
+            *ATTENTION[attention],
+            f"model.residual={residual}",
+            f"model.norm={norm}",
+            f"model.position={position}",
+            f"model.attention_scale={scale}",
+            f"model.objective={'mlm' if index % 3 == 1 else 'clm'}",
+            f"model.ffn={'gelu' if index % 2 else 'swiglu'}",
+        )
         yield pytest.param(flags, id=f"{attention}-{residual}-{norm}-{position}-{scale}-{index}")
 
 
@@ -60,8 +75,11 @@ def test_grouped_attention_every_combination(flags):
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_grouped_attention_equals_heads_sharing_copied_keys_and_values(kv_heads):
     """GQA with g = H / G is MHA whose key/value heads are each repeated for their g query heads."""
-    gqa = lively_biases(build_model(tiny_model_config(f"model.n_kv_heads={kv_heads}", "model.qkv_bias=true",
-                                                      "model.init_std=0.2"))).eval()
+    gqa = lively_biases(
+        build_model(
+            tiny_model_config(f"model.n_kv_heads={kv_heads}", "model.qkv_bias=true", "model.init_std=0.2")
+        )
+    ).eval()
     mha = build_model(tiny_model_config("model.qkv_bias=true")).eval()
     group, head_dim = 4 // kv_heads, gqa.config.head_dim
     state = gqa.state_dict()
@@ -78,15 +96,23 @@ def test_grouped_attention_equals_heads_sharing_copied_keys_and_values(kv_heads)
 def test_flops_count_the_smaller_key_value_projections():
     mha, gqa = tiny_model_config(), tiny_model_config("model.n_kv_heads=1")
     saved = 2 * mha.n_layers * mha.d_model * (mha.n_heads - 1) * mha.head_dim  # k and v: 4 heads -> 1
-    assert build_model(mha).flops_per_token(16) - build_model(gqa).flops_per_token(16) == pytest.approx(6 * saved)
+    assert build_model(mha).flops_per_token(16) - build_model(gqa).flops_per_token(16) == pytest.approx(
+        6 * saved
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (("model.n_kv_heads=3",), "model.n_kv_heads must divide model.n_heads (4), got 3"),
-    (("model.n_kv_heads=8",), "model.n_kv_heads must divide model.n_heads (4), got 8"),
-    (("model.rope_scaling=llama3", "model.rope_high_freq_factor=0.5"), "model.rope_high_freq_factor (0.5) must be >"),
-    (("model.rope_scaling=yarn",), "model.rope_scaling must be one of none | llama3, got 'yarn'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("model.n_kv_heads=3",), "model.n_kv_heads must divide model.n_heads (4), got 3"),
+        (("model.n_kv_heads=8",), "model.n_kv_heads must divide model.n_heads (4), got 8"),
+        (
+            ("model.rope_scaling=llama3", "model.rope_high_freq_factor=0.5"),
+            "model.rope_high_freq_factor (0.5) must be >",
+        ),
+        (("model.rope_scaling=yarn",), "model.rope_scaling must be one of none | llama3, got 'yarn'"),
+    ],
+)
 def test_bad_attention_settings_are_refused(flags, message):
     with pytest.raises(ConfigError) as err:
         tiny_model_config(*flags)
@@ -97,16 +123,35 @@ def test_llama3_frequencies_equal_transformers():
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    parameters = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
-    hf = LlamaConfig(hidden_size=512, num_attention_heads=4, head_dim=128, max_position_embeddings=256,
-                     rope_parameters=parameters)
+    parameters = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    hf = LlamaConfig(
+        hidden_size=512,
+        num_attention_heads=4,
+        head_dim=128,
+        max_position_embeddings=256,
+        rope_parameters=parameters,
+    )
     expected, _ = ROPE_INIT_FUNCTIONS["llama3"](hf)
-    config = tiny_model_config("model.d_model=512", "model.head_dim=128", "model.rope_base=500000",
-                               "model.rope_scaling=llama3", "model.rope_original_max_len=64")
+    config = tiny_model_config(
+        "model.d_model=512",
+        "model.head_dim=128",
+        "model.rope_base=500000",
+        "model.rope_scaling=llama3",
+        "model.rope_original_max_len=64",
+    )
     ours = build_model(config).layers[0].attention.sublayer.rope.inv_freq
-    plain = build_model(tiny_model_config("model.d_model=512", "model.head_dim=128", "model.rope_base=500000")
-                        ).layers[0].attention.sublayer.rope.inv_freq
+    plain = (
+        build_model(tiny_model_config("model.d_model=512", "model.head_dim=128", "model.rope_base=500000"))
+        .layers[0]
+        .attention.sublayer.rope.inv_freq
+    )
     assert torch.allclose(ours, expected, rtol=1e-6, atol=0)
     assert not torch.allclose(ours, plain, rtol=1e-3)  # the scaling does act on these frequencies
 
@@ -122,20 +167,28 @@ GROW_SHAPES = {
 
 def growth_cases():
     for index, (attention, residual, norm, shape) in enumerate(
-            itertools.product(ATTENTION, ["pre", "post", "deepnorm"], ["layernorm", "rmsnorm"], GROW_SHAPES)):
+        itertools.product(ATTENTION, ["pre", "post", "deepnorm"], ["layernorm", "rmsnorm"], GROW_SHAPES)
+    ):
         if shape.startswith("depth") and residual != "pre":
             continue
-        extra = (f"model.tie_embeddings={'true' if index % 2 else 'false'}",
-                 f"model.attention_scale={'logn' if index % 3 == 0 else 'sqrt'}",
-                 f"model.rope_scaling={'llama3' if index % 4 == 1 else 'none'}", "model.rope_original_max_len=16")
-        yield pytest.param(attention, residual, norm, shape, extra, id=f"{attention}-{residual}-{norm}-{shape}-{index}")
+        extra = (
+            f"model.tie_embeddings={'true' if index % 2 else 'false'}",
+            f"model.attention_scale={'logn' if index % 3 == 0 else 'sqrt'}",
+            f"model.rope_scaling={'llama3' if index % 4 == 1 else 'none'}",
+            "model.rope_original_max_len=16",
+        )
+        yield pytest.param(
+            attention, residual, norm, shape, extra, id=f"{attention}-{residual}-{norm}-{shape}-{index}"
+        )
 
 
 @pytest.mark.parametrize("attention, residual, norm, shape, extra", list(growth_cases()))
 def test_growth_of_grouped_attention_is_exact(attention, residual, norm, shape, extra):
     flags = (*ATTENTION[attention], f"model.residual={residual}", f"model.norm={norm}", *extra)
     small = lively_biases(build_model(tiny_model_config(*flags, "model.init_std=0.1"))).eval()
-    target = tiny_model_config(*flags, *GROW_SHAPES[shape])  # carries the source's n_kv_heads: the plan derives it
+    target = tiny_model_config(
+        *flags, *GROW_SHAPES[shape]
+    )  # carries the source's n_kv_heads: the plan derives it
     grown = widen(small, target, noise_std=0.02, generator=torch.Generator().manual_seed(0)).eval()
     group = small.config.n_heads // (small.config.n_kv_heads or small.config.n_heads)
     assert grown.config.n_heads // (grown.config.n_kv_heads or grown.config.n_heads) == group
@@ -150,28 +203,49 @@ def test_growth_of_grouped_attention_is_exact(attention, residual, norm, shape, 
 def test_key_value_heads_follow_their_query_groups():
     """Query head j of the grown model copies head j mod H; its key/value head is (j // g) mod (H / g)."""
     small = lively_biases(build_model(tiny_model_config("model.n_kv_heads=2", "model.qkv_bias=true")))
-    grown = widen(small, tiny_model_config("model.n_kv_heads=2", "model.qkv_bias=true", "model.d_model=96",
-                                           "model.n_heads=12"))
+    grown = widen(
+        small,
+        tiny_model_config(
+            "model.n_kv_heads=2", "model.qkv_bias=true", "model.d_model=96", "model.n_heads=12"
+        ),
+    )
     assert grown.config.n_kv_heads == 6
     d_h = small.config.head_dim
     old, new = small.layers[0].attention.sublayer, grown.layers[0].attention.sublayer
     for j in range(12):
         kv_new, kv_old = j // 2, (j % 4) // 2
         assert kv_old == kv_new % 2
-        assert torch.equal(new.k_proj.bias[kv_new * d_h:(kv_new + 1) * d_h], old.k_proj.bias[kv_old * d_h:(kv_old + 1) * d_h])
-        assert torch.equal(new.q_proj.bias[j * d_h:(j + 1) * d_h], old.q_proj.bias[(j % 4) * d_h:(j % 4 + 1) * d_h])
+        assert torch.equal(
+            new.k_proj.bias[kv_new * d_h : (kv_new + 1) * d_h],
+            old.k_proj.bias[kv_old * d_h : (kv_old + 1) * d_h],
+        )
+        assert torch.equal(
+            new.q_proj.bias[j * d_h : (j + 1) * d_h], old.q_proj.bias[(j % 4) * d_h : (j % 4 + 1) * d_h]
+        )
 
 
-@pytest.mark.parametrize("old, target, message", [
-    (("model.n_kv_heads=2",), ("model.n_kv_heads=1", "model.d_model=40", "model.n_heads=5"),
-     "model.n_heads=5 is not a multiple of the query group size 2"),
-    (("model.n_kv_heads=2",), ("model.n_kv_heads=8", "model.d_model=64", "model.n_heads=8"),
-     "model.n_kv_heads=8 changes the query group size from 2; growth keeps it (set model.n_kv_heads=4)"),
-    ((), ("model.n_kv_heads=2", "model.d_model=64", "model.n_heads=8"),
-     "model.n_kv_heads=2 changes the query group size from 1; growth keeps it (set model.n_kv_heads=0)"),
-    ((), ("model.qkv_bias=true",), "model.qkv_bias changes from False to True"),
-    ((), ("model.rope_scaling=llama3",), "model.rope_scaling changes from 'none' to 'llama3'"),
-])
+@pytest.mark.parametrize(
+    "old, target, message",
+    [
+        (
+            ("model.n_kv_heads=2",),
+            ("model.n_kv_heads=1", "model.d_model=40", "model.n_heads=5"),
+            "model.n_heads=5 is not a multiple of the query group size 2",
+        ),
+        (
+            ("model.n_kv_heads=2",),
+            ("model.n_kv_heads=8", "model.d_model=64", "model.n_heads=8"),
+            "model.n_kv_heads=8 changes the query group size from 2; growth keeps it (set model.n_kv_heads=4)",
+        ),
+        (
+            (),
+            ("model.n_kv_heads=2", "model.d_model=64", "model.n_heads=8"),
+            "model.n_kv_heads=2 changes the query group size from 1; growth keeps it (set model.n_kv_heads=0)",
+        ),
+        ((), ("model.qkv_bias=true",), "model.qkv_bias changes from False to True"),
+        ((), ("model.rope_scaling=llama3",), "model.rope_scaling changes from 'none' to 'llama3'"),
+    ],
+)
 def test_growth_that_would_regroup_heads_is_refused(old, target, message):
     with pytest.raises(GrowthError) as err:
         plan_growth(tiny_model_config(*old), tiny_model_config(*target))
@@ -198,8 +272,11 @@ def test_grown_adam_moments_of_grouped_attention_give_each_copy_its_sources_upda
     target = tiny_model_config(*flags, "model.d_model=64", "model.n_heads=8", "model.d_ff=80")
     grown, plan = widen(small, target), plan_growth(old, target)
     names = {id(p): n for n, p in small.named_parameters()}
-    moments = grow_optimizer_state({names[id(p)]: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}, plan,
-                                   [n for n, _ in grown.named_parameters()])
+    moments = grow_optimizer_state(
+        {names[id(p)]: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()},
+        plan,
+        [n for n, _ in grown.named_parameters()],
+    )
     grown_optimizer = torch.optim.AdamW(grown.parameters(), **hyper)
     for name, param in grown.named_parameters():
         grown_optimizer.state[param] = moments[name]
@@ -216,14 +293,27 @@ def test_grown_adam_moments_of_grouped_attention_give_each_copy_its_sources_upda
         expected = param.detach() - before_small[name]
         for axis, map_name, _ in rule_for(name) or [(0, "stream", "copy")]:
             expected = remap(expected, axis, maps[map_name], "copy")
-        worst = max(worst, (dict(grown.named_parameters())[name].detach() - before_grown[name] - expected).abs().max().item())
+        worst = max(
+            worst,
+            (dict(grown.named_parameters())[name].detach() - before_grown[name] - expected)
+            .abs()
+            .max()
+            .item(),
+        )
     assert worst <= 1e-6, worst
 
 
 # -- cached decoding ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flags", [("model.n_kv_heads=2", "model.qkv_bias=true"), ("model.attention_scale=logn",),
-                                   ("model.residual=post", "model.norm=layernorm", "model.n_kv_heads=1"),
-                                   ("model.position=none", "model.ffn=gelu"), ("model.rope_dim=4",)])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("model.n_kv_heads=2", "model.qkv_bias=true"),
+        ("model.attention_scale=logn",),
+        ("model.residual=post", "model.norm=layernorm", "model.n_kv_heads=1"),
+        ("model.position=none", "model.ffn=gelu"),
+        ("model.rope_dim=4",),
+    ],
+)
 def test_cached_decoding_equals_the_full_forward(flags):
     """Feeding a sequence in pieces through the key/value cache gives the full forward's logits (log-n counts
     the cached keys; RoPE rotates new tokens at their positions), also with left padding."""

@@ -23,7 +23,18 @@ ALLOWED = {
     "eval": {"config", "registry", "model", "distributed", "data", "objectives", "checkpoint"},
     # train/ grows inside a run with expand/'s operators (one code path); it never imports eval/.
     "train": {"config", "registry", "model", "distributed", "data", "objectives", "checkpoint", "expand"},
-    "bench": {"config", "registry", "model", "distributed", "data", "objectives", "checkpoint", "expand", "eval", "train"},
+    "bench": {
+        "config",
+        "registry",
+        "model",
+        "distributed",
+        "data",
+        "objectives",
+        "checkpoint",
+        "expand",
+        "eval",
+        "train",
+    },
     # the tools' one-line error answer (growth/cli.py); only tools/ and launch/ import it
     "cli": {"config", "data", "checkpoint"},
 }
@@ -38,8 +49,13 @@ def growth_imports(path: Path) -> set[str]:
     """The growth packages a module imports (``growth.X...`` -> X), at any depth of the file."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            )
+        )
         for name in names:
             parts = name.split(".")
             if parts[0] == "growth" and len(parts) > 1:
@@ -67,5 +83,7 @@ def test_imports_go_downward(path):
 
 def test_the_check_sees_an_upward_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from growth.train.run import train\n    from growth import checkpoint as ckpt\n")
+    module.write_text(
+        "def f():\n    from growth.train.run import train\n    from growth import checkpoint as ckpt\n"
+    )
     assert growth_imports(module) == {"train", "checkpoint"}

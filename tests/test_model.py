@@ -18,8 +18,15 @@ TRANSFORMER = [
     for ffn, scale in itertools.product(["gelu", "swiglu"], ["sqrt", "logn"])
 ]
 GAU = [
-    ("model.layer=gau", f"model.gau_attention={kernel}", f"model.attention_scale={scale}", f"model.chunk_size={chunk}")
-    for (kernel, scale), chunk in itertools.product([("relu2", "sqrt"), ("softmax", "sqrt"), ("softmax", "logn")], [0, 8])
+    (
+        "model.layer=gau",
+        f"model.gau_attention={kernel}",
+        f"model.attention_scale={scale}",
+        f"model.chunk_size={chunk}",
+    )
+    for (kernel, scale), chunk in itertools.product(
+        [("relu2", "sqrt"), ("softmax", "sqrt"), ("softmax", "logn")], [0, 8]
+    )
 ]
 SHARED = list(
     itertools.product(
@@ -119,8 +126,14 @@ class TestDeepNorm:
     def test_beta_only_on_the_value_path(self, layer):
         """Xavier-normal std sqrt(2 / (fan_in + fan_out)) times beta on v/out/FFN (GAU: u/v/o), 1 on q/k (z)."""
         config = tiny_model_config(
-            f"model.layer={layer}", "model.residual=deepnorm", "model.d_model=256", "model.n_heads=4",
-            "model.head_dim=64", "model.d_ff=512", "model.gau_key_size=128", "model.gau_expansion=512",
+            f"model.layer={layer}",
+            "model.residual=deepnorm",
+            "model.d_model=256",
+            "model.n_heads=4",
+            "model.head_dim=64",
+            "model.d_ff=512",
+            "model.gau_key_size=128",
+            "model.gau_expansion=512",
             "model.n_layers=12",
         )
         model = build_model(config)
@@ -138,7 +151,11 @@ class TestDeepNorm:
         assert all(abs(r / beta - 1) < 0.05 for r in value_path), (value_path, beta)
         assert all(abs(r - 1) < 0.05 for r in query_key), query_key
         expected_alpha = deepnorm_constants(n)[0]
-        assert all(float(m.alpha) == pytest.approx(expected_alpha) for m in model.modules() if isinstance(m, Residual))
+        assert all(
+            float(m.alpha) == pytest.approx(expected_alpha)
+            for m in model.modules()
+            if isinstance(m, Residual)
+        )
 
 
 @pytest.mark.parametrize("pooling", ["mean", "first"])

@@ -29,11 +29,20 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
-SMALL_RUN = ["train.max_steps=2", "train.warmup_steps=1", "train.eval_interval=1", "train.save_interval=1",
-             "train.eval_batches=1", "train.log_interval=1"]
+SMALL_RUN = [
+    "train.max_steps=2",
+    "train.warmup_steps=1",
+    "train.eval_interval=1",
+    "train.save_interval=1",
+    "train.eval_batches=1",
+    "train.log_interval=1",
+]
 # configs/grow_schedule.yaml grows at step 1228; a small run grows in two stages, after steps 1 and 2.
-SMALL_GROWTH = ["train.max_steps=3", "train.growth=[{at_step: 1, model: {d_model: 256, n_heads: 8, d_ff: 768}}, "
-                "{at_step: 2, model: {n_layers: 8}}]"]
+SMALL_GROWTH = [
+    "train.max_steps=3",
+    "train.growth=[{at_step: 1, model: {d_model: 256, n_heads: 8, d_ff: 768}}, "
+    "{at_step: 2, model: {n_layers: 8}}]",
+]
 SETUP = ("make", ".", "source")
 
 
@@ -71,8 +80,12 @@ def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     for name in ("launch", "tools", "configs"):
         (work / name).symlink_to(ROOT / name)
     (work / ".venv").symlink_to(BIN.parent)  # the README's paths into the virtualenv (its Python sources)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(BIN.parent),
-           "GROWTH_CACHE": str(work / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": str(BIN.parent),
+        "GROWTH_CACHE": str(work / "cache"),
+    }
     return work, env
 
 
@@ -101,4 +114,8 @@ def test_the_reader_finds_continued_lines_and_drops_comments():
     text = "```bash\ndeepspeed launch/pretrain.py a=1 \\\n    b=2   # two keys\n# only a comment\n```\n"
     assert bash_commands(text) == [["deepspeed", "launch/pretrain.py", "a=1", "b=2"]]
     assert as_tested(["make", "run"]) is None
-    assert as_tested(["python", "tools/bench_growth.py", "--quick"]) == ["python", "tools/bench_growth.py", "--help"]
+    assert as_tested(["python", "tools/bench_growth.py", "--quick"]) == [
+        "python",
+        "tools/bench_growth.py",
+        "--help",
+    ]

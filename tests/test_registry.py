@@ -60,7 +60,9 @@ def test_config_refuses_an_unregistered_name_with_the_registry_list(key):
 
 
 def test_existing_message_wording_is_kept():
-    with pytest.raises(ConfigError, match=r"^model\.residual must be one of pre \| post \| deepnorm, got 'x'$"):
+    with pytest.raises(
+        ConfigError, match=r"^model\.residual must be one of pre \| post \| deepnorm, got 'x'$"
+    ):
         load_config(overrides=["model.residual=x"])
 
 
@@ -100,13 +102,21 @@ def test_every_registered_contrastive_loss_runs(name):
 
 def test_an_unknown_name_never_falls_back():
     """Past validation (a config edited in code), every lookup still refuses instead of picking a default."""
-    for field, key in (("layer", "model.layer"), ("ffn", "model.ffn"), ("residual", "model.residual"),
-                       ("norm", "model.norm"), ("position", "model.position"), ("objective", "model.objective")):
+    for field, key in (
+        ("layer", "model.layer"),
+        ("ffn", "model.ffn"),
+        ("residual", "model.residual"),
+        ("norm", "model.norm"),
+        ("position", "model.position"),
+        ("objective", "model.objective"),
+    ):
         config = tiny_model_config()
         setattr(config, field, "mystery")
         with pytest.raises(ConfigError, match=f"^{key} must be one of .*, got 'mystery'$"):
             build_model(config)
-    with pytest.raises(ConfigError, match=re.escape("model.norm must be one of layernorm | rmsnorm, got 'batchnorm'")):
+    with pytest.raises(
+        ConfigError, match=re.escape("model.norm must be one of layernorm | rmsnorm, got 'batchnorm'")
+    ):
         build_norm("batchnorm", 8, 1e-5)
     with pytest.raises(ConfigError, match=re.escape("must be one of simcse | infonce | cosent, got 'none'")):
         contrastive_loss("none")  # "none" switches the stage off; it is not a loss

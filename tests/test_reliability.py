@@ -135,7 +135,12 @@ def finished(corpus, tmp_path_factory) -> Path:
 
 # -- kill -9 at random moments and mid-save --------------------------------------------------------
 STEPS = 24
-KILL_RUN = (f"train.max_steps={STEPS}", "train.save_interval=2", "train.eval_interval=4", "train.keep_checkpoints=2")
+KILL_RUN = (
+    f"train.max_steps={STEPS}",
+    "train.save_interval=2",
+    "train.eval_interval=4",
+    "train.keep_checkpoints=2",
+)
 
 
 def training_window(stdout: str) -> float:
@@ -147,10 +152,13 @@ def training_window(stdout: str) -> float:
 def kill_at_random_moment(cmd: list[str], run_dir: Path, window: float, rng: random.Random) -> str:
     """Start ``cmd``; once its loop is about to start, SIGKILL its whole process group at a uniformly
     random moment of the training window. Returns "killed" or "finished" (done before the kill)."""
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
-    while process.poll() is None and not any((run_dir / "tensorboard").glob(f"events.out.tfevents.*.{process.pid}.*")):
+    while process.poll() is None and not any(
+        (run_dir / "tensorboard").glob(f"events.out.tfevents.*.{process.pid}.*")
+    ):
         assert time.monotonic() < deadline, "the launch never reached the training loop"
         time.sleep(0.005)
     time.sleep(rng.uniform(0.0, window))
@@ -183,23 +191,39 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_bit_exactly(corpus, t
             outcomes.append((kind, "skipped: the run was done"))
             continue
         if kind == "random":  # from outside, anywhere in the next third of the run (or what is left of it)
-            outcome = kill_at_random_moment([sys.executable, PRETRAIN, *overrides, f"train.out_dir={chain}"], chain,
-                                            window * min(STEPS - start, STEPS // 3) / STEPS, rng)
+            outcome = kill_at_random_moment(
+                [sys.executable, PRETRAIN, *overrides, f"train.out_dir={chain}"],
+                chain,
+                window * min(STEPS - start, STEPS // 3) / STEPS,
+                rng,
+            )
         else:
             step = start + 2 * rng.randint(1, 2) if start + 4 <= STEPS else start + 2  # a save step
             fault = {"where": kind, "step": step, "fraction": rng.uniform(0.05, 0.8)}
-            spec = {"kind": "train", "overrides": [*overrides, f"train.out_dir={chain}"], "faults": [["SelfKill", fault]]}
+            spec = {
+                "kind": "train",
+                "overrides": [*overrides, f"train.out_dir={chain}"],
+                "faults": [["SelfKill", fault]],
+            }
             result = run([sys.executable, *job(tmp_path, f"trial{index}", spec)])
             outcome = "killed" if result.returncode == -signal.SIGKILL else f"rc {result.returncode}"
             assert outcome == "killed", result.stderr[-3000:]
         check_sound(chain)
         now = latest_step(chain)
         assert now >= start  # never behind where it was: retention deletes only behind a newer complete one
-        inside = [f.name for f in ckpt.step_folders(chain / "checkpoints")  # a save this launch began
-                  if int(f.name[5:]) > now and not (f / ckpt.COMPLETE).is_file() and f.stat().st_mtime >= began]
+        inside = [
+            f.name
+            for f in ckpt.step_folders(chain / "checkpoints")  # a save this launch began
+            if int(f.name[5:]) > now and not (f / ckpt.COMPLETE).is_file() and f.stat().st_mtime >= began
+        ]
         mid_save += bool(inside)
-        outcomes.append((kind, f"{outcome}: resumed at step {start}, latest now {now}"
-                               + (f", {inside[0]} left incomplete" if inside else "")))
+        outcomes.append(
+            (
+                kind,
+                f"{outcome}: resumed at step {start}, latest now {now}"
+                + (f", {inside[0]} left incomplete" if inside else ""),
+            )
+        )
     result = run([sys.executable, PRETRAIN, *overrides, f"train.out_dir={chain}"])
     assert result.returncode == 0, result.stderr[-3000:]
     print("kill trials:", *outcomes, f"{mid_save} landed inside a save", sep="\n  ")
@@ -210,7 +234,10 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_bit_exactly(corpus, t
     assert final_state(reference, STEPS) == final_state(chain, STEPS)
     assert sum(o.startswith("killed") for _, o in outcomes) >= 5
     assert mid_save >= 2  # the mid-save and pre-publish kills did land inside saves
-    assert [f.name for f in ckpt.complete_folders(chain / "checkpoints")] == [ckpt.tag_for(STEPS - 2), ckpt.tag_for(STEPS)]
+    assert [f.name for f in ckpt.complete_folders(chain / "checkpoints")] == [
+        ckpt.tag_for(STEPS - 2),
+        ckpt.tag_for(STEPS),
+    ]
     assert all((f / ckpt.COMPLETE).is_file() for f in ckpt.step_folders(chain / "checkpoints"))
     assert temporaries(chain) == [] and not (chain / ".lock").exists()
 
@@ -225,10 +252,19 @@ def test_kill_9_of_the_deepspeed_runner_then_a_second_launch_then_the_ranks(corp
     assert result.returncode == 0, result.stdout[-3000:]
 
     shared = tmp_path / "shared"
-    spec = {"kind": "train", "overrides": [*overrides, f"train.out_dir={shared}"],
-            "faults": [["Stall", {"step": 5, "seconds": 120}]]}
-    first = subprocess.Popen(deepspeed(*job(tmp_path, "first", spec)), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    spec = {
+        "kind": "train",
+        "overrides": [*overrides, f"train.out_dir={shared}"],
+        "faults": [["Stall", {"step": 5, "seconds": 120}]],
+    }
+    first = subprocess.Popen(
+        deepspeed(*job(tmp_path, "first", spec)),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while latest_step(shared) < 4 if (shared / "checkpoints").is_dir() else True:
@@ -238,7 +274,9 @@ def test_kill_9_of_the_deepspeed_runner_then_a_second_launch_then_the_ranks(corp
         first.wait()
         holder = ckpt.run_lock.holder(shared)
         pid = int(holder.split()[1])
-        assert Path(f"/proc/{pid}").exists() and "reliability_jobs" in Path(f"/proc/{pid}/cmdline").read_text()
+        assert (
+            Path(f"/proc/{pid}").exists() and "reliability_jobs" in Path(f"/proc/{pid}/cmdline").read_text()
+        )
 
         second = run(deepspeed(PRETRAIN, *overrides, f"train.out_dir={shared}"))
         one_clean_error(second, f"is in use by another run (pid {pid} ")
@@ -299,16 +337,37 @@ CASES = {
     "ema.safetensors deleted": ("delete_ema", [], "ema.safetensors is missing"),
     "old checkpoint without its EMA": ("legacy_without_ema", [], "has no EMA weights"),
     "DeepSpeed JSON is a list": (None, ["train.deepspeed_config={tmp}/list.json"], "must hold a JSON object"),
-    "DeepSpeed JSON zero_optimization: 3": (None, ["train.deepspeed_config={tmp}/zero3.json"],
-                                            "zero_optimization must be an object"),
+    "DeepSpeed JSON zero_optimization: 3": (
+        None,
+        ["train.deepspeed_config={tmp}/zero3.json"],
+        "zero_optimization must be an object",
+    ),
     "fp16 on CPU": (None, ["train.deepspeed_config={tmp}/fp16.json"], "enables fp16, which needs a GPU"),
-    "another train.zero_stage": (None, ["train.zero_stage=1"], "saved under ZeRO-0; resume with train.zero_stage=0"),
-    "another data.seq_len": (None, ["data.seq_len=16"], "was trained on another data stream (seq_len 32 there, 16 now"),
-    "another corpus": (None, ["data.corpus={tmp}/other.txt", "data.tokenizer={run}/tokenizer.model"],
-                       "was trained on another data stream (n_tokens"),
-    "resume=none over step folders without latest": ("no_latest", ["train.resume=none"], "already holds checkpoints"),
-    "init_from that is not a checkpoint": ("no_checkpoints", ["train.init_from={tmp}/nowhere"],
-                                           "train.init_from={tmp}/nowhere is not a checkpoint"),
+    "another train.zero_stage": (
+        None,
+        ["train.zero_stage=1"],
+        "saved under ZeRO-0; resume with train.zero_stage=0",
+    ),
+    "another data.seq_len": (
+        None,
+        ["data.seq_len=16"],
+        "was trained on another data stream (seq_len 32 there, 16 now",
+    ),
+    "another corpus": (
+        None,
+        ["data.corpus={tmp}/other.txt", "data.tokenizer={run}/tokenizer.model"],
+        "was trained on another data stream (n_tokens",
+    ),
+    "resume=none over step folders without latest": (
+        "no_latest",
+        ["train.resume=none"],
+        "already holds checkpoints",
+    ),
+    "init_from that is not a checkpoint": (
+        "no_checkpoints",
+        ["train.init_from={tmp}/nowhere"],
+        "train.init_from={tmp}/nowhere is not a checkpoint",
+    ),
     "no latest: continue from the newest complete": ("no_latest_no_step4", [], None),
 }
 
@@ -327,21 +386,60 @@ def cases(corpus, finished, tmp_path_factory):
         shutil.copytree(finished, folder)
         damage(folder, how)
         digests[name] = tree_digest(folder)
-        plan.append((name, [*base(corpus), "train.max_steps=4", f"train.out_dir={folder}",
-                            *(e.format(tmp=tmp, run=finished) for e in extra)]))
+        plan.append(
+            (
+                name,
+                [
+                    *base(corpus),
+                    "train.max_steps=4",
+                    f"train.out_dir={folder}",
+                    *(e.format(tmp=tmp, run=finished) for e in extra),
+                ],
+            )
+        )
     copied = tmp / "copied_in"  # a checkpoint folder copied into a new run to continue from it
     shutil.copytree(finished / "checkpoints/step_00000002", copied / "checkpoints/step_00000002")
     plan.append(("a checkpoint folder copied into a new run", [*base(corpus), f"train.out_dir={copied}"]))
     kept = tmp / "kept"
-    plan.append(("train.keep_checkpoints=2", [*base(corpus), "train.max_steps=5", "train.save_interval=1",
-                                              "train.keep_checkpoints=2", f"train.out_dir={kept}"]))
+    plan.append(
+        (
+            "train.keep_checkpoints=2",
+            [
+                *base(corpus),
+                "train.max_steps=5",
+                "train.save_interval=1",
+                "train.keep_checkpoints=2",
+                f"train.out_dir={kept}",
+            ],
+        )
+    )
     diverged = tmp / "diverged"  # issue item 3: lr 1e9, a checkpoint every step
-    blow_up = [*base(corpus), "train.lr=1e9", "train.warmup_steps=30", "train.save_interval=1", "train.max_steps=20"]
+    blow_up = [
+        *base(corpus),
+        "train.lr=1e9",
+        "train.warmup_steps=30",
+        "train.save_interval=1",
+        "train.max_steps=20",
+    ]
     plan.append(("lr=1e9, save_interval=1", [*blow_up, f"train.out_dir={diverged}"]))
-    plan.append(("resume the diverged run with a sane lr", [*blow_up[:-1], "train.max_steps=8", "train.lr=3e-3",
-                                                            f"train.out_dir={diverged}"]))
-    plan.append(("lr=1e9 before any checkpoint", [*base(corpus), "train.lr=1e9", "train.save_interval=100",
-                                                  "train.max_steps=20", f"train.out_dir={tmp / 'never_saved'}"]))
+    plan.append(
+        (
+            "resume the diverged run with a sane lr",
+            [*blow_up[:-1], "train.max_steps=8", "train.lr=3e-3", f"train.out_dir={diverged}"],
+        )
+    )
+    plan.append(
+        (
+            "lr=1e9 before any checkpoint",
+            [
+                *base(corpus),
+                "train.lr=1e9",
+                "train.save_interval=100",
+                "train.max_steps=20",
+                f"train.out_dir={tmp / 'never_saved'}",
+            ],
+        )
+    )
     plan.append(("unknown key", [*base(corpus), "train.nonsense=1", f"train.out_dir={tmp / 'unknown'}"]))
     read_only = tmp / "read_only_cache"  # a read-only tmpfs as root (root writes through chmod), else chmod
     mounted = can_mount_tmpfs(read_only)
@@ -351,8 +449,12 @@ def cases(corpus, finished, tmp_path_factory):
         read_only.mkdir()
         read_only.chmod(0o555)
     if mounted or os.geteuid() != 0:
-        plan.append(("read-only data.cache_dir", [*tiny_run_overrides(corpus[0], read_only),
-                                                  f"train.out_dir={tmp / 'read_only_run'}"]))
+        plan.append(
+            (
+                "read-only data.cache_dir",
+                [*tiny_run_overrides(corpus[0], read_only), f"train.out_dir={tmp / 'read_only_run'}"],
+            )
+        )
     spec = {"kind": "cases", "cases": plan, "out": str(tmp / "results.json")}
     started = time.monotonic()
     try:
@@ -378,12 +480,19 @@ def test_each_bad_case_is_one_error_line_and_changes_nothing(cases, name):
 
 def test_checkpoints_without_latest_are_continued_exactly(cases, finished):
     tmp, results, _ = cases
-    for name, folder in (("no latest: continue from the newest complete", tmp / f"case{list(CASES).index('no latest: continue from the newest complete')}"),
-                         ("a checkpoint folder copied into a new run", tmp / "copied_in")):
+    for name, folder in (
+        (
+            "no latest: continue from the newest complete",
+            tmp / f"case{list(CASES).index('no latest: continue from the newest complete')}",
+        ),
+        ("a checkpoint folder copied into a new run", tmp / "copied_in"),
+    ):
         assert results[name]["rc"] == 0, results[name]
         assert "continuing from the newest complete checkpoint, step_00000002" in results[name]["stdout"]
         step4 = "checkpoints/step_00000004"
-        assert same_tensors(finished / step4 / "model.safetensors", folder / step4 / "model.safetensors") == 0.0
+        assert (
+            same_tensors(finished / step4 / "model.safetensors", folder / step4 / "model.safetensors") == 0.0
+        )
         assert same_tensors(finished / step4 / "ema.safetensors", folder / step4 / "ema.safetensors") == 0.0
         assert final_state(finished, 4) == final_state(folder, 4)
 
@@ -431,7 +540,9 @@ def test_a_read_only_cache_dir_is_one_line_naming_it(cases):
 def test_a_config_error_is_one_line(cases):
     _, results, _ = cases
     result = results["unknown key"]
-    assert result["rc"] == 2 and len(error_lines(result["stderr"])) == 1 and "train.nonsense" in result["stderr"]
+    assert (
+        result["rc"] == 2 and len(error_lines(result["stderr"])) == 1 and "train.nonsense" in result["stderr"]
+    )
 
 
 # -- two ranks: printed once, the other rank exits quietly ------------------------------------------
@@ -446,24 +557,50 @@ def test_two_ranks_rank_0_only_errors_print_once_and_rank_1_exits_quietly(corpus
     before = tree_digest(damaged)
     launches = {
         "empty corpus (rank 0 trains the tokenizer)": (
-            [f"data.corpus={tmp_path}/empty.txt", f"data.cache_dir={tmp_path}/cache", f"train.out_dir={tmp_path}/e"],
-            "the file is empty"),
-        "out_dir is a file (rank 0 creates it)": ([f"train.out_dir={tmp_path}/a_file/run"], "is not writable"),
-        "damaged checkpoint (rank 0 verifies it)": ([f"train.out_dir={damaged}"], "(truncated or overwritten)"),
+            [
+                f"data.corpus={tmp_path}/empty.txt",
+                f"data.cache_dir={tmp_path}/cache",
+                f"train.out_dir={tmp_path}/e",
+            ],
+            "the file is empty",
+        ),
+        "out_dir is a file (rank 0 creates it)": (
+            [f"train.out_dir={tmp_path}/a_file/run"],
+            "is not writable",
+        ),
+        "damaged checkpoint (rank 0 verifies it)": (
+            [f"train.out_dir={damaged}"],
+            "(truncated or overwritten)",
+        ),
         "unknown key (every rank, before the process group)": (["train.nonsense=1"], "unknown key"),
     }
-    for name, (extra, words) in launches.items():
+    for _name, (extra, words) in launches.items():
         result = run(deepspeed(PRETRAIN, *base(corpus), *extra))
         one_clean_error(result, words)
     assert tree_digest(damaged) == before
-    spec = {"kind": "train", "overrides": [*base(corpus), f"train.out_dir={tmp_path}/r1"],
-            "faults": [["RaiseAt", {"step": 2, "rank": 1, "message": "rank 1 alone found something wrong"}]]}
+    spec = {
+        "kind": "train",
+        "overrides": [*base(corpus), f"train.out_dir={tmp_path}/r1"],
+        "faults": [["RaiseAt", {"step": 2, "rank": 1, "message": "rank 1 alone found something wrong"}]],
+    }
     one_clean_error(run(deepspeed(*job(tmp_path, "rank1", spec))), "rank 1 alone found something wrong")
-    torchrun = run([bin_path("torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), PRETRAIN,
-                    *base(corpus), f"train.out_dir={tmp_path}/a_file/run"])
+    torchrun = run(
+        [
+            bin_path("torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            PRETRAIN,
+            *base(corpus),
+            f"train.out_dir={tmp_path}/a_file/run",
+        ]
+    )
     assert torchrun.returncode != 0
     ours = [line for line in torchrun.stderr.splitlines() if line.startswith("error:")]
-    assert len(ours) == 1 and "is not writable" in ours[0] and "Connection closed by peer" not in torchrun.stderr
+    assert (
+        len(ours) == 1 and "is not writable" in ours[0] and "Connection closed by peer" not in torchrun.stderr
+    )
 
 
 def test_a_check_rank_0_makes_fails_on_every_rank_alike_through_the_python_api(corpus, finished, tmp_path):
@@ -474,8 +611,13 @@ def test_a_check_rank_0_makes_fails_on_every_rank_alike_through_the_python_api(c
     damaged = tmp_path / "damaged"
     shutil.copytree(finished, damaged)
     damage(damaged, "alter_model_states")
-    run_distributed(error_on_every_rank_job, 2, [*base(corpus), f"train.out_dir={damaged}"], str(tmp_path / "error"),
-                    timeout_s=300)
+    run_distributed(
+        error_on_every_rank_job,
+        2,
+        [*base(corpus), f"train.out_dir={damaged}"],
+        str(tmp_path / "error"),
+        timeout_s=300,
+    )
     messages = [(tmp_path / f"error.{rank}").read_text() for rank in (0, 1)]
     assert messages[0] == messages[1] and "does not match its checksum" in messages[0], messages
 
@@ -485,7 +627,9 @@ def can_mount_tmpfs(where: Path) -> bool:
     if os.geteuid() != 0 or os.environ.get("GROWTH_TEST_NO_TMPFS"):
         return False
     where.mkdir(parents=True, exist_ok=True)
-    probe = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True)
+    probe = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
     if probe.returncode != 0:
         return False
     subprocess.run(["umount", str(where)], check=True)
@@ -498,10 +642,13 @@ def limit_file_size(limit: int):
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
-def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporaries(corpus, finished, tmp_path):
+def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporaries(
+    corpus, finished, tmp_path
+):
     """On a 1.5 MB tmpfs (as root), the second checkpoint does not fit; elsewhere a size-limited
     writer (RLIMIT_FSIZE) fails the first. Either way: one line, no ``*.tmp<pid>`` files, no
     incomplete checkpoint, ``latest`` on the last complete one; with space again the run continues
@@ -513,7 +660,10 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporari
     if tmpfs:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(disk)], check=True)
     try:
-        full = run([sys.executable, PRETRAIN, *overrides], **({} if tmpfs else {"preexec_fn": limit_file_size(400_000)}))
+        full = run(
+            [sys.executable, PRETRAIN, *overrides],
+            **({} if tmpfs else {"preexec_fn": limit_file_size(400_000)}),
+        )
         one_clean_error(full, "no space left on the device" if tmpfs else "error:")
         assert temporaries(out) == []
         assert all((f / ckpt.COMPLETE).is_file() for f in ckpt.step_folders(out / "checkpoints"))
@@ -532,15 +682,34 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint_and_no_temporari
 
 
 # -- tools/expand.py and tools/eval_sts.py ---------------------------------------------------------
-def test_expand_refuses_bad_noise_reports_what_it_did_and_carries_the_data_position(corpus, finished, tmp_path):
+def test_expand_refuses_bad_noise_reports_what_it_did_and_carries_the_data_position(
+    corpus, finished, tmp_path
+):
     from growth.expand.errors import GrowthError
     from growth.expand.grow_checkpoint import expand_checkpoint
 
     target = tmp_path / "wide.yaml"
-    target.write_text((finished / "config.yaml").read_text().replace("d_model: 32", "d_model: 64")
-                      .replace("n_heads: 2", "n_heads: 4").replace("d_ff: 64", "d_ff: 128"))
-    result = run([sys.executable, "tools/expand.py", "--from", str(finished), "--to", str(target),
-                  "--out", str(tmp_path / "neg"), "--noise-std", "-0.01"])
+    target.write_text(
+        (finished / "config.yaml")
+        .read_text()
+        .replace("d_model: 32", "d_model: 64")
+        .replace("n_heads: 2", "n_heads: 4")
+        .replace("d_ff: 64", "d_ff: 128")
+    )
+    result = run(
+        [
+            sys.executable,
+            "tools/expand.py",
+            "--from",
+            str(finished),
+            "--to",
+            str(target),
+            "--out",
+            str(tmp_path / "neg"),
+            "--noise-std",
+            "-0.01",
+        ]
+    )
     assert result.returncode == 2 and len(error_lines(result.stderr)) == 1 and "noise" in result.stderr
     assert not (tmp_path / "neg").exists()
     with pytest.raises(GrowthError, match="noise"):
@@ -558,8 +727,17 @@ def test_expand_refuses_bad_noise_reports_what_it_did_and_carries_the_data_posit
     assert expand_checkpoint(finished, target, grown)["optimizer"] == "grown"
     small_position = final_state(finished, 4)["sampler"]
     assert json.loads((grown / "run_state.json").read_text())["sampler"] == small_position
-    cont = run([sys.executable, PRETRAIN, "--config", str(grown / "config.yaml"), "train.max_steps=2",
-                "train.save_interval=2", f"train.out_dir={tmp_path / 'continued'}"])
+    cont = run(
+        [
+            sys.executable,
+            PRETRAIN,
+            "--config",
+            str(grown / "config.yaml"),
+            "train.max_steps=2",
+            "train.save_interval=2",
+            f"train.out_dir={tmp_path / 'continued'}",
+        ]
+    )
     assert cont.returncode == 0, cont.stderr[-3000:]
     continued = final_state(tmp_path / "continued", 2)["sampler"]
     batch = 16  # micro_batch_size x grad_accum x world of tiny_run_overrides' defaults
@@ -572,7 +750,9 @@ def test_eval_sts_refuses_one_row_and_constant_scores(finished, tmp_path, capsys
     spec = importlib.util.spec_from_file_location("eval_sts_tool", ROOT / "tools/eval_sts.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    row = "main-captions\tMSRvid\t2012test\t0001\t{score}\tA man is playing a flute.\tA man plays the flute.\n"
+    row = (
+        "main-captions\tMSRvid\t2012test\t0001\t{score}\tA man is playing a flute.\tA man plays the flute.\n"
+    )
     (tmp_path / "one.csv").write_text(row.format(score="5.0"))
     (tmp_path / "constant.csv").write_text(row.format(score="2.0") * 3)
     for name, words in (("one.csv", "1 scored pair"), ("constant.csv", "every pair has the same score")):

@@ -39,8 +39,12 @@ time.sleep(120)
 
 
 def test_a_second_run_gets_one_line_with_the_holders_pid_and_the_lock_dies_with_it(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirInUse) as refused:
@@ -80,7 +84,9 @@ def test_checkpoints_without_latest_are_continued_from_never_started_over(tmp_pa
     fake_checkpoint(root, 6, complete=False)  # what a killed save leaves
     folder, note = ckpt.resume_checkpoint(root)
     assert folder == newest and "no " in note and "step_00000004" in note
-    assert ckpt.resolve_checkpoint(tmp_path) == newest  # --from / init_from / --checkpoint agree with a resume
+    assert (
+        ckpt.resolve_checkpoint(tmp_path) == newest
+    )  # --from / init_from / --checkpoint agree with a resume
     (root / "latest").write_text("step_00000002")  # killed between `complete` and `latest`
     folder, note = ckpt.resume_checkpoint(root)
     assert folder == newest and "newer" in note
@@ -93,23 +99,39 @@ def test_only_incomplete_folders_mean_a_fresh_start(tmp_path):
     assert ckpt.resume_checkpoint(tmp_path) == (None, "")
 
 
-@pytest.mark.parametrize("content, words", [(b"\x00\xff\xfe", "is damaged"), (b"", "is damaged"),
-                                            (b"step_00000009", "which is missing"),
-                                            (b"step_00000006", "which is incomplete")])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\x00\xff\xfe", "is damaged"),
+        (b"", "is damaged"),
+        (b"step_00000009", "which is missing"),
+        (b"step_00000006", "which is incomplete"),
+    ],
+)
 def test_a_damaged_latest_is_one_line_naming_what_to_do(tmp_path, content, words):
     fake_checkpoint(tmp_path, 4)
     fake_checkpoint(tmp_path, 6, complete=False)
     (tmp_path / "latest").write_bytes(content)
     with pytest.raises(ConfigError) as refused:
         ckpt.resume_checkpoint(tmp_path)
-    assert words in str(refused.value) and "step_00000004" in str(refused.value) and "\n" not in str(refused.value)
+    assert (
+        words in str(refused.value)
+        and "step_00000004" in str(refused.value)
+        and "\n" not in str(refused.value)
+    )
 
 
 # -- the manifest catches deleted, truncated and altered files -------------------------------------
-@pytest.mark.parametrize("damage, words", [
-    ("delete", "is missing"), ("truncate", "truncated"), ("flip", "checksum"), ("run_state", "run_state.json is missing"),
-    ("garbage_run_state", "run_state.json is unreadable"),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("delete", "is missing"),
+        ("truncate", "truncated"),
+        ("flip", "checksum"),
+        ("run_state", "run_state.json is missing"),
+        ("garbage_run_state", "run_state.json is unreadable"),
+    ],
+)
 def test_verify_names_the_damaged_file_and_the_checkpoint_before_it(tmp_path, damage, words):
     fake_checkpoint(tmp_path, 2)
     folder = fake_checkpoint(tmp_path, 4)
@@ -217,12 +239,15 @@ def test_run_on_main_in_a_world_of_one():
         run_on_main(world, lambda: (_ for _ in ()).throw(ConfigError("nope")))
 
 
-@pytest.mark.parametrize("content, overrides, words", [
-    ("[1, 2]", [], "must hold a JSON object"),
-    ('{"zero_optimization": 3}', [], "zero_optimization must be an object"),
-    ('{"fp16": {"enabled": true}}', [], "enables fp16, which needs a GPU"),
-    ("{}", ["train.precision=bf16"], "train.precision=bf16 needs a GPU"),
-])
+@pytest.mark.parametrize(
+    "content, overrides, words",
+    [
+        ("[1, 2]", [], "must hold a JSON object"),
+        ('{"zero_optimization": 3}', [], "zero_optimization must be an object"),
+        ('{"fp16": {"enabled": true}}', [], "enables fp16, which needs a GPU"),
+        ("{}", ["train.precision=bf16"], "train.precision=bf16 needs a GPU"),
+    ],
+)
 def test_deepspeed_json_of_the_wrong_shape_is_one_line(tmp_path, content, overrides, words):
     if torch.cuda.is_available() and "GPU" in words:
         pytest.skip("a GPU is available")

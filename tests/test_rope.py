@@ -50,7 +50,9 @@ def test_cache_grows_beyond_max_seq_len():
 
 @pytest.mark.parametrize("base", [10000.0, 500000.0])
 def test_matches_transformers_llama_rotary(base):
-    config = LlamaConfig(hidden_size=4 * D, num_attention_heads=4, head_dim=D, rope_theta=base, max_position_embeddings=T)
+    config = LlamaConfig(
+        hidden_size=4 * D, num_attention_heads=4, head_dim=D, rope_theta=base, max_position_embeddings=T
+    )
     hf = LlamaRotaryEmbedding(config)
     q, k = torch.randn(2, 4, T, D), torch.randn(2, 4, T, D)
     cos, sin = hf(q, torch.arange(T)[None])

@@ -40,8 +40,17 @@ def zero_runs(small_corpus, tmp_path_factory):
     single = [*base, "train.micro_batch_size=4", "train.grad_accum=2", f"train.out_dir={out}/single"]
     run_distributed(train_many_job, 1, [(single, str(out / "single.pt"), False)])
     runs = [
-        ([*base, "train.micro_batch_size=2", "train.grad_accum=2", f"train.zero_stage={stage}",
-          f"train.out_dir={out}/zero{stage}"], str(out / f"zero{stage}.pt"), stage == 3)
+        (
+            [
+                *base,
+                "train.micro_batch_size=2",
+                "train.grad_accum=2",
+                f"train.zero_stage={stage}",
+                f"train.out_dir={out}/zero{stage}",
+            ],
+            str(out / f"zero{stage}.pt"),
+            stage == 3,
+        )
         for stage in STAGES
     ]
     run_distributed(train_many_job, 2, runs)
@@ -62,8 +71,13 @@ def test_two_ranks_match_one_rank(zero_runs, stage):
     assert reference.keys() == weights.keys()
     worst = max((reference[k] - weights[k]).abs().max().item() for k in reference)
     assert worst <= 1e-6, f"ZeRO-{stage} on 2 ranks differs from 1 rank by {worst}"
-    moved = max((reference[k] - load_file(str(out / "single/checkpoints/step_00000002/model.safetensors"))[k])
-                .abs().max().item() for k in reference)
+    moved = max(
+        (reference[k] - load_file(str(out / "single/checkpoints/step_00000002/model.safetensors"))[k])
+        .abs()
+        .max()
+        .item()
+        for k in reference
+    )
     assert moved > 1e-3  # the comparison is not vacuous: the weights did train
 
 
@@ -93,7 +107,13 @@ def test_resume_on_one_rank_from_two_rank_zero2(zero_runs, tmp_path):
     shutil.copytree(out / "zero2", run)
     shutil.rmtree(run / "checkpoints/step_00000004")
     (run / "checkpoints/latest").write_text("step_00000002")
-    overrides = [*base, "train.micro_batch_size=4", "train.grad_accum=2", "train.zero_stage=2", f"train.out_dir={run}"]
+    overrides = [
+        *base,
+        "train.micro_batch_size=4",
+        "train.grad_accum=2",
+        "train.zero_stage=2",
+        f"train.out_dir={run}",
+    ]
     run_distributed(train_many_job, 1, [(overrides, str(tmp_path / "resumed.pt"), False)])
     resumed = torch.load(tmp_path / "resumed.pt")["losses"]
     uninterrupted = torch.load(out / "zero2.pt")["losses"]
@@ -109,13 +129,21 @@ def reference_first_step(config, cache: Path) -> tuple[float, float]:
     from growth.data.pipeline import load_token_corpus, prepare_tokens, tokenizer_cache_path
     from growth.data.sampler import WindowSampler
     from growth.data.tokenizer import Tokenizer
-    from growth.objectives.token_loss import token_loss_sum, target_count
+    from growth.objectives.token_loss import target_count, token_loss_sum
 
     tokenizer = Tokenizer.load(tokenizer_cache_path(config.data, config.model.vocab_size, cache))
     tokens = load_token_corpus(prepare_tokens(config.data, tokenizer, cache), config.data.seq_len)
     sampler = WindowSampler(len(tokens.train), config.data.seq_len, config.train.seed)
-    maker = BatchMaker(tokens.train, config.data.seq_len, config.model.objective, tokenizer.vocab_size,
-                       tokenizer.mask_id, (0, 1, 2, 3), config.data.mlm_probability, config.train.seed)
+    maker = BatchMaker(
+        tokens.train,
+        config.data.seq_len,
+        config.model.objective,
+        tokenizer.vocab_size,
+        tokenizer.mask_id,
+        (0, 1, 2, 3),
+        config.data.mlm_probability,
+        config.train.seed,
+    )
     global_batch = config.train.micro_batch_size * config.train.grad_accum * 2
     batch = maker.batch(sampler.windows(0, global_batch), range(global_batch))
     torch.manual_seed(config.train.seed)
@@ -133,8 +161,15 @@ def test_token_normalised_gradient_equals_one_big_batch(small_corpus, tmp_path, 
     1/world scalings are each undone exactly once). Adam hides a constant gradient scale; the norm does not."""
     from tests.jobs import grad_norm_job
 
-    overrides = [*tiny_run_overrides(*small_corpus), "model.objective=mlm", "train.max_steps=1",
-                 "train.micro_batch_size=2", "train.grad_accum=2", f"train.zero_stage={stage}", f"train.out_dir={tmp_path}/run"]
+    overrides = [
+        *tiny_run_overrides(*small_corpus),
+        "model.objective=mlm",
+        "train.max_steps=1",
+        "train.micro_batch_size=2",
+        "train.grad_accum=2",
+        f"train.zero_stage={stage}",
+        f"train.out_dir={tmp_path}/run",
+    ]
     run_distributed(grad_norm_job, 2, overrides, str(tmp_path / "out.pt"))
     result = torch.load(tmp_path / "out.pt")
     loss, norm = reference_first_step(load_config(overrides=overrides), small_corpus[1])
@@ -146,8 +181,14 @@ def test_token_normalised_gradient_equals_one_big_batch(small_corpus, tmp_path, 
 def test_non_finite_loss_on_one_rank_skips_the_step_everywhere(small_corpus, tmp_path, stage):
     from tests.jobs import nan_job
 
-    overrides = [*tiny_run_overrides(*small_corpus), "train.micro_batch_size=2", "train.grad_accum=2",
-                 "train.ema_decay=0.9", f"train.zero_stage={stage}", f"train.out_dir={tmp_path}/run"]
+    overrides = [
+        *tiny_run_overrides(*small_corpus),
+        "train.micro_batch_size=2",
+        "train.grad_accum=2",
+        "train.ema_decay=0.9",
+        f"train.zero_stage={stage}",
+        f"train.out_dir={tmp_path}/run",
+    ]
     run_distributed(nan_job, 2, overrides, str(tmp_path / "out.pt"), [2], 1)
     result = torch.load(tmp_path / "out.pt")
     assert result["error"] is None and result["skipped"] == 1
@@ -162,8 +203,12 @@ def test_non_finite_loss_on_one_rank_skips_the_step_everywhere(small_corpus, tmp
 def test_too_many_non_finite_steps_stop_with_the_last_checkpoint_intact(small_corpus, tmp_path):
     from tests.jobs import nan_job
 
-    overrides = [*tiny_run_overrides(*small_corpus), "train.max_steps=12", "train.max_bad_steps=2",
-                 f"train.out_dir={tmp_path}/run"]
+    overrides = [
+        *tiny_run_overrides(*small_corpus),
+        "train.max_steps=12",
+        "train.max_bad_steps=2",
+        f"train.out_dir={tmp_path}/run",
+    ]
     run_distributed(nan_job, 1, overrides, str(tmp_path / "out.pt"), list(range(3, 13)), 0)
     result = torch.load(tmp_path / "out.pt")
     assert result["error"].startswith("TrainingDiverged: 3 non-finite steps in a row at step 5")
@@ -174,14 +219,22 @@ def test_too_many_non_finite_steps_stop_with_the_last_checkpoint_intact(small_co
 def test_kill_and_resume_continues_exactly(small_corpus, tmp_path):
     """Dropout on, 2 ranks, ZeRO-1: resuming from step 2 replays steps 3-4 bit for bit (RNG, sampler,
     optimizer and schedule restored)."""
-    base = [*tiny_run_overrides(*small_corpus), "model.dropout=0.1", "train.micro_batch_size=2",
-            "train.grad_accum=2", "train.zero_stage=1", "train.ema_decay=0.9"]
+    base = [
+        *tiny_run_overrides(*small_corpus),
+        "model.dropout=0.1",
+        "train.micro_batch_size=2",
+        "train.grad_accum=2",
+        "train.zero_stage=1",
+        "train.ema_decay=0.9",
+    ]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run_distributed(train_many_job, 2, [([*base, f"train.out_dir={full}"], str(tmp_path / "full.pt"), False)])
     shutil.copytree(full, resumed)
     shutil.rmtree(resumed / "checkpoints/step_00000004")
     (resumed / "checkpoints/latest").write_text("step_00000002")  # as if killed during step 3
-    run_distributed(train_many_job, 2, [([*base, f"train.out_dir={resumed}"], str(tmp_path / "resumed.pt"), False)])
+    run_distributed(
+        train_many_job, 2, [([*base, f"train.out_dir={resumed}"], str(tmp_path / "resumed.pt"), False)]
+    )
     expected, got = torch.load(tmp_path / "full.pt")["losses"], torch.load(tmp_path / "resumed.pt")["losses"]
     assert got == pytest.approx(expected[2:], rel=0, abs=1e-6)
     a = load_file(str(full / "checkpoints/step_00000004/model.safetensors"))

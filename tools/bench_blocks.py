@@ -32,14 +32,35 @@ def selected(only: list[str]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", default=[], metavar="NAME[,NAME]",
-                        help=f"run only these sub-benchmarks (repeatable or comma list): {', '.join(SUITES)}")
-    parser.add_argument("--quick", action="store_true", help="tiny settings (<= 10 min in all): checks it runs, not the result")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per arm (default: 1 with --quick, else per sub-benchmark: "
-                             + ", ".join(f"{k} {v}" for k, v in FULL_SEEDS.items()) + ")")
-    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the JSON and PNG files (default: %(default)s)")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the training runs (default: OUT/blocks)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help=f"run only these sub-benchmarks (repeatable or comma list): {', '.join(SUITES)}",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny settings (<= 10 min in all): checks it runs, not the result",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per arm (default: 1 with --quick, else per sub-benchmark: "
+        + ", ".join(f"{k} {v}" for k, v in FULL_SEEDS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench_out"),
+        help="folder for the JSON and PNG files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the training runs (default: OUT/blocks)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
@@ -56,19 +77,36 @@ def main() -> int:
         seeds = args.seeds or (1 if args.quick else FULL_SEEDS[name])
         began = time.perf_counter()
         record = SUITES[name].run(work, args.quick, seeds)
-        record.update(seconds=time.perf_counter() - began, quick=args.quick, torch=torch.__version__,
-                      cpu_count=os.cpu_count(), machine=platform.machine(), date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        record.update(
+            seconds=time.perf_counter() - began,
+            quick=args.quick,
+            torch=torch.__version__,
+            cpu_count=os.cpu_count(),
+            machine=platform.machine(),
+            date=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
         write_json(args.out / f"bench_blocks_{name}.json", record)
         SUITES[name].plot(record, args.out / f"bench_blocks_{name}.png")
-        combined[name] = {"verdict": record["verdict"], "seconds": record["seconds"], "quick": args.quick,
-                          "date": record["date"]}
+        combined[name] = {
+            "verdict": record["verdict"],
+            "seconds": record["seconds"],
+            "quick": args.quick,
+            "date": record["date"],
+        }
         write_json(combined_path, combined)
         v = record["verdict"]
-        print(f"[{name}] {record['seconds']:.0f} s | reproduced: {v['reproduced']} | {v['measured']}", flush=True)
+        print(
+            f"[{name}] {record['seconds']:.0f} s | reproduced: {v['reproduced']} | {v['measured']}",
+            flush=True,
+        )
     print(f"\n{'sub-benchmark':<11} {'reproduced':<10} seconds")
     for name in names:
-        print(f"{name:<11} {str(combined[name]['verdict']['reproduced']):<10} {combined[name]['seconds']:.0f}")
-    print(f"total {time.perf_counter() - started:.0f} s; wrote {combined_path} and bench_blocks_<name>.json/.png")
+        print(
+            f"{name:<11} {str(combined[name]['verdict']['reproduced']):<10} {combined[name]['seconds']:.0f}"
+        )
+    print(
+        f"total {time.perf_counter() - started:.0f} s; wrote {combined_path} and bench_blocks_<name>.json/.png"
+    )
     return 0
 
 

@@ -46,11 +46,18 @@ def plot(path: Path, record: dict) -> bool:
         bars = left.bar(xs, [r.get("tokens_per_s", 0.0) for r in rows], width, color=color, label=name)
         for bar, row in zip(bars, rows):
             if row.get("mfu") is not None:
-                left.annotate(f"{100 * row['mfu']:.0f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                              ha="center", va="bottom", fontsize=8)
+                left.annotate(
+                    f"{100 * row['mfu']:.0f}%",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
     left.set_xticks(range(len(lengths)), [f"seq {n}" for n in lengths])
-    left.set(ylabel="tokens/s (trainer step)", title=f"{record['device']}, {record['plan']['precision']} "
-             f"(MFU on the bars)")
+    left.set(
+        ylabel="tokens/s (trainer step)",
+        title=f"{record['device']}, {record['plan']['precision']} (MFU on the bars)",
+    )
     left.legend()
     sweep = [r for r in record["sweep"] if "kind" in r]
     for kind in dict.fromkeys(r["kind"] for r in sweep):
@@ -71,10 +78,14 @@ def plot(path: Path, record: dict) -> bool:
 
 def report(record: dict) -> None:
     trainer = record["trainer"]
-    print(f"\ntrainer step ({record['plan']['precision']}, ZeRO-{record['plan']['zero_stage']}, compile "
-          f"{record['plan']['compile']}); params growth {trainer['params'].get('growth', 0):,}, "
-          f"HF {trainer['params'].get('hf_llama', 0):,}")
-    print(f"{'model':<10}{'seq':>6}{'micro':>6}{'ms/step':>10}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'mem GiB':>9}")
+    print(
+        f"\ntrainer step ({record['plan']['precision']}, ZeRO-{record['plan']['zero_stage']}, compile "
+        f"{record['plan']['compile']}); params growth {trainer['params'].get('growth', 0):,}, "
+        f"HF {trainer['params'].get('hf_llama', 0):,}"
+    )
+    print(
+        f"{'model':<10}{'seq':>6}{'micro':>6}{'ms/step':>10}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'mem GiB':>9}"
+    )
     for seq_len in map(str, record["plan"]["seq_lens"]):
         for name in ("growth", "hf_llama"):
             r = trainer["results"][name].get(seq_len, {})
@@ -83,8 +94,10 @@ def report(record: dict) -> None:
                 continue
             mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
             mem = f"{r['peak_memory_gib']:.1f}" if r.get("peak_memory_gib") is not None else "-"
-            print(f"{name:<10}{seq_len:>6}{r['micro_batch_size']:>6}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11,.0f}"
-                  f"{r['tflops']:>9.1f}{mfu:>7}{mem:>9}")
+            print(
+                f"{name:<10}{seq_len:>6}{r['micro_batch_size']:>6}{r['ms_per_step']:>10.1f}{r['tokens_per_s']:>11,.0f}"
+                f"{r['tflops']:>9.1f}{mfu:>7}{mem:>9}"
+            )
     for seq_len, ratio in trainer.get("ratio", {}).items():
         print(f"growth / HF Llama tokens/s at {seq_len}: {ratio:.2f}")
     print(f"\nlayer kinds, {record['plan']['sweep_tokens']} tokens/step (us per token; x attention's):")
@@ -92,18 +105,30 @@ def report(record: dict) -> None:
         if "skipped" in row:
             print(f"  seq {row['seq_len']}: skipped ({row['skipped']})")
         else:
-            print(f"  seq {row['seq_len']:>6} {row['kind']:<10}{row['us_per_token']:>10.2f}  ({row['ratio_to_attention']:.2f})")
+            print(
+                f"  seq {row['seq_len']:>6} {row['kind']:<10}{row['us_per_token']:>10.2f}  ({row['ratio_to_attention']:.2f})"
+            )
     if record["sdpa_kernels"]:
-        print(f"SDPA kernels usable here: {', '.join(k for k, ok in record['sdpa_kernels'].items() if ok) or 'none'}")
+        print(
+            f"SDPA kernels usable here: {', '.join(k for k, ok in record['sdpa_kernels'].items() if ok) or 'none'}"
+        )
     print(f"total {record['seconds']:.0f} s")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny shape on CPU in fp32 (what the tests run)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="tiny shape on CPU in fp32 (what the tests run)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="train.compile=false (eager)")
-    parser.add_argument("--budget-s", type=float, help="wall-clock budget of the measurements (default: 280; "
-                        "sections that would start after it are skipped)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        help="wall-clock budget of the measurements (default: 280; "
+        "sections that would start after it are skipped)",
+    )
     parser.add_argument("--out", default="bench_out", help="output folder (default: bench_out/)")
     args = parser.parse_args()
 
@@ -114,14 +139,19 @@ def main() -> int:
         plan = dry_run_plan(compile=not args.no_compile)
     else:
         if not torch.cuda.is_available():
-            print("error: no CUDA device; run on a GPU, or use --dry-run (a tiny shape on CPU)", file=sys.stderr)
+            print(
+                "error: no CUDA device; run on a GPU, or use --dry-run (a tiny shape on CPU)", file=sys.stderr
+            )
             return 2
         plan = GPUPlan(compile=not args.no_compile)
     if args.budget_s:
         plan.budget_s = args.budget_s
     world = init_distributed()  # a world of one without a launcher
-    print(f"bench_gpu ({'dry run, CPU' if args.dry_run else torch.cuda.get_device_name()}): torch {torch.__version__}, "
-          f"shape {plan.shape}, {plan.precision}, compile {plan.compile}, budget {plan.budget_s:.0f} s", flush=True)
+    print(
+        f"bench_gpu ({'dry run, CPU' if args.dry_run else torch.cuda.get_device_name()}): torch {torch.__version__}, "
+        f"shape {plan.shape}, {plan.precision}, compile {plan.compile}, budget {plan.budget_s:.0f} s",
+        flush=True,
+    )
     record = run(plan, world)
     record["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     record["load_average"] = os.getloadavg()[0]

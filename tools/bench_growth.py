@@ -9,7 +9,6 @@ over 3 seeds. Writes bench_out/bench_growth[_quick|_large].json and .png; the la
 """
 
 import argparse
-import dataclasses
 import os
 import sys
 import tempfile
@@ -23,28 +22,67 @@ from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="the same protocol with 4x fewer steps and one seed (<= 10 min on 2 cores)")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="default",
-                        help="default: ~1M -> ~8M non-embedding parameters; large: ~3.4M -> ~27M")
-    parser.add_argument("--corpus", default=None,
-                        help="data.corpus for every path (default: the Python sources of this virtualenv's packages)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same protocol with 4x fewer steps and one seed (<= 10 min on 2 cores)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="default",
+        help="default: ~1M -> ~8M non-embedding parameters; large: ~3.4M -> ~27M",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="data.corpus for every path (default: the Python sources of this virtualenv's packages)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 3; --quick: 1)")
-    parser.add_argument("--base-steps", type=int, default=None,
-                        help="the smallest budget in large-model steps (default: 60; --quick: 15)")
-    parser.add_argument("--fraction", type=float, default=None,
-                        help=f"share of the budget's FLOPs the small model gets before growing (default: the recipe's, {DEFAULT.fraction})")
-    parser.add_argument("--ablation", action="append", choices=[*ABLATIONS, "all"], default=[],
-                        help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP threads of each training process (default: %(default)s; more only on an idle machine: OpenMP threads that share a busy core spin and slow down many times)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="training processes at once (default: the usable cores / --threads, at most 8); independent runs (the LR sweep, scratch's branches, every seed, the grown runs) train side by side, each on its own cores; the numbers do not change, wall times are per run; --jobs 1: one at a time")
-    parser.add_argument("--work", default=None,
-                        help="folder of the runs, reused when the same run is asked again (default: OUT/growth_runs)")
-    parser.add_argument("--expand-1b", action="store_true",
-                        help="also expand a ~0.27B checkpoint to ~1B and report its time and peak memory")
-    parser.add_argument("--out", default="bench_out", help="folder for the JSON and PNG (default: %(default)s)")
+    parser.add_argument(
+        "--base-steps",
+        type=int,
+        default=None,
+        help="the smallest budget in large-model steps (default: 60; --quick: 15)",
+    )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=None,
+        help=f"share of the budget's FLOPs the small model gets before growing (default: the recipe's, {DEFAULT.fraction})",
+    )
+    parser.add_argument(
+        "--ablation",
+        action="append",
+        choices=[*ABLATIONS, "all"],
+        default=[],
+        help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP threads of each training process (default: %(default)s; more only on an idle machine: OpenMP threads that share a busy core spin and slow down many times)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="training processes at once (default: the usable cores / --threads, at most 8); independent runs (the LR sweep, scratch's branches, every seed, the grown runs) train side by side, each on its own cores; the numbers do not change, wall times are per run; --jobs 1: one at a time",
+    )
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="folder of the runs, reused when the same run is asked again (default: OUT/growth_runs)",
+    )
+    parser.add_argument(
+        "--expand-1b",
+        action="store_true",
+        help="also expand a ~0.27B checkpoint to ~1B and report its time and peak memory",
+    )
+    parser.add_argument(
+        "--out", default="bench_out", help="folder for the JSON and PNG (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -88,8 +126,12 @@ def corpus_facts(spec: str) -> dict:
     from growth.data.sources import resolve_files
 
     files = resolve_files(spec)
-    return {"spec": spec, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
-            "package_versions": package_versions()}
+    return {
+        "spec": spec,
+        "files": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+        "package_versions": package_versions(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         result = runner.ablation(name, protocol, work, args.threads, log)
         scratch = runner.scratch(protocol, work, protocol.seeds[0], result["lr"], args.threads, log)
-        report.write_json({**result, "protocol": protocol.to_json()}, out / f"bench_growth{suffix}_ablation_{name}.json")
+        report.write_json(
+            {**result, "protocol": protocol.to_json()}, out / f"bench_growth{suffix}_ablation_{name}.json"
+        )
         report.plot_ablation(result, scratch["budgets"], out / f"bench_growth{suffix}_ablation_{name}.png")
         for line in report.ablation_lines(result):
             print(line)

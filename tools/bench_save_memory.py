@@ -15,7 +15,12 @@ from growth.bench.save_memory import run
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for save_memory.json (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench_out"),
+        help="folder for save_memory.json (default: %(default)s)",
+    )
     parser.add_argument("--ranks", type=int, default=2, help="gloo ranks (default: %(default)s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="save_memory_") as work:
@@ -24,9 +29,11 @@ def main() -> int:
     (args.out / "save_memory.json").write_text(json.dumps(result, indent=2))
     mb = 1 / 2**20
     for rank in result["ranks"]:
-        print(f"rank {rank['rank']}: save raised RSS by {rank['save_rise_bytes'] * mb:,.0f} MiB "
-              f"(model fp32 {result['fp32_model_bytes'] * mb:,.0f} MiB, largest tensor "
-              f"{result['largest_param_bytes'] * mb:,.0f} MiB), {rank['save_seconds']:.1f} s")
+        print(
+            f"rank {rank['rank']}: save raised RSS by {rank['save_rise_bytes'] * mb:,.0f} MiB "
+            f"(model fp32 {result['fp32_model_bytes'] * mb:,.0f} MiB, largest tensor "
+            f"{result['largest_param_bytes'] * mb:,.0f} MiB), {rank['save_seconds']:.1f} s"
+        )
     return 0
 
 

@@ -18,13 +18,22 @@ from growth.bench.train_throughput import measure
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="training steps per world size (default: %(default)s)")
-    parser.add_argument("--world-sizes", type=int, nargs="+", default=[1, 2], help="ranks to compare (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=int, default=60, help="training steps per world size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--world-sizes", type=int, nargs="+", default=[1, 2], help="ranks to compare (default: %(default)s)"
+    )
     parser.add_argument("--out", default="bench_out", help="folder for the JSON (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.zero_stage=2")
     args = parser.parse_args()
-    overrides = [f"train.max_steps={args.steps}", "train.log_interval=1", f"train.eval_interval={args.steps}",
-                 f"train.save_interval={args.steps}", *args.overrides]
+    overrides = [
+        f"train.max_steps={args.steps}",
+        "train.log_interval=1",
+        f"train.eval_interval={args.steps}",
+        f"train.save_interval={args.steps}",
+        *args.overrides,
+    ]
     with tempfile.TemporaryDirectory() as work:
         results = measure(args.world_sizes, overrides, Path(work))
     print(f"{'ranks':>5} {'tokens/s':>10} {'TFLOP/s':>8}")
@@ -35,8 +44,14 @@ def main() -> int:
         print(f"{n} ranks / {args.world_sizes[0]} rank tokens/s: {results[n]['tokens_per_s'] / base:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"results": results, "overrides": overrides, "torch": torch.__version__, "cpu_count": __import__("os").cpu_count(),
-              "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {
+        "results": results,
+        "overrides": overrides,
+        "torch": torch.__version__,
+        "cpu_count": __import__("os").cpu_count(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     tmp = out / "bench_train.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out / "bench_train.json")

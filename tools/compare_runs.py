@@ -15,8 +15,9 @@ from growth.eval.run_curves import AXES, plot_runs, read_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (train.out_dir of each run)")
     parser.add_argument("--x", choices=list(AXES), default="tokens", help="the horizontal axis")
     parser.add_argument("--out", type=Path, default=Path("compare_runs.png"), help="the PNG to write")
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plot_runs(curves, args.x, args.out)
     for run in curves:
-        print(f"{run.name}: {len(run.val)} evaluations, last val/loss {run.val[-1][1]:.4f}, {len(run.growth)} growth events")
+        print(
+            f"{run.name}: {len(run.val)} evaluations, last val/loss {run.val[-1][1]:.4f}, {len(run.growth)} growth events"
+        )
     print(f"wrote {args.out}")
     return 0
 

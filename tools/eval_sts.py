@@ -20,9 +20,18 @@ from growth.eval.sts import evaluate_checkpoint
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="run directory, its checkpoints/ folder or one checkpoint folder")
-    parser.add_argument("--data", required=True, help="STS-B layout file, or bundled:sts-dev / bundled:sts-train")
-    parser.add_argument("--tokenizer", type=Path, default=None, help="default: tokenizer.model of the checkpoint's run")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="run directory, its checkpoints/ folder or one checkpoint folder",
+    )
+    parser.add_argument(
+        "--data", required=True, help="STS-B layout file, or bundled:sts-dev / bundled:sts-train"
+    )
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None, help="default: tokenizer.model of the checkpoint's run"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per forward")
     args = parser.parse_args(argv)
     try:

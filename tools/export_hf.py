@@ -22,20 +22,53 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", required=True, help="run dir or checkpoint folder")
     parser.add_argument("--out", required=True, help="new Hugging Face folder")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="weights dtype of the exported model (default: %(default)s)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer to write (default: the checkpoint's run tokenizer, or data.tokenizer)")
-    parser.add_argument("--no-verify", action="store_true", help="skip the logits check against the project's model")
+    parser.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="weights dtype of the exported model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer to write (default: the checkpoint's run tokenizer, or data.tokenizer)",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the logits check against the project's model"
+    )
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logits|")
     args = parser.parse_args()
     report = run_reporting_errors(
-        lambda: export_hf(Path(args.source), Path(args.out), args.dtype, write_hf_tokenizer,
-                          Path(args.tokenizer) if args.tokenizer else None, not args.no_verify, args.tolerance,
-                          warn=lambda line: print(line, file=sys.stderr)), args.out)
+        lambda: export_hf(
+            Path(args.source),
+            Path(args.out),
+            args.dtype,
+            write_hf_tokenizer,
+            Path(args.tokenizer) if args.tokenizer else None,
+            not args.no_verify,
+            args.tolerance,
+            warn=lambda line: print(line, file=sys.stderr),
+        ),
+        args.out,
+    )
     if report is None:
         return 2
-    print(json.dumps({k: report[k] for k in ("architecture", "dtype", "needs_import_growth", "special_ids",
-                                             "relative_logit_diff") if k in report}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "architecture",
+                    "dtype",
+                    "needs_import_growth",
+                    "special_ids",
+                    "relative_logit_diff",
+                )
+                if k in report
+            },
+            indent=2,
+        )
+    )
     loader = "import growth; " if report["needs_import_growth"] else ""
     print(f"exported: {args.out}; load with: {loader}AutoModelForCausalLM.from_pretrained({args.out!r})")
     return 0

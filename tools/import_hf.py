@@ -21,18 +21,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", required=True, help="a local save_pretrained folder")
     parser.add_argument("--out", required=True, help="new checkpoint folder")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the logits check against transformers (it loads the model twice)")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the logits check against transformers (it loads the model twice)",
+    )
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max |logit diff| / max |logits|")
     args = parser.parse_args()
     report = run_reporting_errors(
-        lambda: import_hf(Path(args.source), Path(args.out), bundle_hf_tokenizer, not args.no_verify, args.tolerance,
-                          warn=lambda line: print(line, file=sys.stderr)), args.out)
+        lambda: import_hf(
+            Path(args.source),
+            Path(args.out),
+            bundle_hf_tokenizer,
+            not args.no_verify,
+            args.tolerance,
+            warn=lambda line: print(line, file=sys.stderr),
+        ),
+        args.out,
+    )
     if report is None:
         return 2
-    print(json.dumps({k: report[k] for k in ("architecture", "weights", "special_ids", "relative_logit_diff")
-                      if k in report}, indent=2))
-    print(f"imported checkpoint: {args.out}; grow it with: python tools/expand.py --from {args.out} --to NEW.yaml --out GROWN")
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in ("architecture", "weights", "special_ids", "relative_logit_diff")
+                if k in report
+            },
+            indent=2,
+        )
+    )
+    print(
+        f"imported checkpoint: {args.out}; grow it with: python tools/expand.py --from {args.out} --to NEW.yaml --out GROWN"
+    )
     return 0
 
 

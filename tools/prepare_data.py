@@ -20,8 +20,12 @@ from growth.data.pipeline import corpus_tokenizer, prepare_tokens, summary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="YAML config; omitted: the embedded default")
-    parser.add_argument("--workers", type=int, default=None, help="tokenizing processes (default: data.workers; 0: all cores)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.corpus='corpus/**/*.jsonl.gz'")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="tokenizing processes (default: data.workers; 0: all cores)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted key=value overrides, e.g. data.corpus='corpus/**/*.jsonl.gz'"
+    )
     args = parser.parse_intermixed_args(argv)  # options and key=value overrides in any order
     try:
         if args.workers is not None and args.workers < 0:
@@ -34,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     metas = prepared.metas()
-    names = [f"data.sources[{i}]" for i in range(len(prepared.sources))] if len(prepared.sources) > 1 else ["data.corpus"]
+    names = (
+        [f"data.sources[{i}]" for i in range(len(prepared.sources))]
+        if len(prepared.sources) > 1
+        else ["data.corpus"]
+    )
     names += ["data.val_corpus"] if prepared.val is not None else []
     if len(metas) > 1:
         for name, meta, folder in zip(names, metas, prepared.folders):

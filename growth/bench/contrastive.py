@@ -52,7 +52,9 @@ def synthetic_pairs(pairs: int, vocab: int, min_len: int, max_len: int, seed: in
     return ContrastiveExamples(first, second, torch.randint(0, 26, (pairs,), generator=gen).float() / 5)
 
 
-def run_variant(variant: str, sentences: int, micro_sentences: int, steps: int, seed: int, grads_out: str) -> dict:
+def run_variant(
+    variant: str, sentences: int, micro_sentences: int, steps: int, seed: int, grads_out: str
+) -> dict:
     """One process, one variant: ``cached`` (micro-batches of ``micro_sentences``) or ``full``."""
     from growth.config import load_config
     from growth.model import build_model
@@ -94,17 +96,38 @@ def run_variant(variant: str, sentences: int, micro_sentences: int, steps: int, 
         step()
         optimizer.step()
         seconds.append(time.perf_counter() - start)
-    return {"variant": variant, "micro_batches": len(batches), "sentences": sentences, "first_loss": first_loss,
-            "peak_rss_increase_mb": (peak_rss_bytes() - baseline) / 2**20, "seconds_per_step": statistics.median(seconds),
-            "step_seconds": seconds}
+    return {
+        "variant": variant,
+        "micro_batches": len(batches),
+        "sentences": sentences,
+        "first_loss": first_loss,
+        "peak_rss_increase_mb": (peak_rss_bytes() - baseline) / 2**20,
+        "seconds_per_step": statistics.median(seconds),
+        "step_seconds": seconds,
+    }
 
 
-def memory_and_time(out: Path, sentences: int = 512, micro_sentences: int = 32, steps: int = 4, seed: int = 0) -> dict:
+def memory_and_time(
+    out: Path, sentences: int = 512, micro_sentences: int = 32, steps: int = 4, seed: int = 0
+) -> dict:
     results = {}
     for variant in ("full", "cached"):
-        cmd = [sys.executable, "-m", "growth.bench.contrastive", variant, "--sentences", str(sentences),
-               "--micro-sentences", str(micro_sentences), "--steps", str(steps), "--seed", str(seed),
-               "--grads-out", str(out / f"grads_{variant}.pt")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "growth.bench.contrastive",
+            variant,
+            "--sentences",
+            str(sentences),
+            "--micro-sentences",
+            str(micro_sentences),
+            "--steps",
+            str(steps),
+            "--seed",
+            str(seed),
+            "--grads-out",
+            str(out / f"grads_{variant}.pt"),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -117,7 +140,8 @@ def memory_and_time(out: Path, sentences: int = 512, micro_sentences: int = 32, 
         **results,
         "memory_ratio": results["cached"]["peak_rss_increase_mb"] / results["full"]["peak_rss_increase_mb"],
         "time_ratio": results["cached"]["seconds_per_step"] / results["full"]["seconds_per_step"],
-        "max_grad_difference": difference, "max_grad": scale,
+        "max_grad_difference": difference,
+        "max_grad": scale,
         "loss_difference": abs(results["cached"]["first_loss"] - results["full"]["first_loss"]),
     }
 
@@ -125,33 +149,76 @@ def memory_and_time(out: Path, sentences: int = 512, micro_sentences: int = 32, 
 # -- 2. fine-tuning CoSENT vs InfoNCE ----------------------------------------------------------------
 def launch(overrides: list[str], n_procs: int, port: int) -> None:
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    cmd = [deepspeed, "--num_gpus", str(n_procs), "--master_port", str(port), str(ROOT / "launch/pretrain.py"), *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_procs)), "PYTHONPATH": str(ROOT)}
+    cmd = [
+        deepspeed,
+        "--num_gpus",
+        str(n_procs),
+        "--master_port",
+        str(port),
+        str(ROOT / "launch/pretrain.py"),
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_procs)),
+        "PYTHONPATH": str(ROOT),
+    }
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
 
 
-def fine_tuning(out: Path, checkpoint: Path | None, steps: int, pretrain_steps: int, n_procs: int = 2,
-                micro_pairs: int = 32, lr: float = 3e-4) -> dict:
+def fine_tuning(
+    out: Path,
+    checkpoint: Path | None,
+    steps: int,
+    pretrain_steps: int,
+    n_procs: int = 2,
+    micro_pairs: int = 32,
+    lr: float = 3e-4,
+) -> dict:
     from growth.eval.sts import evaluate_checkpoint
 
     timings = {}
     if checkpoint is None:
         checkpoint = out / "pretrain"
         start = time.perf_counter()
-        launch([f"train.out_dir={checkpoint}", "train.resume=none", f"train.max_steps={pretrain_steps}",
-                f"train.save_interval={pretrain_steps}", f"train.eval_interval={pretrain_steps}"], n_procs, 29710)
+        launch(
+            [
+                f"train.out_dir={checkpoint}",
+                "train.resume=none",
+                f"train.max_steps={pretrain_steps}",
+                f"train.save_interval={pretrain_steps}",
+                f"train.eval_interval={pretrain_steps}",
+            ],
+            n_procs,
+            29710,
+        )
         timings["pretrain_seconds"] = time.perf_counter() - start
-    results = {"checkpoint": str(checkpoint), "pretrained": evaluate_checkpoint(checkpoint, "bundled:sts-dev")}
-    recipe = [f"train.init_from={checkpoint}", f"train.max_steps={steps}", f"train.micro_batch_size={micro_pairs}",
-              "train.grad_accum=1", f"train.lr={lr}", f"train.warmup_steps={max(1, steps // 10)}", "train.ema_decay=0.99",
-              f"train.eval_interval={steps}", f"train.save_interval={steps}", "train.resume=none", "model.dropout=0.1",
-              "contrastive.eval_data="]  # Spearman is measured once, below, on the saved checkpoint
+    results = {
+        "checkpoint": str(checkpoint),
+        "pretrained": evaluate_checkpoint(checkpoint, "bundled:sts-dev"),
+    }
+    recipe = [
+        f"train.init_from={checkpoint}",
+        f"train.max_steps={steps}",
+        f"train.micro_batch_size={micro_pairs}",
+        "train.grad_accum=1",
+        f"train.lr={lr}",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        "train.ema_decay=0.99",
+        f"train.eval_interval={steps}",
+        f"train.save_interval={steps}",
+        "train.resume=none",
+        "model.dropout=0.1",
+        "contrastive.eval_data=",
+    ]  # Spearman is measured once, below, on the saved checkpoint
     for index, objective in enumerate(("cosent", "infonce")):
         run = out / f"finetune_{objective}"
         start = time.perf_counter()
-        launch([*recipe, f"contrastive.objective={objective}", f"train.out_dir={run}"], n_procs, 29720 + index)
+        launch(
+            [*recipe, f"contrastive.objective={objective}", f"train.out_dir={run}"], n_procs, 29720 + index
+        )
         timings[f"{objective}_seconds"] = time.perf_counter() - start
         results[objective] = evaluate_checkpoint(run, "bundled:sts-dev")
     return {**results, "recipe": recipe, "pairs_per_step": micro_pairs * n_procs, "ranks": n_procs, **timings}
@@ -166,9 +233,15 @@ def plot(record: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     mt = record["memory_time"]
     labels = ["1 x 512", f"{mt['cached']['micro_batches']} x 32 cached"]
-    axes[0].bar(labels, [mt["full"]["peak_rss_increase_mb"], mt["cached"]["peak_rss_increase_mb"]], color=["grey", "tab:blue"])
+    axes[0].bar(
+        labels,
+        [mt["full"]["peak_rss_increase_mb"], mt["cached"]["peak_rss_increase_mb"]],
+        color=["grey", "tab:blue"],
+    )
     axes[0].set_title(f"peak memory, MB (ratio {mt['memory_ratio']:.3f})")
-    axes[1].bar(labels, [mt["full"]["seconds_per_step"], mt["cached"]["seconds_per_step"]], color=["grey", "tab:blue"])
+    axes[1].bar(
+        labels, [mt["full"]["seconds_per_step"], mt["cached"]["seconds_per_step"]], color=["grey", "tab:blue"]
+    )
     axes[1].set_title(f"seconds / step (ratio {mt['time_ratio']:.2f})")
     if "fine_tuning" in record:
         ft = record["fine_tuning"]
@@ -182,14 +255,33 @@ def plot(record: dict, path: Path) -> None:
 
 def _variant_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("variant", choices=("full", "cached"), help="one batch of all sentences, or cached micro-batches")
-    parser.add_argument("--sentences", type=int, default=512, help="sentences per optimizer step (default: %(default)s)")
-    parser.add_argument("--micro-sentences", type=int, default=32, help="sentences per cached micro-batch (default: %(default)s)")
+    parser.add_argument(
+        "variant", choices=("full", "cached"), help="one batch of all sentences, or cached micro-batches"
+    )
+    parser.add_argument(
+        "--sentences", type=int, default=512, help="sentences per optimizer step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--micro-sentences",
+        type=int,
+        default=32,
+        help="sentences per cached micro-batch (default: %(default)s)",
+    )
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps timed (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model and data (default: %(default)s)")
-    parser.add_argument("--grads-out", required=True, help="file for the first step's gradients (compared across variants)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the model and data (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grads-out", required=True, help="file for the first step's gradients (compared across variants)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(run_variant(args.variant, args.sentences, args.micro_sentences, args.steps, args.seed, args.grads_out)))
+    print(
+        json.dumps(
+            run_variant(
+                args.variant, args.sentences, args.micro_sentences, args.steps, args.seed, args.grads_out
+            )
+        )
+    )
     return 0
 
 

@@ -35,7 +35,9 @@ MB = 1e6
 
 
 def package_versions() -> dict[str, str]:
-    return dict(sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"]))
+    return dict(
+        sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"])
+    )
 
 
 def subset(files: list[Path], megabytes: float, seed: int = 0) -> list[Path]:
@@ -53,8 +55,11 @@ def subset(files: list[Path], megabytes: float, seed: int = 0) -> list[Path]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 # -- throughput ---------------------------------------------------------------------------------------
@@ -70,8 +75,15 @@ def encode_limit(files: list[Path], tokenizer: Tokenizer) -> dict:
         ids = processor.encode(text)
         tokens += len(ids) + 1 if ids else 0  # + EOS, as preparation counts (empty documents are left out)
     seconds, cpu = clock.read()
-    return {"seconds": seconds, "cpu_seconds": cpu, "bytes": nbytes, "tokens": tokens, "mb_per_s": nbytes / MB / seconds,
-            "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "bytes": nbytes,
+        "tokens": tokens,
+        "mb_per_s": nbytes / MB / seconds,
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_cpu_s": tokens / cpu,
+    }
 
 
 class CpuClock:
@@ -99,18 +111,28 @@ def prepare_timed(files: list[Path], tokenizer: Tokenizer, workers: int, cache: 
     meta = read_meta(folder)
     shutil.rmtree(cache, ignore_errors=True)
     nbytes = sum(f.stat().st_size for f in files)
-    return {"workers": workers, "seconds": seconds, "cpu_seconds": cpu, "bytes": nbytes, "tokens": meta["tokens"],
-            "documents": meta["documents"], "mb_per_s": nbytes / MB / seconds, "tokens_per_s": meta["tokens"] / seconds,
-            "tokens_per_cpu_s": meta["tokens"] / cpu}
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "bytes": nbytes,
+        "tokens": meta["tokens"],
+        "documents": meta["documents"],
+        "mb_per_s": nbytes / MB / seconds,
+        "tokens_per_s": meta["tokens"] / seconds,
+        "tokens_per_cpu_s": meta["tokens"] / cpu,
+    }
 
 
 def throughput(files: list[Path], tokenizer: Tokenizer, work: Path, rounds: int = 2) -> dict:
     runs: dict[str, list[dict]] = {"limit": [], "workers_1": [], "workers_2": []}
-    jobs = {"limit": lambda: encode_limit(files, tokenizer),
-            "workers_1": lambda: prepare_timed(files, tokenizer, 1, work / "cache_w1"),
-            "workers_2": lambda: prepare_timed(files, tokenizer, 2, work / "cache_w2")}
+    jobs = {
+        "limit": lambda: encode_limit(files, tokenizer),
+        "workers_1": lambda: prepare_timed(files, tokenizer, 1, work / "cache_w1"),
+        "workers_2": lambda: prepare_timed(files, tokenizer, 2, work / "cache_w2"),
+    }
     for r in range(rounds):
-        for name in (list(jobs) if r % 2 == 0 else list(reversed(jobs))):
+        for name in list(jobs) if r % 2 == 0 else list(reversed(jobs)):
             before = os.getloadavg()[0]
             runs[name].append({**jobs[name](), "load_before": before, "load_after": os.getloadavg()[0]})
             print(f"  {name}: {runs[name][-1]['mb_per_s']:.2f} MB/s (load average {before:.1f})", flush=True)
@@ -119,12 +141,15 @@ def throughput(files: list[Path], tokenizer: Tokenizer, work: Path, rounds: int 
     # Wall-clock ratios are what a user sees, but on a shared machine they also measure the neighbours;
     # tokens per CPU-second (this process and its workers) say how much work a token costs.
     cpu_limit = best["limit"]["tokens_per_cpu_s"]
-    return {"best": best, "runs": runs,
-            "ratio_1_worker": best["workers_1"]["tokens_per_s"] / limit,
-            "ratio_2_workers": best["workers_2"]["tokens_per_s"] / limit,
-            "cpu_efficiency_1_worker": best["workers_1"]["tokens_per_cpu_s"] / cpu_limit,
-            "cpu_efficiency_2_workers": best["workers_2"]["tokens_per_cpu_s"] / cpu_limit,
-            "targets": {"ratio_1_worker": 0.8, "ratio_2_workers": 1.6}}
+    return {
+        "best": best,
+        "runs": runs,
+        "ratio_1_worker": best["workers_1"]["tokens_per_s"] / limit,
+        "ratio_2_workers": best["workers_2"]["tokens_per_s"] / limit,
+        "cpu_efficiency_1_worker": best["workers_1"]["tokens_per_cpu_s"] / cpu_limit,
+        "cpu_efficiency_2_workers": best["workers_2"]["tokens_per_cpu_s"] / cpu_limit,
+        "targets": {"ratio_1_worker": 0.8, "ratio_2_workers": 1.6},
+    }
 
 
 # -- memory -------------------------------------------------------------------------------------------
@@ -149,7 +174,9 @@ def tree_rss(pid: int) -> tuple[int, int]:
 def peak_rss(cmd: list[str], every_s: float = 0.02) -> dict:
     """Run ``cmd`` and sample its process tree's memory until it exits."""
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peaks = [0, 0]
     stop = threading.Event()
 
@@ -166,29 +193,70 @@ def peak_rss(cmd: list[str], every_s: float = 0.02) -> dict:
     thread.join()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed:\n{stderr[-3000:]}")
-    return {"seconds": time.perf_counter() - started, "peak_rss_bytes": peaks[0], "peak_rss_largest_process_bytes": peaks[1],
-            "last_line": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_bytes": peaks[0],
+        "peak_rss_largest_process_bytes": peaks[1],
+        "last_line": stdout.strip().splitlines()[-1] if stdout.strip() else "",
+    }
 
 
-def preparation_memory(files: list[Path], tokenizer: Tokenizer, sizes_mb: list[float], work: Path, workers: int = 2) -> list[dict]:
+def preparation_memory(
+    files: list[Path], tokenizer: Tokenizer, sizes_mb: list[float], work: Path, workers: int = 2
+) -> list[dict]:
     results = []
     for size in sizes_mb:
         chosen = subset(files, size)
         config = work / f"rss_{size:g}.yaml"
-        config.write_text(json.dumps({"data": {"corpus": [str(p) for p in chosen], "tokenizer": str(tokenizer.path),
-                                               "cache_dir": str(work / f"cache_rss_{size:g}")}}))
+        config.write_text(
+            json.dumps(
+                {
+                    "data": {
+                        "corpus": [str(p) for p in chosen],
+                        "tokenizer": str(tokenizer.path),
+                        "cache_dir": str(work / f"cache_rss_{size:g}"),
+                    }
+                }
+            )
+        )
         shutil.rmtree(work / f"cache_rss_{size:g}", ignore_errors=True)
-        run = peak_rss([sys.executable, str(ROOT / "tools/prepare_data.py"), "--config", str(config), "--workers", str(workers)])
+        run = peak_rss(
+            [
+                sys.executable,
+                str(ROOT / "tools/prepare_data.py"),
+                "--config",
+                str(config),
+                "--workers",
+                str(workers),
+            ]
+        )
         shutil.rmtree(work / f"cache_rss_{size:g}", ignore_errors=True)
         corpus_bytes = sum(p.stat().st_size for p in chosen)
-        results.append({"target_mb": size, "corpus_bytes": corpus_bytes, "files": len(chosen), "workers": workers, **run})
-        print(f"  {corpus_bytes / MB:.0f} MB: peak RSS {run['peak_rss_bytes'] / MB:.0f} MB in {run['seconds']:.1f} s", flush=True)
+        results.append(
+            {"target_mb": size, "corpus_bytes": corpus_bytes, "files": len(chosen), "workers": workers, **run}
+        )
+        print(
+            f"  {corpus_bytes / MB:.0f} MB: peak RSS {run['peak_rss_bytes'] / MB:.0f} MB in {run['seconds']:.1f} s",
+            flush=True,
+        )
     return results
 
 
 def tokenizer_training(spec: str, out: Path, vocab_size: int, input_sentence_size: int) -> dict:
-    run = peak_rss([sys.executable, str(ROOT / "tools/train_tokenizer.py"), "--input", spec, "--out", str(out),
-                    "--vocab-size", str(vocab_size), "--input-sentence-size", str(input_sentence_size)])
+    run = peak_rss(
+        [
+            sys.executable,
+            str(ROOT / "tools/train_tokenizer.py"),
+            "--input",
+            spec,
+            "--out",
+            str(out),
+            "--vocab-size",
+            str(vocab_size),
+            "--input-sentence-size",
+            str(input_sentence_size),
+        ]
+    )
     return {"vocab_size": vocab_size, "input_sentence_size": input_sentence_size, **run}
 
 
@@ -231,8 +299,14 @@ def first_step(overrides: list[str]) -> dict:
 
 
 # -- the whole benchmark ------------------------------------------------------------------------------
-def run(work: Path, spec: str = VENV_SOURCES, vocab_size: int = 8192, sizes_mb: tuple[float, ...] = (20, 80, 200),
-        rounds: int = 2, input_sentence_size: int = 1_000_000) -> dict:
+def run(
+    work: Path,
+    spec: str = VENV_SOURCES,
+    vocab_size: int = 8192,
+    sizes_mb: tuple[float, ...] = (20, 80, 200),
+    rounds: int = 2,
+    input_sentence_size: int = 1_000_000,
+) -> dict:
     files = resolve_files(spec)
     corpus_bytes = sum(f.stat().st_size for f in files)
     print(f"corpus: {len(files)} files, {corpus_bytes / MB:.1f} MB ({spec})", flush=True)
@@ -248,15 +322,37 @@ def run(work: Path, spec: str = VENV_SOURCES, vocab_size: int = 8192, sizes_mb: 
     print("time to the first step ...", flush=True)
     cache = work / "cache_first_step"
     # A small model and batch: the figure is about reaching the first step, not about the step's compute.
-    overrides = [f"data.corpus={spec}", f"data.tokenizer={tokenizer_path}", f"data.cache_dir={cache}",
-                 f"model.vocab_size={vocab_size}", "model.d_model=64", "model.n_layers=2", "model.n_heads=2",
-                 "model.d_ff=192", "train.micro_batch_size=4", "train.eval_batches=1", "train.max_steps=1",
-                 f"train.out_dir={work / 'first_step_run'}", "train.resume=none", "train.eval_interval=1000",
-                 "train.save_interval=1000"]
-    prepared = peak_rss([sys.executable, str(ROOT / "tools/prepare_data.py"), *overrides[:3], f"model.vocab_size={vocab_size}"])
+    overrides = [
+        f"data.corpus={spec}",
+        f"data.tokenizer={tokenizer_path}",
+        f"data.cache_dir={cache}",
+        f"model.vocab_size={vocab_size}",
+        "model.d_model=64",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.d_ff=192",
+        "train.micro_batch_size=4",
+        "train.eval_batches=1",
+        "train.max_steps=1",
+        f"train.out_dir={work / 'first_step_run'}",
+        "train.resume=none",
+        "train.eval_interval=1000",
+        "train.save_interval=1000",
+    ]
+    prepared = peak_rss(
+        [
+            sys.executable,
+            str(ROOT / "tools/prepare_data.py"),
+            *overrides[:3],
+            f"model.vocab_size={vocab_size}",
+        ]
+    )
     start = first_step(overrides)
     shutil.rmtree(work / "first_step_run", ignore_errors=True)
-    print(f"  data ready {start['data_ready_s']:.2f} s, first step {start['first_step_s']:.2f} s after", flush=True)
+    print(
+        f"  data ready {start['data_ready_s']:.2f} s, first step {start['first_step_s']:.2f} s after",
+        flush=True,
+    )
     import platform
 
     import numpy
@@ -268,8 +364,14 @@ def run(work: Path, spec: str = VENV_SOURCES, vocab_size: int = 8192, sizes_mb: 
         "throughput": speed,
         "preparation_memory": memory,
         "first_step": {**start, "prepared_with": prepared, "target_s": 5.0},
-        "machine": {"cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(), "platform": platform.platform(),
-                    "sentencepiece": sentencepiece.__version__, "numpy": numpy.__version__},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "sentencepiece": sentencepiece.__version__,
+            "numpy": numpy.__version__,
+        },
         "packages": package_versions(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -291,15 +393,22 @@ def plot(report: dict, path: Path) -> None:
     left.axhline(0.8 * limit, ls="--", c="#4477aa", lw=1, label="target 0.8x limit (1 worker)")
     left.axhline(1.6 * limit, ls="--", c="#228833", lw=1, label="target 1.6x limit (2 workers)")
     for bar, name in zip(bars, names):
-        left.annotate(f"{best[name]['mb_per_s']:.1f} MB/s", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                      ha="center", va="bottom", fontsize=8)
+        left.annotate(
+            f"{best[name]['mb_per_s']:.1f} MB/s",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     left.set_ylabel("million tokens / s")
     left.set_title(f"throughput, {report['corpus']['bytes'] / MB:.0f} MB of Python sources")
     left.legend(fontsize=7, loc="upper left")
     memory = report["preparation_memory"]
     sizes = [m["corpus_bytes"] / MB for m in memory]
     right.plot(sizes, [m["peak_rss_bytes"] / MB for m in memory], "o-", label="process + workers (sum)")
-    right.plot(sizes, [m["peak_rss_largest_process_bytes"] / MB for m in memory], "s--", label="largest process")
+    right.plot(
+        sizes, [m["peak_rss_largest_process_bytes"] / MB for m in memory], "s--", label="largest process"
+    )
     right.axhline(1000, ls=":", c="k", lw=1, label="target 1 GB")
     right.set_xlabel("corpus MB")
     right.set_ylabel("peak RSS MB")

@@ -40,10 +40,24 @@ from growth.train.metrics import mfu, peak_tflops
 # Llama-shaped (Pre-LN, RMSNorm, SwiGLU, RoPE, untied): 124M parameters at vocab 32000 (GPT-2 small's
 # width and depth; d_ff = 8/3 d rounded to 2048).
 SHAPES = {
-    "125m": ["model.d_model=768", "model.n_layers=12", "model.n_heads=12", "model.head_dim=64", "model.d_ff=2048",
-             "model.vocab_size=32000", "model.gau_key_size=128"],
-    "tiny": ["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.head_dim=32", "model.d_ff=128",
-             "model.vocab_size=512", "model.gau_key_size=32"],
+    "125m": [
+        "model.d_model=768",
+        "model.n_layers=12",
+        "model.n_heads=12",
+        "model.head_dim=64",
+        "model.d_ff=2048",
+        "model.vocab_size=32000",
+        "model.gau_key_size=128",
+    ],
+    "tiny": [
+        "model.d_model=64",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.head_dim=32",
+        "model.d_ff=128",
+        "model.vocab_size=512",
+        "model.gau_key_size=32",
+    ],
 }
 
 
@@ -67,15 +81,28 @@ class GPUPlan:
 
 def dry_run_plan(compile: bool = True) -> GPUPlan:
     """The same run at a tiny shape on CPU in fp32 (well under a minute without compiling)."""
-    return GPUPlan(shape="tiny", seq_lens=[32, 64], tokens_per_step=256, steps=2, warmup=1, precision="fp32",
-                   compile=compile, sweep_seq_lens=[64, 128], sweep_tokens=256, sweep_rounds=2, chunk_size=32,
-                   budget_s=600.0, device="cpu")
+    return GPUPlan(
+        shape="tiny",
+        seq_lens=[32, 64],
+        tokens_per_step=256,
+        steps=2,
+        warmup=1,
+        precision="fp32",
+        compile=compile,
+        sweep_seq_lens=[64, 128],
+        sweep_tokens=256,
+        sweep_rounds=2,
+        chunk_size=32,
+        budget_s=600.0,
+        device="cpu",
+    )
 
 
 def model_config(plan: GPUPlan) -> ModelConfig:
     longest = max(plan.seq_lens)
-    return load_config(overrides=[*SHAPES[plan.shape], f"model.max_seq_len={longest}",
-                                  f"data.seq_len={longest}"]).model
+    return load_config(
+        overrides=[*SHAPES[plan.shape], f"model.max_seq_len={longest}", f"data.seq_len={longest}"]
+    ).model
 
 
 class LogitsOnly(nn.Module):
@@ -95,21 +122,31 @@ class LogitsOnly(nn.Module):
 
 def train_config(plan: GPUPlan, seq_len: int) -> TrainConfig:
     micro = max(1, plan.tokens_per_step // seq_len)
-    return load_config(overrides=[
-        f"train.micro_batch_size={micro}", "train.grad_accum=1", f"train.zero_stage={plan.zero_stage}",
-        f"train.precision={plan.precision}", f"train.compile={str(plan.compile).lower()}", "train.lr=3e-4",
-        "train.warmup_steps=10", "train.max_steps=1000",
-    ]).train
+    return load_config(
+        overrides=[
+            f"train.micro_batch_size={micro}",
+            "train.grad_accum=1",
+            f"train.zero_stage={plan.zero_stage}",
+            f"train.precision={plan.precision}",
+            f"train.compile={str(plan.compile).lower()}",
+            "train.lr=3e-4",
+            "train.warmup_steps=10",
+            "train.max_steps=1000",
+        ]
+    ).train
 
 
-def random_token_module(network: nn.Module, config: ModelConfig, seq_len: int, micro: int, world: World,
-                        seed: int = 0) -> TokenLMModule:
+def random_token_module(
+    network: nn.Module, config: ModelConfig, seq_len: int, micro: int, world: World, seed: int = 0
+) -> TokenLMModule:
     """The trainer's token-LM step over a random token stream (ids 5.. vocab: no special tokens)."""
     windows = 64 * micro * world.size  # 64 steps before the stream repeats
     tokens = np.random.default_rng(seed).integers(5, config.vocab_size, size=windows * seq_len + 1)
     tokens = tokens.astype(np.uint16 if config.vocab_size <= 65536 else np.int32)
     batches = BatchMaker(tokens, seq_len, "clm", config.vocab_size)
-    return TokenLMModule(network, batches, batches, WindowSampler(len(tokens), seq_len, seed), world, micro, 1, 1)
+    return TokenLMModule(
+        network, batches, batches, WindowSampler(len(tokens), seq_len, seed), world, micro, 1, 1
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -117,8 +154,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def trainer_step_throughput(engine, module: TokenLMModule, steps: int, warmup: int, peak: float | None,
-                            n_gpus: int) -> dict[str, Any]:
+def trainer_step_throughput(
+    engine, module: TokenLMModule, steps: int, warmup: int, peak: float | None, n_gpus: int
+) -> dict[str, Any]:
     """Time ``steps`` optimizer steps of ``module.train_batch`` (after ``warmup``); medians."""
     device = engine.device if isinstance(engine.device, torch.device) else torch.device(engine.device)
     for _ in range(warmup):
@@ -127,7 +165,9 @@ def trainer_step_throughput(engine, module: TokenLMModule, steps: int, warmup: i
         torch.cuda.reset_peak_memory_stats()
     seconds, losses = [], []
     for _ in range(steps):
-        batches = module.micro_batches()  # data outside the timed region, as the prefetching a real loader does
+        batches = (
+            module.micro_batches()
+        )  # data outside the timed region, as the prefetching a real loader does
         _sync(device)
         start = time.perf_counter()
         result = module.train_batch(engine, batches)  # ends in .item(): the step is complete when it returns
@@ -136,9 +176,13 @@ def trainer_step_throughput(engine, module: TokenLMModule, steps: int, warmup: i
         losses.append(result.loss)
     median = statistics.median(seconds)
     return {
-        "ms_per_step": 1e3 * median, "seconds": seconds, "tokens_per_step": result.tokens,
-        "tokens_per_s": result.tokens / median, "tflops": result.flops / median / 1e12,
-        "mfu": mfu(result.flops, median, peak, n_gpus), "losses": losses,
+        "ms_per_step": 1e3 * median,
+        "seconds": seconds,
+        "tokens_per_step": result.tokens,
+        "tokens_per_s": result.tokens / median,
+        "tflops": result.flops / median / 1e12,
+        "mfu": mfu(result.flops, median, peak, n_gpus),
+        "losses": losses,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
 
@@ -167,8 +211,11 @@ def compare_trainer_steps(plan: GPUPlan, world: World, deadline: float) -> dict[
             module = random_token_module(engine.module, config, seq_len, train.micro_batch_size, world)
             started = time.monotonic()
             row = trainer_step_throughput(engine, module, plan.steps, plan.warmup, peak, world.size)
-            row.update(micro_batch_size=train.micro_batch_size, seconds_total=time.monotonic() - started,
-                       compiled=bool(getattr(engine, "is_compiled", False)))
+            row.update(
+                micro_batch_size=train.micro_batch_size,
+                seconds_total=time.monotonic() - started,
+                compiled=bool(getattr(engine, "is_compiled", False)),
+            )
             out["results"][name][str(seq_len)] = row
             del engine, module, network
             _free()
@@ -204,8 +251,16 @@ def layer_kind_sweep(plan: GPUPlan, deadline: float) -> list[dict[str, Any]]:
             rows.append({"seq_len": seq_len, "skipped": "time budget"})
             continue
         try:
-            rows += seq_len_sweep(SHAPES[plan.shape], [seq_len], plan.sweep_tokens, plan.chunk_size,
-                                  plan.sweep_rounds, warmup=2, device=plan.device, dtype=dtype)
+            rows += seq_len_sweep(
+                SHAPES[plan.shape],
+                [seq_len],
+                plan.sweep_tokens,
+                plan.chunk_size,
+                plan.sweep_rounds,
+                warmup=2,
+                device=plan.device,
+                dtype=dtype,
+            )
         except torch.OutOfMemoryError as err:
             rows.append({"seq_len": seq_len, "skipped": f"out of memory: {str(err).splitlines()[0]}"})
         _free()
@@ -220,8 +275,11 @@ def run(plan: GPUPlan, world: World) -> dict[str, Any]:
     device_name = torch.cuda.get_device_name() if plan.device == "cuda" else "cpu"
     dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
     record: dict[str, Any] = {
-        "plan": asdict(plan), "device": device_name, "peak_bf16_tflops": peak_tflops() if plan.device == "cuda" else None,
-        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "plan": asdict(plan),
+        "device": device_name,
+        "peak_bf16_tflops": peak_tflops() if plan.device == "cuda" else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "sdpa_kernels": sdpa_kernels(plan.device, dtype) if plan.device == "cuda" else {},
         "model_config": asdict(model_config(plan)),
     }

@@ -34,15 +34,24 @@ def bumps(val: list[tuple[int, float]], growth_steps: list[int], window: int) ->
         before = [v for s, v in val if s <= step]
         after = [v for s, v in val if step < s <= step + window]
         if before and after:
-            out.append({"at_step": step, "val_loss_before": before[-1], "max_val_loss_after": max(after),
-                        "bump": max(after) - before[-1]})
+            out.append(
+                {
+                    "at_step": step,
+                    "val_loss_before": before[-1],
+                    "max_val_loss_after": max(after),
+                    "bump": max(after) - before[-1],
+                }
+            )
     return out
 
 
 def one_schedule(work: Path, overrides: list[str]) -> dict:
     seconds = train(work / "one_schedule", overrides, config=CONFIG)
-    return {"seconds": seconds, "val": scalars(work / "one_schedule", "val/loss"),
-            "lr": scalars(work / "one_schedule", "train/lr")}
+    return {
+        "seconds": seconds,
+        "val": scalars(work / "one_schedule", "val/loss"),
+        "lr": scalars(work / "one_schedule", "train/lr"),
+    }
 
 
 def restarted_phases(work: Path, overrides: list[str]) -> dict:
@@ -77,8 +86,13 @@ def compare(work: Path, overrides: list[str] = (), window: int = 40) -> dict:
     for result in runs.values():
         result["bumps"] = bumps(result["val"], growth_steps, window)
         result["final_val_loss"] = result["val"][-1][1]
-    return {"config": str(CONFIG.relative_to(ROOT)), "overrides": overrides, "growth_steps": growth_steps,
-            "window": window, **runs}
+    return {
+        "config": str(CONFIG.relative_to(ROOT)),
+        "overrides": overrides,
+        "growth_steps": growth_steps,
+        "window": window,
+        **runs,
+    }
 
 
 def plot(result: dict, path: Path) -> None:
@@ -88,8 +102,10 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (lr_axis, loss_axis) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    for name, label in (("one_schedule", "one run, one schedule (train.growth)"),
-                        ("restarted", "three runs, schedule restarted (expand + init_from)")):
+    for name, label in (
+        ("one_schedule", "one run, one schedule (train.growth)"),
+        ("restarted", "three runs, schedule restarted (expand + init_from)"),
+    ):
         lr_axis.plot(*zip(*result[name]["lr"]), label=label)
         loss_axis.plot(*zip(*result[name]["val"]), marker=".", label=label)
     for axis in (lr_axis, loss_axis):

@@ -20,9 +20,19 @@ import torch
 
 from growth.config import load_config
 
-MODEL_100M = ["model.vocab_size=8192", "model.d_model=768", "model.n_layers=12", "model.n_heads=12",
-              "model.head_dim=64", "model.d_ff=2048", "model.max_seq_len=64", "data.seq_len=64",
-              "train.zero_stage=3", "train.micro_batch_size=2", "train.ema_decay=0.99"]
+MODEL_100M = [
+    "model.vocab_size=8192",
+    "model.d_model=768",
+    "model.n_layers=12",
+    "model.n_heads=12",
+    "model.head_dim=64",
+    "model.d_ff=2048",
+    "model.max_seq_len=64",
+    "data.seq_len=64",
+    "train.zero_stage=3",
+    "train.micro_batch_size=2",
+    "train.ema_decay=0.99",
+]
 
 
 def rss_bytes() -> int:
@@ -44,7 +54,7 @@ class PeakSampler:
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.every_s)
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> PeakSampler:
         self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -81,11 +91,23 @@ def save_memory_job(world, overrides: list[str], out_dir: str, result_file: str)
     before = rss_bytes()
     started = time.perf_counter()
     with PeakSampler() as sampler:
-        save_checkpoint(engine, Path(out_dir), RunState(step=1, world_size=world.size, zero_stage=3),
-                        config.to_yaml(), world, ema)
-    result = {"rank": world.rank, "params": params, "largest_param": largest, "rss_before_save": before,
-              "rss_peak_during_save": sampler.peak, "save_rise_bytes": sampler.peak - before,
-              "save_seconds": time.perf_counter() - started}
+        save_checkpoint(
+            engine,
+            Path(out_dir),
+            RunState(step=1, world_size=world.size, zero_stage=3),
+            config.to_yaml(),
+            world,
+            ema,
+        )
+    result = {
+        "rank": world.rank,
+        "params": params,
+        "largest_param": largest,
+        "rss_before_save": before,
+        "rss_peak_during_save": sampler.peak,
+        "save_rise_bytes": sampler.peak - before,
+        "save_seconds": time.perf_counter() - started,
+    }
     Path(f"{result_file}.{world.rank}").write_text(json.dumps(result))
 
 
@@ -96,18 +118,33 @@ def run(ranks: int = 2, work: Path | None = None) -> dict:
     work = Path(work or tempfile.mkdtemp(prefix="save_memory_"))
     result_file = str(work / "result.json")
     port = _free_port()
-    mp.start_processes(_entry, args=(ranks, port, MODEL_100M, str(work / "checkpoints"), result_file),
-                       nprocs=ranks, start_method="spawn")
+    mp.start_processes(
+        _entry,
+        args=(ranks, port, MODEL_100M, str(work / "checkpoints"), result_file),
+        nprocs=ranks,
+        start_method="spawn",
+    )
     per_rank = [json.loads(Path(f"{result_file}.{r}").read_text()) for r in range(ranks)]
     first = per_rank[0]
-    return {"model": MODEL_100M, "params": first["params"], "fp32_model_bytes": 4 * first["params"],
-            "largest_param_bytes": 4 * first["largest_param"], "ranks": per_rank,
-            "max_save_rise_bytes": max(r["save_rise_bytes"] for r in per_rank)}
+    return {
+        "model": MODEL_100M,
+        "params": first["params"],
+        "fp32_model_bytes": 4 * first["params"],
+        "largest_param_bytes": 4 * first["largest_param"],
+        "ranks": per_rank,
+        "max_save_rise_bytes": max(r["save_rise_bytes"] for r in per_rank),
+    }
 
 
 def _entry(rank: int, ranks: int, port: int, overrides, out_dir, result_file) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(ranks), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(ranks),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     from growth.distributed import init_distributed
 
     world = init_distributed()

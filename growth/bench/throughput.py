@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,10 @@ def compiled_copy(model: nn.Module) -> nn.Module:
 def round_ratio(times: dict[str, list[float]], faster: list[str], slower: list[str]) -> list[float]:
     """Per round: the best (least) time among ``slower`` over the best among ``faster`` (> 1: ``faster``
     wins). Each round's steps ran back to back, so a ratio sees one machine state."""
-    return [min(times[n][r] for n in slower) / min(times[n][r] for n in faster) for r in range(len(times[faster[0]]))]
+    return [
+        min(times[n][r] for n in slower) / min(times[n][r] for n in faster)
+        for r in range(len(times[faster[0]]))
+    ]
 
 
 def compare_with_llama(
@@ -124,7 +128,10 @@ def compare_with_llama(
     torch.manual_seed(0)
     models = {"growth": build_model(config), "hf_llama": llama_twin(config)}
     if compiled:
-        models.update(growth_compiled=compiled_copy(models["growth"]), hf_llama_compiled=compiled_copy(models["hf_llama"]))
+        models.update(
+            growth_compiled=compiled_copy(models["growth"]),
+            hf_llama_compiled=compiled_copy(models["hf_llama"]),
+        )
     result: dict[str, Any] = interleaved(models, batch_size, seq_len, rounds, warmup + (1 if compiled else 0))
     for name, model in models.items():
         result[name]["params"] = accounting.num_params(model)
@@ -135,7 +142,9 @@ def compare_with_llama(
     if compiled:
         result["round_ratios_compiled"] = round_ratio(times, ["growth_compiled"], ["hf_llama_compiled"])
         result["ratio_compiled"] = statistics.median(result["round_ratios_compiled"])
-        result["round_ratios_best"] = round_ratio(times, ["growth", "growth_compiled"], ["hf_llama", "hf_llama_compiled"])
+        result["round_ratios_best"] = round_ratio(
+            times, ["growth", "growth_compiled"], ["hf_llama", "hf_llama_compiled"]
+        )
         result["ratio_best"] = statistics.median(result["round_ratios_best"])
     return result
 
@@ -165,22 +174,36 @@ def seq_len_sweep(
     for seq_len in seq_lens:
         batch_size = max(1, tokens_per_batch // seq_len)
         lengths = [f"model.max_seq_len={seq_len}", f"data.seq_len={seq_len}"]
-        configs = {kind: load_config(overrides=[*overrides, *extra, *lengths]).model for kind, extra in kinds.items()}
+        configs = {
+            kind: load_config(overrides=[*overrides, *extra, *lengths]).model for kind, extra in kinds.items()
+        }
         torch.manual_seed(0)
-        models = {kind: build_model(config).to(device=device, dtype=dtype) for kind, config in configs.items()}
+        models = {
+            kind: build_model(config).to(device=device, dtype=dtype) for kind, config in configs.items()
+        }
         modes = [(kind, kind, False) for kind in models]
         if seq_len in compiled_seq_lens:
             models.update({f"{kind}_compiled": compiled_copy(models[kind]) for kind in configs})
             modes += [(f"{kind}_compiled", kind, True) for kind in configs]
-        timings = interleaved(models, batch_size, seq_len, rounds, warmup + (1 if seq_len in compiled_seq_lens else 0))
+        timings = interleaved(
+            models, batch_size, seq_len, rounds, warmup + (1 if seq_len in compiled_seq_lens else 0)
+        )
         for name, kind, compiled in modes:
             timing, base = timings[name], timings["attention_compiled" if compiled else "attention"]
             flops = accounting.flops_per_token(configs[kind], seq_len)
-            rows.append({
-                "kind": kind, "compiled": compiled, "seq_len": seq_len, "batch_size": batch_size,
-                "n_layers": configs[kind].n_layers, "params": accounting.num_params(models[name]),
-                "gflops_per_s": flops * timing["tokens_per_s"] / 1e9,
-                "ratio_to_attention": statistics.median(t / a for t, a in zip(timing["seconds"], base["seconds"])),
-                **timing,
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "compiled": compiled,
+                    "seq_len": seq_len,
+                    "batch_size": batch_size,
+                    "n_layers": configs[kind].n_layers,
+                    "params": accounting.num_params(models[name]),
+                    "gflops_per_s": flops * timing["tokens_per_s"] / 1e9,
+                    "ratio_to_attention": statistics.median(
+                        t / a for t, a in zip(timing["seconds"], base["seconds"])
+                    ),
+                    **timing,
+                }
+            )
     return rows

@@ -17,8 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_training(n_procs: int, out_dir: Path, overrides: list[str], port: int) -> None:
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    cmd = [deepspeed, "--num_gpus", str(n_procs), "--master_port", str(port), str(ROOT / "launch/pretrain.py"),
-           f"train.out_dir={out_dir}", "train.resume=none", *overrides]
+    cmd = [
+        deepspeed,
+        "--num_gpus",
+        str(n_procs),
+        "--master_port",
+        str(port),
+        str(ROOT / "launch/pretrain.py"),
+        f"train.out_dir={out_dir}",
+        "train.resume=none",
+        *overrides,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_procs))}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -30,10 +39,16 @@ def tokens_per_second(out_dir: Path, skip: int) -> dict[str, float]:
     events.Reload()
     rates = [s.value for s in events.Scalars("perf/tokens_per_s") if s.step > skip]
     flops = [s.value for s in events.Scalars("perf/tflops") if s.step > skip]
-    return {"tokens_per_s": statistics.median(rates), "tflops": statistics.median(flops), "steps_measured": len(rates)}
+    return {
+        "tokens_per_s": statistics.median(rates),
+        "tflops": statistics.median(flops),
+        "steps_measured": len(rates),
+    }
 
 
-def measure(world_sizes: list[int], overrides: list[str], work_dir: Path, skip: int = 5) -> dict[int, dict[str, float]]:
+def measure(
+    world_sizes: list[int], overrides: list[str], work_dir: Path, skip: int = 5
+) -> dict[int, dict[str, float]]:
     results = {}
     for index, n_procs in enumerate(world_sizes):
         out_dir = work_dir / f"ranks{n_procs}"

@@ -15,12 +15,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_trainer(out_dir: Path, overrides: list[str], config: Path | None = None, threads: int | None = None) -> float:
+def run_trainer(
+    out_dir: Path, overrides: list[str], config: Path | None = None, threads: int | None = None
+) -> float:
     """``python launch/pretrain.py [--config CONFIG] train.out_dir=OUT_DIR OVERRIDES`` in one process (with
     ``threads`` OpenMP threads when given); returns its wall seconds; a failure raises with its stderr's tail."""
-    cmd = [sys.executable, str(ROOT / "launch/pretrain.py"), *(["--config", str(config)] if config else []),
-           f"train.out_dir={out_dir}", *overrides]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch/pretrain.py"),
+        *(["--config", str(config)] if config else []),
+        f"train.out_dir={out_dir}",
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
@@ -41,5 +51,8 @@ def curve(out_dir: Path) -> list[dict[str, float]]:
     events.Reload()
     flops = {s.step: s.value for s in events.Scalars("train/flops_seen")}
     start = min(s.wall_time for s in events.Scalars("train/loss"))
-    return [{"step": s.step, "flops": flops[s.step], "val_loss": s.value, "seconds": s.wall_time - start}
-            for s in events.Scalars("val/loss") if s.step in flops]
+    return [
+        {"step": s.step, "flops": flops[s.step], "val_loss": s.value, "seconds": s.wall_time - start}
+        for s in events.Scalars("val/loss")
+        if s.step in flops
+    ]

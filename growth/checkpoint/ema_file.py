@@ -3,8 +3,9 @@ at a time; decay and update count in the header's metadata. ``ema.pt`` (older ch
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -36,7 +37,11 @@ def read_ema(folder: Path) -> dict[str, Any] | None:
     """{"decay", "updates", "weights": name -> tensor (loaded lazily)} or None without EMA."""
     if (folder / EMA_FILE).is_file():
         weights = LazyWeights(folder / EMA_FILE)
-        return {"decay": float(weights.metadata["decay"]), "updates": int(weights.metadata["updates"]), "weights": weights}
+        return {
+            "decay": float(weights.metadata["decay"]),
+            "updates": int(weights.metadata["updates"]),
+            "weights": weights,
+        }
     if (folder / LEGACY_EMA_FILE).is_file():
         return torch.load(folder / LEGACY_EMA_FILE, weights_only=False)
     return None

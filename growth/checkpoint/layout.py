@@ -61,8 +61,10 @@ def read_run_state(folder: Path) -> RunState:
     except FileNotFoundError:
         raise ConfigError(f"{path} is missing: the checkpoint is damaged; {without_it(folder)}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
-        raise ConfigError(f"{path} is unreadable ({type(err).__name__}: {str(err)[:80]}): the checkpoint is damaged; "
-                          f"{without_it(folder)}") from None
+        raise ConfigError(
+            f"{path} is unreadable ({type(err).__name__}: {str(err)[:80]}): the checkpoint is damaged; "
+            f"{without_it(folder)}"
+        ) from None
 
 
 TAG = re.compile(r"step_(\d{8,})")
@@ -72,7 +74,9 @@ def step_folders(root: Path) -> list[Path]:
     """The ``step_*`` checkpoint folders under ``root`` (complete or not), oldest first."""
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if TAG.fullmatch(p.name) and p.is_dir()), key=lambda p: int(p.name[5:]))
+    return sorted(
+        (p for p in root.iterdir() if TAG.fullmatch(p.name) and p.is_dir()), key=lambda p: int(p.name[5:])
+    )
 
 
 def is_complete(folder: Path) -> bool:
@@ -85,11 +89,16 @@ def complete_folders(root: Path) -> list[Path]:
 
 def without_it(folder: Path) -> str:
     """How to go on without a damaged checkpoint ``folder``."""
-    earlier = [f for f in complete_folders(folder.parent) if int(f.name[5:]) < int(folder.name[5:])] \
-        if TAG.fullmatch(folder.name) else []
+    earlier = (
+        [f for f in complete_folders(folder.parent) if int(f.name[5:]) < int(folder.name[5:])]
+        if TAG.fullmatch(folder.name)
+        else []
+    )
     if earlier:
-        return (f"move {folder} out of {folder.parent} to continue from {earlier[-1].name}, the complete checkpoint "
-                f"before it, or restore the file")
+        return (
+            f"move {folder} out of {folder.parent} to continue from {earlier[-1].name}, the complete checkpoint "
+            f"before it, or restore the file"
+        )
     return f"restore the file, or move {folder} away and start again"
 
 
@@ -106,8 +115,10 @@ def read_latest(root: Path) -> str | None:
     if tag is None or not tag or "/" in tag or not all(c.isprintable() for c in tag):
         newest = complete_folders(root)
         hint = f" (the newest complete one is {newest[-1].name})" if newest else ""
-        raise ConfigError(f"{pointer} is damaged (it holds {raw[:16]!r}, not a checkpoint tag); write the tag of a "
-                          f"complete checkpoint into it{hint}, or remove it to continue from the newest complete one")
+        raise ConfigError(
+            f"{pointer} is damaged (it holds {raw[:16]!r}, not a checkpoint tag); write the tag of a "
+            f"complete checkpoint into it{hint}, or remove it to continue from the newest complete one"
+        )
     return tag
 
 
@@ -126,7 +137,9 @@ def latest_checkpoint(root: Path) -> Path | None:
         state = "is missing" if not folder.exists() else "is incomplete"
         newest = complete_folders(root)
         hint = f" (the newest complete one is {newest[-1].name})" if newest else ""
-        raise ConfigError(f"{root / LATEST} names {folder.name}, which {state}; point it at a complete checkpoint{hint}")
+        raise ConfigError(
+            f"{root / LATEST} names {folder.name}, which {state}; point it at a complete checkpoint{hint}"
+        )
     return folder
 
 
@@ -142,8 +155,10 @@ def resume_checkpoint(root: Path) -> tuple[Path | None, str]:
     if named is None:
         return newest, f"no {root / LATEST}: continuing from the newest complete checkpoint, {newest.name}"
     if TAG.fullmatch(named.name) and int(named.name[5:]) < int(newest.name[5:]):
-        return newest, (f"{root / LATEST} names {named.name}, but {newest.name} is complete and newer: continuing from "
-                        f"{newest.name} (move it out of {root} to go back to {named.name})")
+        return newest, (
+            f"{root / LATEST} names {named.name}, but {newest.name} is complete and newer: continuing from "
+            f"{newest.name} (move it out of {root} to go back to {named.name})"
+        )
     return named, ""
 
 
@@ -161,4 +176,6 @@ def resolve_checkpoint(path: Path, what: str = "checkpoint") -> Path:
 
 def run_tokenizer(path: Path) -> Path | None:
     """The ``tokenizer.model`` of the run a checkpoint belongs to (a run dir keeps it at its top)."""
-    return next((folder / TOKENIZER for folder in run_folders(Path(path)) if (folder / TOKENIZER).is_file()), None)
+    return next(
+        (folder / TOKENIZER for folder in run_folders(Path(path)) if (folder / TOKENIZER).is_file()), None
+    )

@@ -40,9 +40,12 @@ def _zero0_moments(folder: Path) -> Moments | None:
     optimizer, names = saved.get("optimizer"), saved.get(PARAM_NAMES)
     if not optimizer or not names:
         return None
-    return {names[index]: {k: torch.as_tensor(v, dtype=torch.float32) if k == "step" else v.float()
-                           for k, v in entry.items()}
-            for index, entry in optimizer["state"].items()}
+    return {
+        names[index]: {
+            k: torch.as_tensor(v, dtype=torch.float32) if k == "step" else v.float() for k, v in entry.items()
+        }
+        for index, entry in optimizer["state"].items()
+    }
 
 
 def _universal_moments(universal: Path, folder: Path, state: RunState) -> Moments:
@@ -55,6 +58,9 @@ def _universal_moments(universal: Path, folder: Path, state: RunState) -> Moment
         shape = weights.shape(entry.name)
         moments[entry.name] = {key: read_universal_moment(entry / f"{key}.pt", shape) for key in MOMENT_KEYS}
         step_file = entry / "step.pt"  # ZeRO-3's universal files have no step: count applied steps
-        moments[entry.name]["step"] = (torch.as_tensor(torch.load(step_file, weights_only=False), dtype=torch.float32)
-                                       if step_file.is_file() else applied_steps)
+        moments[entry.name]["step"] = (
+            torch.as_tensor(torch.load(step_file, weights_only=False), dtype=torch.float32)
+            if step_file.is_file()
+            else applied_steps
+        )
     return moments

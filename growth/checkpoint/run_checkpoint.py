@@ -26,8 +26,19 @@ from growth.checkpoint.atomic import torch_save_atomic, write_atomic
 from growth.checkpoint.consolidate import write_consolidated
 from growth.checkpoint.ema_file import AveragedWeights, write_ema
 from growth.checkpoint.layout import (
-    COMPLETE, CONFIG, LATEST, RUN_STATE, WEIGHTS, RunState, complete_folders, is_complete, read_latest, read_run_state,
-    step_folders, tag_for, without_it,
+    COMPLETE,
+    CONFIG,
+    LATEST,
+    RUN_STATE,
+    WEIGHTS,
+    RunState,
+    complete_folders,
+    is_complete,
+    read_latest,
+    read_run_state,
+    step_folders,
+    tag_for,
+    without_it,
 )
 from growth.checkpoint.moments import PARAM_NAMES
 from growth.checkpoint.rng import rng_state, set_rng_state
@@ -38,9 +49,17 @@ from growth.distributed import World, barrier, run_on_main
 from growth.distributed.deepspeed_adapter import universal_checkpoint_info, zero0_parameter_names
 
 
-def save_checkpoint(engine, root: Path, state: RunState, config_yaml: str, world: World,
-                    ema: AveragedWeights | None = None, extra_weights: Mapping[str, torch.Tensor] | None = None,
-                    before_publish: Callable[[Path], None] | None = None, keep: int = 0) -> Path:
+def save_checkpoint(
+    engine,
+    root: Path,
+    state: RunState,
+    config_yaml: str,
+    world: World,
+    ema: AveragedWeights | None = None,
+    extra_weights: Mapping[str, torch.Tensor] | None = None,
+    before_publish: Callable[[Path], None] | None = None,
+    keep: int = 0,
+) -> Path:
     """Collective. ``extra_weights``: tensors outside the engine that belong in ``model.safetensors``;
     ``before_publish(folder)`` runs when every file is written, before ``complete`` and ``latest``;
     ``keep`` > 0: afterwards, delete all but the newest ``keep`` complete checkpoints."""
@@ -69,10 +88,14 @@ def save_checkpoint(engine, root: Path, state: RunState, config_yaml: str, world
     except Exception as err:
         full = _disk_full(root, err)
         if world.is_main and not is_complete(folder):
-            shutil.rmtree(folder, ignore_errors=True)  # what a failed save wrote (and the space a full disk needs)
+            shutil.rmtree(
+                folder, ignore_errors=True
+            )  # what a failed save wrote (and the space a full disk needs)
         if full and not isinstance(err, OSError):  # torch.save reports a short write as a RuntimeError
             first = (str(err).splitlines() or [""])[0][:120]
-            raise OSError(errno.ENOSPC, f"No space left on device ({type(err).__name__}: {first})", str(folder)) from None
+            raise OSError(
+                errno.ENOSPC, f"No space left on device ({type(err).__name__}: {first})", str(folder)
+            ) from None
         raise
     if world.is_main and keep > 0:
         prune_checkpoints(root, keep)
@@ -91,8 +114,10 @@ def _disk_full(root: Path, err: Exception) -> bool:
 def _make_room(folder: Path) -> None:
     """Rank 0, before a save: never write into a complete checkpoint; clear what a killed save left."""
     if is_complete(folder):
-        raise ConfigError(f"{folder} is a complete checkpoint already; refusing to overwrite it (move it away, "
-                          "or continue from it with train.resume=auto)")
+        raise ConfigError(
+            f"{folder} is a complete checkpoint already; refusing to overwrite it (move it away, "
+            "or continue from it with train.resume=auto)"
+        )
     if folder.exists():
         shutil.rmtree(folder)
 
@@ -107,7 +132,9 @@ def prune_checkpoints(root: Path, keep: int) -> list[Path]:
     complete = complete_folders(root)
     doomed = [folder for folder in complete[:-keep] if folder.name != latest]
     newest = int(complete[-1].name[5:]) if complete else -1
-    doomed += [folder for folder in step_folders(root) if not is_complete(folder) and int(folder.name[5:]) < newest]
+    doomed += [
+        folder for folder in step_folders(root) if not is_complete(folder) and int(folder.name[5:]) < newest
+    ]
     doomed.sort(key=lambda folder: int(folder.name[5:]))
     for folder in doomed:
         (folder / COMPLETE).unlink(missing_ok=True)
@@ -121,19 +148,24 @@ def load_training_state(engine, folder: Path, world: World, universal: bool) -> 
     the world size is the one the checkpoint was saved by). Failures are one-line ConfigErrors."""
     load_folder = ensure_universal(folder, world) if universal else folder
     try:
-        path, _ = engine.load_checkpoint(str(load_folder.parent), tag=load_folder.name, load_module_strict=True)
+        path, _ = engine.load_checkpoint(
+            str(load_folder.parent), tag=load_folder.name, load_module_strict=True
+        )
     except Exception as err:  # noqa: BLE001 - DeepSpeed's errors for damaged files are tracebacks
         first = (str(err).splitlines() or [""])[0][:160]
-        raise ConfigError(f"DeepSpeed could not load {load_folder} ({type(err).__name__}: {first}); "
-                          f"{without_it(folder)}") from None
+        raise ConfigError(
+            f"DeepSpeed could not load {load_folder} ({type(err).__name__}: {first}); {without_it(folder)}"
+        ) from None
     if path is None:
         raise ConfigError(f"DeepSpeed found no checkpoint in {load_folder}; {without_it(folder)}")
     if universal or read_run_state(folder).world_size != world.size:
         return  # another world size: each rank's dropout stream starts from the run's seed instead
     rng_file = folder / f"rng_rank{world.rank}.pt"
     if not rng_file.is_file():
-        raise ConfigError(f"{rng_file} is missing (rank {world.rank}'s RNG state, without which dropout does not "
-                          f"replay exactly); {without_it(folder)}")
+        raise ConfigError(
+            f"{rng_file} is missing (rank {world.rank}'s RNG state, without which dropout does not "
+            f"replay exactly); {without_it(folder)}"
+        )
     try:
         saved = torch.load(rng_file, weights_only=False)
     except Exception as err:  # noqa: BLE001

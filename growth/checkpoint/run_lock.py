@@ -73,11 +73,16 @@ def lock_run_dir(out_dir: Path) -> RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            who = os.pread(fd, 256, 0).decode(errors="replace").strip() or "a process that has not written its PID yet"
+            who = (
+                os.pread(fd, 256, 0).decode(errors="replace").strip()
+                or "a process that has not written its PID yet"
+            )
             os.close(fd)
             pid = who.split()[1] if who.startswith("pid ") else "PID"
-            raise RunDirInUse(f"train.out_dir={out_dir} is in use by another run ({who}); wait for it to end or stop "
-                              f"it (kill {pid}), or choose another train.out_dir") from None
+            raise RunDirInUse(
+                f"train.out_dir={out_dir} is in use by another run ({who}); wait for it to end or stop "
+                f"it (kill {pid}), or choose another train.out_dir"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
@@ -85,7 +90,11 @@ def lock_run_dir(out_dir: Path) -> RunLock:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: take the new one
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+    os.pwrite(
+        fd,
+        f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+        0,
+    )
     lock = _HELD[key] = RunLock(path, fd)
     remove_stale_temporaries(key)
     return lock

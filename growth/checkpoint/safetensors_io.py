@@ -17,7 +17,13 @@ from safetensors import safe_open
 
 from growth.checkpoint.atomic import atomic_path
 
-DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64", torch.int32: "I32"}
+DTYPES = {
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
 TensorSpec = tuple[str, tuple[int, ...], torch.dtype]
 
 
@@ -58,8 +64,12 @@ def _header(specs: list[TensorSpec], metadata: dict[str, str] | None) -> bytes:
     return encoded + b" " * (-len(encoded) % 8)  # the data section starts 8-byte aligned
 
 
-def write_streaming(path: Path, specs: list[TensorSpec], tensors: Iterable[torch.Tensor | None],
-                    metadata: dict[str, str] | None = None) -> None:
+def write_streaming(
+    path: Path,
+    specs: list[TensorSpec],
+    tensors: Iterable[torch.Tensor | None],
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write ``tensors`` (in the order of ``specs``) to ``path`` atomically, holding one at a time.
 
     A ``None`` in ``tensors`` means "this process does not write" (every rank but 0 under ZeRO-3
@@ -76,7 +86,9 @@ def write_streaming(path: Path, specs: list[TensorSpec], tensors: Iterable[torch
         handle.write(encoded)
         for (name, shape, dtype), tensor in zip(specs, _chain(first, items)):
             if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
-                raise ValueError(f"{name}: expected {tuple(shape)} {dtype}, got {tuple(tensor.shape)} {tensor.dtype}")
+                raise ValueError(
+                    f"{name}: expected {tuple(shape)} {dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
+                )
             handle.write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
@@ -86,8 +98,9 @@ def _chain(first, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def save_safetensors_streaming(tensors: Mapping[str, torch.Tensor], path: Path,
-                               metadata: dict[str, str] | None = None) -> None:
+def save_safetensors_streaming(
+    tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     """A mapping of tensors (possibly lazy) to ``path``, one tensor in memory at a time."""
     specs = [(name, tuple(t.shape), t.dtype) for name, t in ((n, tensors[n]) for n in tensors)]
     write_streaming(path, specs, (tensors[name] for name, _, _ in specs), metadata)

@@ -89,8 +89,10 @@ def non_finite_weights(module: nn.Module, world: World) -> list[str]:
     """Collective: names of parameters holding a NaN or an infinity on any rank ([] when all are finite)."""
     params = list(module.named_parameters())
     device = local_data(params[0][1]).device if params else "cpu"
-    bad = torch.tensor([0.0 if bool(torch.isfinite(local_data(param)).all()) else 1.0 for _, param in params] or [0.0],
-                       device=device)
+    bad = torch.tensor(
+        [0.0 if bool(torch.isfinite(local_data(param)).all()) else 1.0 for _, param in params] or [0.0],
+        device=device,
+    )
     bad = all_reduce_sum(bad).cpu()
     names = [name for name, _ in params]
     return [name for name, flag in zip(names, bad.tolist()) if flag > 0]

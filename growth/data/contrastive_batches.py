@@ -8,8 +8,8 @@ row, with an attention mask. Concatenating micro-batches, and ranks, keeps every
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -29,9 +29,11 @@ class ContrastiveExamples:
     def __len__(self) -> int:
         return len(self.first)
 
-    def subset(self, indices: Sequence[int]) -> "ContrastiveExamples":
+    def subset(self, indices: Sequence[int]) -> ContrastiveExamples:
         scores = self.scores[list(indices)] if self.scores is not None else None
-        return ContrastiveExamples([self.first[i] for i in indices], [self.second[i] for i in indices], scores)
+        return ContrastiveExamples(
+            [self.first[i] for i in indices], [self.second[i] for i in indices], scores
+        )
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """``input_ids``/``attention_mask`` (2m, T) interleaved a_i, b_i; ``scores`` (m,) if scored."""
@@ -67,7 +69,9 @@ def encode_pairs(pairs: Sequence[Pair], tokenizer: Tokenizer, max_len: int, path
     return ContrastiveExamples(first, second, scores)
 
 
-def encode_sentences(sentences: Sequence[str], tokenizer: Tokenizer, max_len: int, path: str) -> ContrastiveExamples:
+def encode_sentences(
+    sentences: Sequence[str], tokenizer: Tokenizer, max_len: int, path: str
+) -> ContrastiveExamples:
     """SimCSE: every sentence is its own positive (the same ids twice; dropout makes the views differ)."""
     ids = [_encode(tokenizer, s, max_len, str(path)) for s in sentences]
     return ContrastiveExamples(ids, ids)
@@ -85,7 +89,9 @@ def training_examples(config: ContrastiveConfig, tokenizer: Tokenizer) -> Contra
     if config.objective == "infonce" and config.format == "sts":
         pairs = [p for p in pairs if p.score >= config.positive_min_score]
         if not pairs:
-            raise DataError(f"{path}: no pair scores >= contrastive.positive_min_score={config.positive_min_score}")
+            raise DataError(
+                f"{path}: no pair scores >= contrastive.positive_min_score={config.positive_min_score}"
+            )
         positives = encode_pairs(pairs, tokenizer, config.max_len, str(path))
         return ContrastiveExamples(positives.first, positives.second)  # the scores only selected them
     return encode_pairs(pairs, tokenizer, config.max_len, str(path))
@@ -97,7 +103,9 @@ def sts_examples(spec: str, tokenizer: Tokenizer, max_len: int, key: str) -> Con
     return encode_pairs(read_sts(path), tokenizer, max_len, str(path))
 
 
-def split_validation(examples: ContrastiveExamples, fraction: float, seed: int) -> tuple[ContrastiveExamples, ContrastiveExamples]:
+def split_validation(
+    examples: ContrastiveExamples, fraction: float, seed: int
+) -> tuple[ContrastiveExamples, ContrastiveExamples]:
     """(train, held-out): a seeded ``fraction`` of the examples is held out for the validation loss."""
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = int(len(examples) * fraction)

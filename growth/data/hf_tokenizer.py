@@ -32,8 +32,14 @@ from growth.data.errors import DataError
 BUNDLE_FORMAT = "growth-hf-tokenizer/1"
 TOKENIZER_JSON = "tokenizer.json"
 # The files of a tokenizer folder that describe the tokenizer (tokenizer.json is required).
-TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    TOKENIZER_JSON,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 ROLES = ("bos", "eos", "pad", "unk", "mask")
 # Recognised by name when no tokenizer_config.json says which token plays a role (first match wins).
 ROLE_NAMES = {
@@ -104,8 +110,10 @@ def load_hf_processor(path: str | Path) -> tuple[HFProcessor, Path]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"tokenizer {path} is neither a sentencepiece model nor a Hugging Face tokenizer "
-                        f"({type(err).__name__})") from None
+        raise DataError(
+            f"tokenizer {path} is neither a sentencepiece model nor a Hugging Face tokenizer "
+            f"({type(err).__name__})"
+        ) from None
     if isinstance(data, dict) and data.get("format") == BUNDLE_FORMAT:
         processor = processor_from_files(data["files"], str(path))
         processor.special = {role: int(i) for role, i in data.get("special_ids", processor.special).items()}
@@ -116,7 +124,11 @@ def load_hf_processor(path: str | Path) -> tuple[HFProcessor, Path]:
 
 
 def read_folder(folder: Path) -> dict[str, str]:
-    return {name: (folder / name).read_text(encoding="utf-8") for name in TOKENIZER_FILES if (folder / name).is_file()}
+    return {
+        name: (folder / name).read_text(encoding="utf-8")
+        for name in TOKENIZER_FILES
+        if (folder / name).is_file()
+    }
 
 
 def processor_from_files(files: dict[str, str], where: str) -> HFProcessor:
@@ -127,7 +139,9 @@ def processor_from_files(files: dict[str, str], where: str) -> HFProcessor:
     try:
         tokenizer = RustTokenizer.from_str(files[TOKENIZER_JSON])
     except Exception as err:  # tokenizers raises a bare Exception for a malformed file
-        raise DataError(f"tokenizer {where}: {TOKENIZER_JSON} does not load ({str(err).splitlines()[0][:120]})") from None
+        raise DataError(
+            f"tokenizer {where}: {TOKENIZER_JSON} does not load ({str(err).splitlines()[0][:120]})"
+        ) from None
     return HFProcessor(tokenizer, special_ids(tokenizer, files), dict(files))
 
 
@@ -151,8 +165,11 @@ def special_ids(tokenizer, files: dict[str, str]) -> dict[str, int]:
                 if f"{role}_token" in data:
                     declared[role] = _content(data[f"{role}_token"])
     found: dict[str, int] = {}
-    specials = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special} if hasattr(
-        tokenizer, "get_added_tokens_decoder") else set()
+    specials = (
+        {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+        if hasattr(tokenizer, "get_added_tokens_decoder")
+        else set()
+    )
     for role in ROLES:
         if role in declared:  # declared (possibly as null: the tokenizer has no such token)
             token = declared[role]
@@ -188,14 +205,17 @@ def write_hf_tokenizer(path: str | Path, out_dir: Path) -> dict[str, int]:
         processor, _ = load_hf_processor(path)
         files = dict(processor.files)
         if "tokenizer_config.json" not in files:
-            files["tokenizer_config.json"] = json.dumps(_fast_tokenizer_config(processor.tokenizer, processor.special),
-                                                        indent=2)
+            files["tokenizer_config.json"] = json.dumps(
+                _fast_tokenizer_config(processor.tokenizer, processor.special), indent=2
+            )
         for name, text in files.items():
             _write_atomic(out_dir / name, text)
         return dict(processor.special)
     tokenizer, special = sentencepiece_to_hf(Path(path))
     _write_atomic(out_dir / TOKENIZER_JSON, tokenizer.to_str())
-    _write_atomic(out_dir / "tokenizer_config.json", json.dumps(_fast_tokenizer_config(tokenizer, special), indent=2))
+    _write_atomic(
+        out_dir / "tokenizer_config.json", json.dumps(_fast_tokenizer_config(tokenizer, special), indent=2)
+    )
     return special
 
 
@@ -223,8 +243,11 @@ def sentencepiece_to_hf(path: Path):
 
 
 def _fast_tokenizer_config(tokenizer, special: dict[str, int]) -> dict:
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-              "model_max_length": 1_000_000_000}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1_000_000_000,
+    }
     for role, token_id in special.items():
         config[f"{role}_token"] = tokenizer.id_to_token(token_id)
     return config

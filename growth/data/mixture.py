@@ -17,8 +17,8 @@ maker and the evaluator read a mixture as they read one corpus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -62,7 +62,9 @@ class MixtureSchedule:
             import torch
 
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_777_777 + index)
-            sources = np.repeat(np.arange(len(self.shares)), self.shares)[torch.randperm(self.block, generator=generator).numpy()]
+            sources = np.repeat(np.arange(len(self.shares)), self.shares)[
+                torch.randperm(self.block, generator=generator).numpy()
+            ]
             rank = np.zeros(self.block, dtype=np.int64)
             for s in range(len(self.shares)):
                 mine = sources == s
@@ -88,9 +90,14 @@ class MixtureSampler(WindowSampler):
     _sources: list[WindowSampler] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.source_tokens, self.weights = tuple(int(n) for n in self.source_tokens), tuple(float(w) for w in self.weights)
-        self._sources = [WindowSampler(n, self.seq_len, self.seed * 1_000_003 + 104_729 * (i + 1))
-                         for i, n in enumerate(self.source_tokens)]
+        self.source_tokens, self.weights = (
+            tuple(int(n) for n in self.source_tokens),
+            tuple(float(w) for w in self.weights),
+        )
+        self._sources = [
+            WindowSampler(n, self.seq_len, self.seed * 1_000_003 + 104_729 * (i + 1))
+            for i, n in enumerate(self.source_tokens)
+        ]
         self._bases = np.concatenate([[0], np.cumsum([s.n_windows for s in self._sources])]).astype(np.int64)
         self._schedule = MixtureSchedule(self.weights, self.seed)
 
@@ -114,8 +121,11 @@ class MixtureSampler(WindowSampler):
         return {**super().state_dict(), "sources": list(self.source_tokens), "weights": list(self.weights)}
 
     def same_stream(self, state: dict) -> bool:
-        return (super().same_stream(state) and list(state.get("sources", ())) == list(self.source_tokens)
-                and [float(w) for w in state.get("weights", ())] == list(self.weights))
+        return (
+            super().same_stream(state)
+            and list(state.get("sources", ())) == list(self.source_tokens)
+            and [float(w) for w in state.get("weights", ())] == list(self.weights)
+        )
 
 
 class WindowedTokens:
@@ -144,14 +154,21 @@ class WindowedTokens:
 
     def __getitem__(self, key: slice) -> np.ndarray:
         T = self.seq_len
-        if not isinstance(key, slice) or key.step not in (None, 1) or key.start is None or key.start % T \
-                or key.stop - key.start != T + 1:
+        if (
+            not isinstance(key, slice)
+            or key.step not in (None, 1)
+            or key.start is None
+            or key.start % T
+            or key.stop - key.start != T + 1
+        ):
             raise IndexError("WindowedTokens serves whole windows only: tokens[k*T : k*T + T + 1]")
         source, local = self.locate(key.start // T)
         return self.arrays[source][local * T : local * T + T + 1]
 
 
-def interleave_validation(val_windows: Sequence[int], weights: Sequence[float], cap: int = 1 << 16) -> np.ndarray:
+def interleave_validation(
+    val_windows: Sequence[int], weights: Sequence[float], cap: int = 1 << 16
+) -> np.ndarray:
     """Window ids of a mixture's validation stream: from each source a number of its validation windows
     proportional to its weight (as many as the scarcest source allows, at most ``cap`` in all), spread
     evenly through the stream."""

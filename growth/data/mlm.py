@@ -13,7 +13,11 @@ IGNORE_INDEX = -100
 
 
 def mask_tokens(
-    tokens: torch.Tensor, mask_id: int, vocab_size: int, probability: float, generator: torch.Generator,
+    tokens: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    probability: float,
+    generator: torch.Generator,
     special_ids: tuple[int, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) for one sequence of token ids."""

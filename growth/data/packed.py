@@ -30,7 +30,9 @@ class PackedCorpus:
 
 
 def default_cache_dir(configured: str = "") -> Path:
-    return Path(configured or os.environ.get("GROWTH_CACHE") or Path.home() / ".cache" / "growth").expanduser()
+    return Path(
+        configured or os.environ.get("GROWTH_CACHE") or Path.home() / ".cache" / "growth"
+    ).expanduser()
 
 
 def _map(path: Path, dtype: str) -> np.ndarray:
@@ -74,17 +76,29 @@ class TokenCorpus:
     def sampler(self, seq_len: int, seed: int) -> WindowSampler:
         if len(self.weights) == 1:
             return WindowSampler(len(self.train), seq_len, seed)
-        return MixtureSampler(sum(self.source_tokens), seq_len, seed, source_tokens=tuple(self.source_tokens),
-                              weights=tuple(self.weights))
+        return MixtureSampler(
+            sum(self.source_tokens),
+            seq_len,
+            seed,
+            source_tokens=tuple(self.source_tokens),
+            weights=tuple(self.weights),
+        )
 
 
-def combine(sources: list[PackedCorpus], weights: list[float], val: PackedCorpus | None, seq_len: int) -> TokenCorpus:
+def combine(
+    sources: list[PackedCorpus], weights: list[float], val: PackedCorpus | None, seq_len: int
+) -> TokenCorpus:
     """The training view of prepared entries: sources with weights, and the validation tokens
     (``val``'s whole stream when given, else each source's own validation split)."""
     folders = [s.directory for s in sources] + ([val.directory] if val is not None else [])
     if len(sources) == 1:
-        return TokenCorpus(sources[0].train, val.train if val is not None else sources[0].val, folders, weights,
-                           [len(sources[0].train)])
+        return TokenCorpus(
+            sources[0].train,
+            val.train if val is not None else sources[0].val,
+            folders,
+            weights,
+            [len(sources[0].train)],
+        )
     train = WindowedTokens([s.train for s in sources], seq_len)
     if val is not None:
         val_tokens = val.train

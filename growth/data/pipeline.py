@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -20,7 +20,11 @@ from growth.config import DataConfig
 from growth.data.errors import DataError
 from growth.data.packed import PackedCorpus, TokenCorpus, combine, load_tokens, too_short
 from growth.data.prepare import (
-    Split, cache_entry, default_workers, prepare_corpus, read_meta,
+    Split,
+    cache_entry,
+    default_workers,
+    prepare_corpus,
+    read_meta,
 )
 from growth.data.sources import corpus_digest, iter_texts, resolve_files
 from growth.data.tokenizer import Tokenizer, sample_sentences, train_on_sentences
@@ -38,8 +42,10 @@ class Source:
 
 def training_sources(data: DataConfig) -> list[Source]:
     if data.sources:
-        return [Source(s.corpus, s.weight, s.text_field or data.text_field, f"data.sources[{i}].corpus")
-                for i, s in enumerate(data.sources)]
+        return [
+            Source(s.corpus, s.weight, s.text_field or data.text_field, f"data.sources[{i}].corpus")
+            for i, s in enumerate(data.sources)
+        ]
     return [Source(data.corpus, 1.0, data.text_field, "data.corpus")]
 
 
@@ -65,7 +71,9 @@ def train_corpus_tokenizer(data: DataConfig, vocab_size: int, path: Path) -> Pat
     sample = sample_sentences(files, data.input_sentence_size, data.seed, progress=True)
     if not sample:
         where = files[0][0] if len(files) == 1 else f"{len(files)} corpus files"
-        raise DataError(f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it")
+        raise DataError(
+            f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it"
+        )
     return train_on_sentences(sample, path, vocab_size, seed=data.seed)
 
 
@@ -98,18 +106,38 @@ class Prepared:
         return [read_meta(folder) for folder in self.folders]
 
 
-def prepare_tokens(data: DataConfig, tokenizer: Tokenizer, cache: Path, workers: int | None = None,
-                   progress: bool = False) -> Prepared:
+def prepare_tokens(
+    data: DataConfig, tokenizer: Tokenizer, cache: Path, workers: int | None = None, progress: bool = False
+) -> Prepared:
     """Prepare every entry the cache lacks (``workers`` processes; None: ``data.workers``, 0: all cores)."""
     count = data.workers if workers is None else workers
     count = count or default_workers()
     split = _split(data)
-    folders = [prepare_corpus(s.corpus, tokenizer, cache, text_field=s.text_field, split=split, workers=count,
-                              progress=progress, key=s.key) for s in training_sources(data)]
+    folders = [
+        prepare_corpus(
+            s.corpus,
+            tokenizer,
+            cache,
+            text_field=s.text_field,
+            split=split,
+            workers=count,
+            progress=progress,
+            key=s.key,
+        )
+        for s in training_sources(data)
+    ]
     val = None
     if data.val_corpus:
-        val = prepare_corpus(data.val_corpus, tokenizer, cache, text_field=data.text_field, split=Split(0.0, data.seed),
-                             workers=count, progress=progress, key="data.val_corpus")
+        val = prepare_corpus(
+            data.val_corpus,
+            tokenizer,
+            cache,
+            text_field=data.text_field,
+            split=Split(0.0, data.seed),
+            workers=count,
+            progress=progress,
+            key="data.val_corpus",
+        )
     return Prepared(folders, [s.weight for s in training_sources(data)], val)
 
 
@@ -118,8 +146,13 @@ def find_prepared(data: DataConfig, tokenizer: Tokenizer, cache: Path) -> Prepar
     split = _split(data)
     sources = training_sources(data)
     folders = [cache_entry(s.corpus, tokenizer, cache, s.text_field, split, s.key).folder for s in sources]
-    val = (cache_entry(data.val_corpus, tokenizer, cache, data.text_field, Split(0.0, data.seed), "data.val_corpus").folder
-           if data.val_corpus else None)
+    val = (
+        cache_entry(
+            data.val_corpus, tokenizer, cache, data.text_field, Split(0.0, data.seed), "data.val_corpus"
+        ).folder
+        if data.val_corpus
+        else None
+    )
     prepared = Prepared(folders, [s.weight for s in sources], val)
     return prepared if prepared.complete() else None
 

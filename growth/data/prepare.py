@@ -30,14 +30,22 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from growth.data.errors import DataError
-from growth.data.sources import Unit, content_digest, corpus_digest, describe, file_stat, plan_units, resolve_files
+from growth.data.sources import (
+    Unit,
+    content_digest,
+    corpus_digest,
+    describe,
+    file_stat,
+    plan_units,
+    resolve_files,
+)
 from growth.data.worker import encode_unit, load_processor, part_paths
 
 FORMAT_VERSION = 2
@@ -85,17 +93,34 @@ def tokenizer_digest(path: Path) -> str:
     if not path.is_dir():
         return content_digest(path)
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    return hashlib.blake2b(json.dumps([[str(p.relative_to(path)), content_digest(p)] for p in files]).encode(),
-                           digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        json.dumps([[str(p.relative_to(path)), content_digest(p)] for p in files]).encode(), digest_size=16
+    ).hexdigest()
 
 
-def cache_entry(spec: str | Sequence[str], tokenizer, cache_dir: Path, text_field: str, split: Split,
-                key: str = "data.corpus") -> Entry:
+def cache_entry(
+    spec: str | Sequence[str],
+    tokenizer,
+    cache_dir: Path,
+    text_field: str,
+    split: Split,
+    key: str = "data.corpus",
+) -> Entry:
     files = resolve_files(spec, key)
     corpus, listing = corpus_digest(files)
     digest = hashlib.blake2b(digest_size=10)
-    digest.update(json.dumps([FORMAT_VERSION, corpus, tokenizer_digest(tokenizer.path), text_field,
-                              split.val_fraction, split.seed]).encode())
+    digest.update(
+        json.dumps(
+            [
+                FORMAT_VERSION,
+                corpus,
+                tokenizer_digest(tokenizer.path),
+                text_field,
+                split.val_fraction,
+                split.seed,
+            ]
+        ).encode()
+    )
     return Entry(Path(cache_dir) / f"tokens-{digest.hexdigest()}", files, listing, describe(spec), key)
 
 
@@ -103,9 +128,18 @@ def read_meta(folder: Path) -> dict:
     return json.loads((folder / "meta.json").read_text())
 
 
-def prepare_corpus(spec: str | Sequence[str], tokenizer, cache_dir: Path, *, text_field: str = "text",
-                   split: Split = Split(0.05), workers: int = 1, progress: bool = False, key: str = "data.corpus",
-                   unit_bytes: int = UNIT_BYTES) -> Path:
+def prepare_corpus(
+    spec: str | Sequence[str],
+    tokenizer,
+    cache_dir: Path,
+    *,
+    text_field: str = "text",
+    split: Split = Split(0.05),
+    workers: int = 1,
+    progress: bool = False,
+    key: str = "data.corpus",
+    unit_bytes: int = UNIT_BYTES,
+) -> Path:
     """The cache folder of ``spec``'s tokens, prepared first when missing."""
     entry = cache_entry(spec, tokenizer, cache_dir, text_field, split, key)
     if entry.complete:
@@ -123,22 +157,35 @@ def prepare_corpus(spec: str | Sequence[str], tokenizer, cache_dir: Path, *, tex
         dtype = token_dtype(tokenizer.vocab_size)
         bar = Progress(sum(u.weight for u in units), f"preparing {entry.spec}" if progress else None)
         try:
-            stats = encode_units(units, str(tokenizer.path), tokenizer.eos_id, text_field, dtype, parts,
-                                 workers, bar)
+            stats = encode_units(
+                units, str(tokenizer.path), tokenizer.eos_id, text_field, dtype, parts, workers, bar
+            )
         finally:
             bar.close()
         for item in entry.listing:  # a file that changed while it was read would make a mixed entry
             if file_stat(Path(item["path"])) != (item["size"], item["mtime_ns"]):
-                raise DataError(f"{item['path']}: changed while it was being prepared; nothing was cached, run again")
+                raise DataError(
+                    f"{item['path']}: changed while it was being prepared; nothing was cached, run again"
+                )
         documents = sum(s["documents"] for s in stats)
         if documents == 0:
             raise no_text_error(entry)
         meta = assemble(partial, parts, stats, split, dtype)
-        meta.update(format=FORMAT_VERSION, corpus=entry.spec, key=key, text_field=text_field,
-                    tokenizer=str(tokenizer.path), tokenizer_digest=tokenizer_digest(tokenizer.path),
-                    vocab_size=tokenizer.vocab_size, val_fraction=split.val_fraction, seed=split.seed,
-                    units=len(units), input_bytes=sum(u.weight for u in units),
-                    seconds=round(time.perf_counter() - started, 3), files=entry.listing)
+        meta.update(
+            format=FORMAT_VERSION,
+            corpus=entry.spec,
+            key=key,
+            text_field=text_field,
+            tokenizer=str(tokenizer.path),
+            tokenizer_digest=tokenizer_digest(tokenizer.path),
+            vocab_size=tokenizer.vocab_size,
+            val_fraction=split.val_fraction,
+            seed=split.seed,
+            units=len(units),
+            input_bytes=sum(u.weight for u in units),
+            seconds=round(time.perf_counter() - started, 3),
+            files=entry.listing,
+        )
         shutil.rmtree(parts)
         _write_json(partial / "meta.json", meta)  # last: its presence marks a complete entry
         try:
@@ -153,8 +200,12 @@ def prepare_corpus(spec: str | Sequence[str], tokenizer, cache_dir: Path, *, tex
 
 def no_text_error(entry: Entry) -> DataError:
     if len(entry.files) == 1:
-        return DataError(f"{entry.files[0]}: the file is empty (no document with text); use a corpus with text in it")
-    return DataError(f"{entry.key}={entry.spec}: none of its {len(entry.files)} files holds a document with text")
+        return DataError(
+            f"{entry.files[0]}: the file is empty (no document with text); use a corpus with text in it"
+        )
+    return DataError(
+        f"{entry.key}={entry.spec}: none of its {len(entry.files)} files holds a document with text"
+    )
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -192,8 +243,16 @@ class Progress:
         if name:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1000, desc=name,
-                            file=sys.stderr, mininterval=0.5, smoothing=0.1)
+            self.bar = tqdm(
+                total=total_bytes,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1000,
+                desc=name,
+                file=sys.stderr,
+                mininterval=0.5,
+                smoothing=0.1,
+            )
 
     def update(self, nbytes: int, documents: int, tokens: int) -> None:
         self.documents += documents
@@ -208,23 +267,44 @@ class Progress:
 
 
 # -- encoding the units -------------------------------------------------------------------------------
-def encode_units(units: list[Unit], tokenizer_path: str, eos_id: int, text_field: str, dtype: np.dtype,
-                 parts: Path, workers: int, progress: Progress) -> list[dict]:
+def encode_units(
+    units: list[Unit],
+    tokenizer_path: str,
+    eos_id: int,
+    text_field: str,
+    dtype: np.dtype,
+    parts: Path,
+    workers: int,
+    progress: Progress,
+) -> list[dict]:
     """Per-unit ``{"documents", "tokens"}``, in unit order; units run in ``workers`` processes."""
     workers = max(1, min(workers, len(units)))
     if workers == 1:
         processor = load_processor(tokenizer_path)
         return [encode_unit(u, processor, eos_id, text_field, dtype, parts, progress.update) for u in units]
-    return _encode_in_processes(units, {"tokenizer": tokenizer_path, "text_field": text_field,
-                                        "dtype": dtype.name, "parts": str(parts)}, workers, progress)
+    return _encode_in_processes(
+        units,
+        {"tokenizer": tokenizer_path, "text_field": text_field, "dtype": dtype.name, "parts": str(parts)},
+        workers,
+        progress,
+    )
 
 
 class _Worker:
     def __init__(self, setup: dict):
-        env = {**os.environ, "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        self.process = subprocess.Popen([sys.executable, "-m", "growth.data.worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "growth.data.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         self.buffer = b""
         self.unit: int | None = None
         self.send(setup)
@@ -269,13 +349,18 @@ def _encode_in_processes(units: list[Unit], setup: dict, workers: int, progress:
                     selector.unregister(key.fileobj)
                     if worker.unit is not None:
                         code = worker.process.wait()
-                        raise RuntimeError(f"a data preparation worker died (exit code {code}) on unit {worker.unit}")
+                        raise RuntimeError(
+                            f"a data preparation worker died (exit code {code}) on unit {worker.unit}"
+                        )
                     continue
                 for message in messages:
                     if "error" in message:
                         raise DataError(message["error"])
                     if message.get("done"):
-                        results[message["unit"]] = {"documents": message["documents"], "tokens": message["tokens"]}
+                        results[message["unit"]] = {
+                            "documents": message["documents"],
+                            "tokens": message["tokens"],
+                        }
                         feed(worker)
                     else:
                         progress.update(message["bytes"], message["documents"], message["tokens"])
@@ -294,7 +379,11 @@ def _encode_in_processes(units: list[Unit], setup: dict, workers: int, progress:
 
 
 # -- the validation split -----------------------------------------------------------------------------
-_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2, _GOLDEN = (
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+    np.uint64(0x9E3779B97F4A7C15),
+)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -381,25 +470,29 @@ def assemble(folder: Path, parts: Path, stats: list[dict], split: Split, dtype: 
             ends = np.memmap(index_path, dtype=np.int64, mode="r") if count else np.zeros(0, np.int64)
             previous = 0
             for a in range(0, count, DOC_BLOCK):
-                block_ends = np.asarray(ends[a:a + DOC_BLOCK])
+                block_ends = np.asarray(ends[a : a + DOC_BLOCK])
                 block_starts = np.concatenate([[previous], block_ends[:-1]]).astype(np.int64)
                 previous = int(block_ends[-1])
                 if mode == "tokens":
                     first, last, local_cut = int(block_starts[0]), int(block_ends[-1]), cut - first_token
                     if local_cut > first:
-                        train.write_tokens(tokens[first:min(last, local_cut)])
+                        train.write_tokens(tokens[first : min(last, local_cut)])
                     if last > local_cut:
-                        val.write_tokens(tokens[max(first, local_cut):last])
+                        val.write_tokens(tokens[max(first, local_cut) : last])
                     absolute = first_token + block_ends
                     train.write_ends(absolute[absolute <= cut])
                     val.write_ends(absolute[absolute > cut] - cut)
                     continue
-                held = (document_hashes(first_doc + a, len(block_ends), split.seed) <= threshold
-                        if threshold is not None else np.zeros(len(block_ends), dtype=bool))
+                held = (
+                    document_hashes(first_doc + a, len(block_ends), split.seed) <= threshold
+                    if threshold is not None
+                    else np.zeros(len(block_ends), dtype=bool)
+                )
                 edges = np.concatenate([[0], np.flatnonzero(np.diff(held)) + 1, [len(block_ends)]])
                 for lo, hi in zip(edges[:-1], edges[1:]):
-                    (val if held[lo] else train).write_documents(tokens[block_starts[lo]:block_ends[hi - 1]],
-                                                                 block_ends[lo:hi] - block_starts[lo:hi])
+                    (val if held[lo] else train).write_documents(
+                        tokens[block_starts[lo] : block_ends[hi - 1]], block_ends[lo:hi] - block_starts[lo:hi]
+                    )
             first_doc += count
             first_token += stat["tokens"]
             del tokens, ends
@@ -410,6 +503,13 @@ def assemble(folder: Path, parts: Path, stats: list[dict], split: Split, dtype: 
     finally:
         train.close()
         val.close()
-    return {"dtype": dtype.name, "documents": documents, "tokens": total, "split": mode,
-            "train_documents": train.documents, "train_tokens": train.written,
-            "val_documents": val.documents, "val_tokens": val.written}
+    return {
+        "dtype": dtype.name,
+        "documents": documents,
+        "tokens": total,
+        "split": mode,
+        "train_documents": train.documents,
+        "train_tokens": train.written,
+        "val_documents": val.documents,
+        "val_tokens": val.written,
+    }

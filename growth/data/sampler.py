@@ -36,7 +36,9 @@ class WindowSampler:
 
     def windows(self, start: int, count: int) -> list[int]:
         """Window indices at global stream positions [start, start + count)."""
-        return [int(self._order(p // self.n_windows)[p % self.n_windows]) for p in range(start, start + count)]
+        return [
+            int(self._order(p // self.n_windows)[p % self.n_windows]) for p in range(start, start + count)
+        ]
 
     def micro_batch_positions(self, micro: int, rank: int, world: int, micro_batch_size: int) -> range:
         """Stream positions of rank ``rank``'s micro-batch ``micro`` in the current global batch."""
@@ -47,7 +49,12 @@ class WindowSampler:
         self.consumed += global_batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"consumed": self.consumed, "seed": self.seed, "seq_len": self.seq_len, "n_tokens": self.n_tokens}
+        return {
+            "consumed": self.consumed,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "n_tokens": self.n_tokens,
+        }
 
     def same_stream(self, state: dict[str, int]) -> bool:
         """Whether a saved position belongs to this stream (same tokens, window length and seed)."""

@@ -90,8 +90,14 @@ def read_sts(path: Path) -> list[Pair]:
                 f"({', '.join(STS_FIELDS)}), got {len(fields)}"
             )
         score = _score(fields[4], path, line)
-        pairs.append(Pair(_sentence(fields[5], "sentence1", path, line),
-                          _sentence(fields[6], "sentence2", path, line), score, line))
+        pairs.append(
+            Pair(
+                _sentence(fields[5], "sentence1", path, line),
+                _sentence(fields[6], "sentence2", path, line),
+                score,
+                line,
+            )
+        )
     return _non_empty(pairs, path)
 
 
@@ -103,9 +109,17 @@ def read_pairs(path: Path) -> list[Pair]:
             continue
         fields = row.split("\t")
         if len(fields) != 2:
-            raise DataError(f"{path}:{line}: expected 2 tab-separated fields (sentence1, sentence2), got {len(fields)}")
-        pairs.append(Pair(_sentence(fields[0], "sentence1", path, line),
-                          _sentence(fields[1], "sentence2", path, line), None, line))
+            raise DataError(
+                f"{path}:{line}: expected 2 tab-separated fields (sentence1, sentence2), got {len(fields)}"
+            )
+        pairs.append(
+            Pair(
+                _sentence(fields[0], "sentence1", path, line),
+                _sentence(fields[1], "sentence2", path, line),
+                None,
+                line,
+            )
+        )
     return _non_empty(pairs, path)
 
 

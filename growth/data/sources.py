@@ -21,9 +21,10 @@ import glob
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 from growth.data.corpus import corpus_path
 from growth.data.errors import DataError
@@ -63,7 +64,9 @@ def resolve_files(spec: str | Sequence[str], key: str = "data.corpus") -> list[P
     """The files of a corpus spec, in their canonical order (absolute paths, symlinks kept)."""
     items = _specs(spec)
     if not items or not all(item.strip() for item in items):
-        raise DataError(f"{key}={describe(spec)}: empty corpus spec; give a file, a directory, a glob or a list of these")
+        raise DataError(
+            f"{key}={describe(spec)}: empty corpus spec; give a file, a directory, a glob or a list of these"
+        )
     files: list[Path] = []
     seen: set[Path] = set()
     for item in items:
@@ -101,7 +104,9 @@ def _resolve_one(item: str, key: str) -> list[Path]:
         if not matches:
             raise DataError(f"{key}={item}: the glob matches no files")
         return _sorted(matches)
-    raise DataError(f"{key}={item}: file not found; point it at a file, a directory or a glob of .txt/.jsonl/.parquet files")
+    raise DataError(
+        f"{key}={item}: file not found; point it at a file, a directory or a glob of .txt/.jsonl/.parquet files"
+    )
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -206,7 +211,9 @@ def _decode_text(data: bytes, path: str, offset: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {offset + err.start}); re-encode it as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {offset + err.start}); re-encode it as UTF-8"
+        ) from None
 
 
 def _cut(buffer: bytes, final: bool) -> int:
@@ -345,23 +352,33 @@ def _jsonl_segments(piece: Piece, text_field: str) -> Iterator[Segment]:
             try:
                 record = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as err:
-                raise DataError(f"{where(index, offset)}: not UTF-8 text (byte {err.start} of the line)") from None
+                raise DataError(
+                    f"{where(index, offset)}: not UTF-8 text (byte {err.start} of the line)"
+                ) from None
             except ValueError as err:
                 reason = getattr(err, "msg", str(err))
                 column = getattr(err, "colno", None)
-                raise DataError(f"{where(index, offset)}: not valid JSON ({reason}" +
-                                (f" at column {column})" if column else ")")) from None
+                raise DataError(
+                    f"{where(index, offset)}: not valid JSON ({reason}"
+                    + (f" at column {column})" if column else ")")
+                ) from None
             if not isinstance(record, dict):
-                raise DataError(f"{where(index, offset)}: expected a JSON object with a {text_field!r} field, "
-                                f"got {type(record).__name__}")
+                raise DataError(
+                    f"{where(index, offset)}: expected a JSON object with a {text_field!r} field, "
+                    f"got {type(record).__name__}"
+                )
             if text_field not in record:
-                raise DataError(f"{where(index, offset)}: no {text_field!r} field (data.text_field={text_field}); "
-                                f"its keys are {', '.join(map(str, list(record)[:8])) or 'none'}")
+                raise DataError(
+                    f"{where(index, offset)}: no {text_field!r} field (data.text_field={text_field}); "
+                    f"its keys are {', '.join(map(str, list(record)[:8])) or 'none'}"
+                )
             text = record[text_field]
             if text is None:
                 continue
             if not isinstance(text, str):
-                raise DataError(f"{where(index, offset)}: the {text_field!r} field is a {type(text).__name__}, not a string")
+                raise DataError(
+                    f"{where(index, offset)}: the {text_field!r} field is a {type(text).__name__}, not a string"
+                )
             texts.append(text)
             size += len(line)
             if size >= CHUNK:
@@ -392,8 +409,10 @@ def _parquet_column(parquet, path: str, text_field: str) -> int:
 
     schema = parquet.schema_arrow
     if text_field not in schema.names:
-        raise DataError(f"{path}: no column {text_field!r} (data.text_field={text_field}); "
-                        f"its columns are {', '.join(schema.names[:8]) or 'none'}")
+        raise DataError(
+            f"{path}: no column {text_field!r} (data.text_field={text_field}); "
+            f"its columns are {', '.join(schema.names[:8]) or 'none'}"
+        )
     kind = schema.field(text_field).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataError(f"{path}: the column {text_field!r} holds {kind}, not text")
@@ -410,8 +429,9 @@ def _parquet_segments(piece: Piece, text_field: str) -> Iterator[Segment]:
             row_bytes = max(1, info.total_byte_size // max(1, info.num_rows))
             batch_rows = max(1, CHUNK // row_bytes)
             compressed = sum(info.column(c).total_compressed_size for c in range(info.num_columns))
-            batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[text_field],
-                                           use_threads=False)
+            batches = parquet.iter_batches(
+                batch_size=batch_rows, row_groups=[group], columns=[text_field], use_threads=False
+            )
             for batch in batches:
                 texts = [t for t in batch.column(0).to_pylist() if t is not None]
                 yield Segment(texts, [True] * len(texts), 0)
@@ -429,9 +449,19 @@ def file_pieces(path: Path, text_field: str, split_bytes: int) -> list[Piece]:
         try:
             _parquet_column(parquet, name, text_field)
             meta = parquet.metadata
-            return [Piece(name, fmt, g, g + 1, sum(meta.row_group(g).column(c).total_compressed_size
-                                                   for c in range(meta.row_group(g).num_columns)))
-                    for g in range(meta.num_row_groups)]
+            return [
+                Piece(
+                    name,
+                    fmt,
+                    g,
+                    g + 1,
+                    sum(
+                        meta.row_group(g).column(c).total_compressed_size
+                        for c in range(meta.row_group(g).num_columns)
+                    ),
+                )
+                for g in range(meta.num_row_groups)
+            ]
         finally:
             parquet.close()
     size = path.stat().st_size
@@ -453,10 +483,13 @@ class Unit:
         return sum(p.weight for p in self.pieces)
 
     def to_json(self) -> dict:
-        return {"index": self.index, "pieces": [[p.path, p.fmt, p.start, p.end, p.size_hint] for p in self.pieces]}
+        return {
+            "index": self.index,
+            "pieces": [[p.path, p.fmt, p.start, p.end, p.size_hint] for p in self.pieces],
+        }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Unit":
+    def from_json(cls, data: dict) -> Unit:
         return cls(data["index"], [Piece(*p) for p in data["pieces"]])
 
 

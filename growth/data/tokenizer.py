@@ -11,9 +11,9 @@ import math
 import os
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import sentencepiece as spm
 
@@ -74,7 +74,9 @@ def sentences(text: str) -> list[str]:
     return out
 
 
-def sample_sentences(files: Iterable[tuple[str | Path, str]], size: int, seed: int, progress: bool = False) -> list[str]:
+def sample_sentences(
+    files: Iterable[tuple[str | Path, str]], size: int, seed: int, progress: bool = False
+) -> list[str]:
     """A seeded, shuffled sample of at most ``size`` lines of the documents of ``(file, text_field)``
     pairs, read in one streaming pass (memory: the sample and one chunk); ``progress``: a tqdm bar."""
     files = [(Path(path), field) for path, field in files]
@@ -83,8 +85,15 @@ def sample_sentences(files: Iterable[tuple[str | Path, str]], size: int, seed: i
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(p.stat().st_size for p, _ in files), unit="B", unit_scale=True, unit_divisor=1000,
-                   desc="sampling sentences for the tokenizer", file=sys.stderr, mininterval=0.5)
+        bar = tqdm(
+            total=sum(p.stat().st_size for p, _ in files),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1000,
+            desc="sampling sentences for the tokenizer",
+            file=sys.stderr,
+            mininterval=0.5,
+        )
     try:
         for path, text_field in files:
             for text in iter_documents(path, text_field):
@@ -97,9 +106,16 @@ def sample_sentences(files: Iterable[tuple[str | Path, str]], size: int, seed: i
     return reservoir.shuffled()
 
 
-def train_tokenizer(inputs: Iterable[str | Path], out_path: str | Path, vocab_size: int, model_type: str = "bpe",
-                    text_field: str = "text", input_sentence_size: int = 1_000_000, seed: int = 0,
-                    progress: bool = False) -> Path:
+def train_tokenizer(
+    inputs: Iterable[str | Path],
+    out_path: str | Path,
+    vocab_size: int,
+    model_type: str = "bpe",
+    text_field: str = "text",
+    input_sentence_size: int = 1_000_000,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
     """Train a sentencepiece model on a seeded sample of ``input_sentence_size`` lines of corpus files
     (any format ``growth/data/sources.py`` reads) and write it atomically to ``out_path``."""
     files = [Path(p) for p in inputs]
@@ -109,12 +125,15 @@ def train_tokenizer(inputs: Iterable[str | Path], out_path: str | Path, vocab_si
     sample = sample_sentences([(f, text_field) for f in files], input_sentence_size, seed, progress)
     if not sample:
         where = files[0] if len(files) == 1 else f"{len(files)} files"
-        raise DataError(f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it")
+        raise DataError(
+            f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it"
+        )
     return train_on_sentences(sample, out_path, vocab_size, model_type, seed)
 
 
-def train_on_sentences(sample: list[str], out_path: str | Path, vocab_size: int, model_type: str = "bpe",
-                       seed: int = 0) -> Path:
+def train_on_sentences(
+    sample: list[str], out_path: str | Path, vocab_size: int, model_type: str = "bpe", seed: int = 0
+) -> Path:
     proto = io.BytesIO()
     spm.set_random_generator_seed(seed)
     try:
@@ -141,7 +160,9 @@ def train_on_sentences(sample: list[str], out_path: str | Path, vocab_size: int,
             minloglevel=2,
         )
     except RuntimeError as err:
-        raise DataError(f"sentencepiece could not train a {vocab_size}-piece tokenizer: {str(err).splitlines()[0]}") from None
+        raise DataError(
+            f"sentencepiece could not train a {vocab_size}-piece tokenizer: {str(err).splitlines()[0]}"
+        ) from None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
@@ -156,14 +177,19 @@ class Tokenizer:
     path: Path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
-        from growth.data.hf_tokenizer import is_hf_tokenizer, load_hf_processor  # a Hugging Face tokenizer.json
+        from growth.data.hf_tokenizer import (
+            is_hf_tokenizer,
+            load_hf_processor,
+        )  # a Hugging Face tokenizer.json
 
         if is_hf_tokenizer(path):
             return cls(*load_hf_processor(path))
         if not path.is_file():
-            raise DataError(f"tokenizer {path} not found; train one with tools/train_tokenizer.py or leave data.tokenizer empty")
+            raise DataError(
+                f"tokenizer {path} not found; train one with tools/train_tokenizer.py or leave data.tokenizer empty"
+            )
         processor = spm.SentencePieceProcessor()
         try:
             processor.load(str(path))

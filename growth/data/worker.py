@@ -17,8 +17,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,8 +33,9 @@ def part_paths(parts: Path, index: int) -> tuple[Path, Path]:
     return parts / f"{index:07d}.bin", parts / f"{index:07d}.idx"
 
 
-def encode_unit(unit: Unit, processor, eos_id: int, text_field: str, dtype: np.dtype, parts: Path,
-                report: Report) -> dict[str, int]:
+def encode_unit(
+    unit: Unit, processor, eos_id: int, text_field: str, dtype: np.dtype, parts: Path, report: Report
+) -> dict[str, int]:
     """Encode ``unit`` into its part files; a document that encodes to no tokens is left out."""
     tokens_path, index_path = part_paths(parts, unit.index)
     written, documents, doc_tokens = 0, 0, 0
@@ -47,7 +48,9 @@ def encode_unit(unit: Unit, processor, eos_id: int, text_field: str, dtype: np.d
         def flush() -> None:
             nonlocal written, pending, pending_tokens
             if pending_tokens:
-                np.fromiter(itertools.chain.from_iterable(pending), dtype=dtype, count=pending_tokens).tofile(out)
+                np.fromiter(itertools.chain.from_iterable(pending), dtype=dtype, count=pending_tokens).tofile(
+                    out
+                )
             written += pending_tokens
             pending, pending_tokens = [], 0
 
@@ -114,7 +117,7 @@ def main() -> int:
         totals = [0, 0, 0]
         last = time.monotonic()
 
-        def report(nbytes: int, docs: int, tokens: int) -> None:
+        def report(nbytes: int, docs: int, tokens: int) -> None:  # called within this iteration only
             nonlocal last
             totals[0] += nbytes
             totals[1] += docs

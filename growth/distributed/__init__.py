@@ -2,10 +2,25 @@
 
 from growth.distributed.deepspeed_adapter import configure_environment
 from growth.distributed.world import (
-    World, agree_on_failure, all_reduce_sum, barrier, init_distributed, run_on_main, stop_watching_peers, watch_peers,
+    World,
+    agree_on_failure,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    run_on_main,
+    stop_watching_peers,
+    watch_peers,
 )
 
 configure_environment()  # before anything imports DeepSpeed (accelerator, extension cache)
 
-__all__ = ["World", "agree_on_failure", "all_reduce_sum", "barrier", "init_distributed", "run_on_main",
-           "stop_watching_peers", "watch_peers"]
+__all__ = [
+    "World",
+    "agree_on_failure",
+    "all_reduce_sum",
+    "barrier",
+    "init_distributed",
+    "run_on_main",
+    "stop_watching_peers",
+    "watch_peers",
+]

@@ -100,8 +100,10 @@ def check_deepspeed_version(version: str | None = None) -> str:
     parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2])
     low, high = SUPPORTED_DEEPSPEED
     if not low <= parts < high:
-        raise UnsupportedDeepSpeed(f"DeepSpeed {version} is not supported (need >= {low[0]}.{low[1]}, "
-                                   f"< {high[0]}.{high[1]}); pip install 'deepspeed>={low[0]}.{low[1]},<{high[0]}.{high[1]}'")
+        raise UnsupportedDeepSpeed(
+            f"DeepSpeed {version} is not supported (need >= {low[0]}.{low[1]}, "
+            f"< {high[0]}.{high[1]}); pip install 'deepspeed>={low[0]}.{low[1]},<{high[0]}.{high[1]}'"
+        )
     return version
 
 
@@ -136,7 +138,9 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, ds
     import deepspeed
 
     check_deepspeed_version()
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+    )
     return engine
 
 
@@ -232,8 +236,11 @@ def set_adam_moments(engine, moments: Moments) -> None:
     flats += list(getattr(engine.optimizer, "fp32_partitioned_groups_flat", []))
     for flat in flats:
         if not base.state[flat]:
-            base.state[flat] = {"step": torch.tensor(step), "exp_avg": torch.zeros_like(flat),
-                                "exp_avg_sq": torch.zeros_like(flat)}
+            base.state[flat] = {
+                "step": torch.tensor(step),
+                "exp_avg": torch.zeros_like(flat),
+                "exp_avg_sq": torch.zeros_like(flat),
+            }
     _link_optimizer_state(engine)
     for name, param in engine.module.named_parameters():
         entry = moments.get(name) or {k: torch.zeros(full_shape(param)) for k in MOMENT_KEYS}
@@ -241,8 +248,11 @@ def set_adam_moments(engine, moments: Moments) -> None:
             for key in MOMENT_KEYS:
                 safe_set_full_optimizer_state(param, entry[key].to(param.device, torch.float32), key)
         else:  # ZeRO 0 in fp32: torch's optimizer holds per-parameter state directly
-            base.state[param] = {"step": torch.tensor(step), "exp_avg": entry["exp_avg"].to(param).clone(),
-                                 "exp_avg_sq": entry["exp_avg_sq"].to(param).clone()}
+            base.state[param] = {
+                "step": torch.tensor(step),
+                "exp_avg": entry["exp_avg"].to(param).clone(),
+                "exp_avg_sq": entry["exp_avg_sq"].to(param).clone(),
+            }
     for state in base.state.values():
         state["step"] = torch.tensor(step) if torch.is_tensor(state.get("step")) else step
 
@@ -275,9 +285,21 @@ def full_numel(param: nn.Parameter) -> int:
 def convert_to_universal(folder: Path, universal: Path) -> str | None:
     """Run ``ds_to_universal`` on ``folder``; returns None on success, else its last error line."""
     result = subprocess.run(
-        [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(folder),
-         "--output_folder", str(universal), "--num_extract_workers", "1", "--num_merge_workers", "1"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "deepspeed.checkpoint.ds_to_universal",
+            "--input_folder",
+            str(folder),
+            "--output_folder",
+            str(universal),
+            "--num_extract_workers",
+            "1",
+            "--num_merge_workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
     )
     if result.returncode == 0:
         return None
@@ -301,4 +323,3 @@ def read_universal_moment(path: Path, shape: torch.Size) -> torch.Tensor:
 
 def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
-

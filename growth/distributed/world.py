@@ -31,7 +31,9 @@ def init_distributed() -> World:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not torch.cuda.is_available():
         # Two ranks on two cores: one thread each, or they fight over the cores (docs/design.md Sec. 6).
-        threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"]))
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or max(
+            1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])
+        )
         torch.set_num_threads(threads)
     # torch.distributed's deprecation notices for calls DeepSpeed makes, once per call: noise in a run log.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
@@ -108,12 +110,17 @@ class _PeerWatch:
     printed or decided to stay quiet), ``failed/<rank>``, ``ack/<rank>`` (a healthy rank saw it)."""
 
     def __init__(self, world: World):
-        from datetime import timedelta
         import threading
+        from datetime import timedelta
 
         self.world = world
-        self.store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                   timeout=timedelta(seconds=30), wait_for_workers=False)
+        self.store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            is_master=False,
+            timeout=timedelta(seconds=30),
+            wait_for_workers=False,
+        )
         self.prefix = f"growth/failure/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         self.failed_here, self.stopped = threading.Event(), threading.Event()
         threading.Thread(target=self._watch, name="growth-peer-watch", daemon=True).start()
@@ -137,7 +144,9 @@ class _PeerWatch:
                 if not self.count("count") or self.failed_here.is_set() or self.stopped.is_set():
                     continue
                 self.store.set(self.key("ack", self.world.rank), "1")
-                deadline = time.monotonic() + 5.0  # let the failing rank print before the launcher reaps us all
+                deadline = (
+                    time.monotonic() + 5.0
+                )  # let the failing rank print before the launcher reaps us all
                 while self.count("done") < self.count("count") and time.monotonic() < deadline:
                     time.sleep(POLL_S / 5)
             except Exception:  # noqa: BLE001 - the store's host is gone: nothing more to learn here

@@ -42,12 +42,18 @@ def load_run(run: Path, ema: bool = False) -> tuple[GrowthLM, Config, Path]:
 
 def validation_tokens(config: Config, folder: Path) -> np.ndarray:
     """The validation token stream the run trained against (its prepared cache entry)."""
-    tokenizer_path = ckpt.run_tokenizer(folder) or (Path(config.data.tokenizer) if config.data.tokenizer else None)
+    tokenizer_path = ckpt.run_tokenizer(folder) or (
+        Path(config.data.tokenizer) if config.data.tokenizer else None
+    )
     if tokenizer_path is None:
         raise ConfigError(f"{folder}: no tokenizer.model in its run directory")
-    prepared = find_prepared(config.data, Tokenizer.load(tokenizer_path), default_cache_dir(config.data.cache_dir))
+    prepared = find_prepared(
+        config.data, Tokenizer.load(tokenizer_path), default_cache_dir(config.data.cache_dir)
+    )
     if prepared is None:
-        raise ConfigError(f"{folder}: the run's corpus is not prepared in the cache any more; run launch/pretrain.py once")
+        raise ConfigError(
+            f"{folder}: the run's corpus is not prepared in the cache any more; run launch/pretrain.py once"
+        )
     val = load_token_corpus(prepared, config.data.seq_len).val
     if not isinstance(val, np.ndarray):  # a mixture's windowed view only cuts windows of data.seq_len
         raise ConfigError(f"{folder}: per-position evaluation needs one corpus (data.sources mixes several)")
@@ -55,13 +61,16 @@ def validation_tokens(config: Config, folder: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def per_position_loss(model: GrowthLM, tokens: np.ndarray, length: int, max_windows: int = 64,
-                      batch_size: int = 8) -> torch.Tensor:
+def per_position_loss(
+    model: GrowthLM, tokens: np.ndarray, length: int, max_windows: int = 64, batch_size: int = 8
+) -> torch.Tensor:
     """(length,) mean next-token cross-entropy at each position over the first ``max_windows`` windows
     of ``length`` tokens (fewer when the stream is shorter); float64."""
     windows = min(max_windows, (len(tokens) - 1) // length)
     if windows < 1:
-        raise ConfigError(f"the validation stream ({len(tokens)} tokens) is shorter than one window of {length + 1}")
+        raise ConfigError(
+            f"the validation stream ({len(tokens)} tokens) is shorter than one window of {length + 1}"
+        )
     maker = BatchMaker(tokens, length, "clm", model.config.vocab_size)
     total = torch.zeros(length, dtype=torch.float64)
     for start in range(0, windows, batch_size):

@@ -43,7 +43,9 @@ def read_run(run: Path, axis: str) -> RunCurves:
         raise ConfigError(f"--x {axis}: use one of {' | '.join(AXES)}")
     logs = Path(run) / "tensorboard"
     if not logs.is_dir():
-        raise ConfigError(f"{run} is not a run directory (no tensorboard/ folder); pass the folder train.out_dir names")
+        raise ConfigError(
+            f"{run} is not a run directory (no tensorboard/ folder); pass the folder train.out_dir names"
+        )
     events = EventAccumulator(str(logs), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -54,12 +56,18 @@ def read_run(run: Path, axis: str) -> RunCurves:
     def against(tag: str) -> list[tuple[float, float]]:
         if tag not in tags:
             return []
-        return [(_interpolate(scale, s.step) if scale else float(s.step), s.value) for s in events.Scalars(tag)]
+        return [
+            (_interpolate(scale, s.step) if scale else float(s.step), s.value) for s in events.Scalars(tag)
+        ]
 
     growth_tag = "growth/params_after"
     growth = []
     if growth_tag in tags:  # in-run stages log at their step; expand's events at tokens seen
-        growth = [p[0] for p in against(growth_tag)] if axis != "tokens" else [float(s.step) for s in events.Scalars(growth_tag)]
+        growth = (
+            [p[0] for p in against(growth_tag)]
+            if axis != "tokens"
+            else [float(s.step) for s in events.Scalars(growth_tag)]
+        )
     return RunCurves(Path(run).name, against("val/loss"), against("val/loss_ema"), growth)
 
 

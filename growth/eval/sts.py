@@ -17,14 +17,21 @@ from growth.model import build_model
 from growth.objectives.spearman import sts_spearman
 
 
-def evaluate_checkpoint(checkpoint: Path, data: str, tokenizer: Path | None = None,
-                        rows_per_batch: int = 64) -> dict[str, float]:
+def evaluate_checkpoint(
+    checkpoint: Path, data: str, tokenizer: Path | None = None, rows_per_batch: int = 64
+) -> dict[str, float]:
     """Spearman on ``data`` (STS-B layout) for the raw weights and, if saved, the EMA weights."""
     folder = ckpt.resolve_checkpoint(Path(checkpoint), "--checkpoint")
     config = load_config(folder / ckpt.CONFIG)
-    tokenizer_path = tokenizer or ckpt.run_tokenizer(folder) or (Path(config.data.tokenizer) if config.data.tokenizer else None)
+    tokenizer_path = (
+        tokenizer
+        or ckpt.run_tokenizer(folder)
+        or (Path(config.data.tokenizer) if config.data.tokenizer else None)
+    )
     if tokenizer_path is None:
-        raise ConfigError(f"--checkpoint={checkpoint}: no tokenizer.model in its run directory; pass --tokenizer")
+        raise ConfigError(
+            f"--checkpoint={checkpoint}: no tokenizer.model in its run directory; pass --tokenizer"
+        )
     examples = sts_examples(data, Tokenizer.load(tokenizer_path), config.contrastive.max_len, "--data")
     check_rankable(examples, data)
     model = build_model(config.model).eval()
@@ -47,15 +54,21 @@ def evaluate_checkpoint(checkpoint: Path, data: str, tokenizer: Path | None = No
 def check_rankable(examples, data: str) -> None:
     """Spearman needs at least two pairs with different gold scores (else it is 0/0, ``nan``)."""
     if len(examples) < 2:
-        raise DataError(f"--data={data} has {len(examples)} scored pair(s); Spearman needs at least 2 with different "
-                        "scores")
+        raise DataError(
+            f"--data={data} has {len(examples)} scored pair(s); Spearman needs at least 2 with different "
+            "scores"
+        )
     if examples.scores is not None and bool((examples.scores == examples.scores[0]).all()):
-        raise DataError(f"--data={data}: every pair has the same score ({float(examples.scores[0]):g}), so there is "
-                        "nothing to rank; use a file with varied scores")
+        raise DataError(
+            f"--data={data}: every pair has the same score ({float(examples.scores[0]):g}), so there is "
+            "nothing to rank; use a file with varied scores"
+        )
 
 
 def defined(rho: float, data: str, weights: str) -> float:
     if not math.isfinite(rho):
-        raise DataError(f"--data={data}: the {weights} weights give every pair the same cosine, so Spearman is "
-                        "undefined (the model does not tell the sentences apart)")
+        raise DataError(
+            f"--data={data}: the {weights} weights give every pair the same cosine, so Spearman is "
+            "undefined (the model does not tell the sentences apart)"
+        )
     return rho

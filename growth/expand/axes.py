@@ -132,8 +132,9 @@ def identity_map(size: int) -> AxisMap:
     return AxisMap(torch.arange(size), torch.ones(size))
 
 
-def zero_sum_noise(shape: tuple[int, ...], axis: int, axis_map: AxisMap, std: float,
-                   generator: torch.Generator | None) -> torch.Tensor:
+def zero_sum_noise(
+    shape: tuple[int, ...], axis: int, axis_map: AxisMap, std: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """Gaussian noise whose sum over every copy group along ``axis`` is zero (to float rounding)."""
     noise = torch.randn(shape, generator=generator) * std
     noise = noise.movedim(axis, 0)
@@ -147,8 +148,14 @@ def zero_sum_noise(shape: tuple[int, ...], axis: int, axis_map: AxisMap, std: fl
     return noise.movedim(0, axis)
 
 
-def remap(weight: torch.Tensor, axis: int, axis_map: AxisMap, role: str, noise_std: float = 0.0,
-          generator: torch.Generator | None = None) -> torch.Tensor:
+def remap(
+    weight: torch.Tensor,
+    axis: int,
+    axis_map: AxisMap,
+    role: str,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Apply ``axis_map`` along ``axis`` of ``weight`` as a ``copy`` or ``divide`` axis."""
     # In the weight's own dtype: growth runs tensor by tensor, and a float64 copy of a large
     # embedding would dominate peak memory. W/k is exact for k a power of two, else within 1 ulp.

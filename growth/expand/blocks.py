@@ -48,7 +48,14 @@ import torch
 
 from growth.config import ModelConfig
 from growth.expand.axes import (
-    AxisMap, cyclic_map, extended_groups, grouped_map, interleaved_groups, interleaved_map, lemon_shares, su_stream,
+    AxisMap,
+    cyclic_map,
+    extended_groups,
+    grouped_map,
+    interleaved_groups,
+    interleaved_map,
+    lemon_shares,
+    su_stream,
     tiled_map,
 )
 
@@ -88,8 +95,9 @@ def axis_maps(old: ModelConfig, new: ModelConfig, options=None) -> dict[str, Axi
             "stream": tiled_map(old.d_model, new.d_model),
             "heads": head_map(old.n_heads, new.n_heads, old.head_dim, new.head_dim),
             # the same cyclic copy over groups: query head j -> j mod H, its group j // g -> (j // g) mod (H / g)
-            "kv_heads": head_map(old.n_kv_heads or old.n_heads, new.n_kv_heads or new.n_heads, old.head_dim,
-                                 new.head_dim),
+            "kv_heads": head_map(
+                old.n_kv_heads or old.n_heads, new.n_kv_heads or new.n_heads, old.head_dim, new.head_dim
+            ),
             "ffn": cyclic_map(old.d_ff, new.d_ff),
             "gau_e": cyclic_map(old.gau_expansion, new.gau_expansion),
             "gau_s": cyclic_map(old.gau_key_size, new.gau_key_size),
@@ -126,22 +134,32 @@ def su_axis_maps(old: ModelConfig, new: ModelConfig) -> dict[str, AxisMap]:
 def su_refusal(old: ModelConfig, new: ModelConfig) -> str | None:
     """Why the interleaved operator is not exact (or not offered) for this growth, or None."""
     if old.layer != "transformer":
-        return (f"width_operator=interleaved is derived for attention + FFN layers (Su); model.layer={old.layer} "
-                "grows with width_operator=tiled")
+        return (
+            f"width_operator=interleaved is derived for attention + FFN layers (Su); model.layer={old.layer} "
+            "grows with width_operator=tiled"
+        )
     if new.d_model % old.d_model:
-        return (f"width_operator=interleaved repeats each channel k times: model.d_model {old.d_model} -> "
-                f"{new.d_model} is not an integer multiple; use width_operator=tiled")
+        return (
+            f"width_operator=interleaved repeats each channel k times: model.d_model {old.d_model} -> "
+            f"{new.d_model} is not an integer multiple; use width_operator=tiled"
+        )
     if new.n_heads != old.n_heads:
-        return (f"width_operator=interleaved keeps the head count and grows each head (Su): model.n_heads must stay "
-                f"{old.n_heads}, got {new.n_heads} (head_dim {old.head_dim} -> {new.d_model // old.n_heads}); use "
-                "width_operator=tiled to add heads")
+        return (
+            f"width_operator=interleaved keeps the head count and grows each head (Su): model.n_heads must stay "
+            f"{old.n_heads}, got {new.n_heads} (head_dim {old.head_dim} -> {new.d_model // old.n_heads}); use "
+            "width_operator=tiled to add heads"
+        )
     if old.position == "rope":
-        return ("width_operator=interleaved is not exact with model.position=rope: repeating a rotated dimension in "
-                "place gives the copies other frequencies (Su: with RoPE it is 'basically impossible' to enlarge "
-                "losslessly); use width_operator=tiled, which keeps every head's RoPE")
+        return (
+            "width_operator=interleaved is not exact with model.position=rope: repeating a rotated dimension in "
+            "place gives the copies other frequencies (Su: with RoPE it is 'basically impossible' to enlarge "
+            "losslessly); use width_operator=tiled, which keeps every head's RoPE"
+        )
     if new.d_ff % old.d_ff:
-        return (f"width_operator=interleaved repeats FFN neurons in place: model.d_ff {old.d_ff} -> {new.d_ff} is not "
-                "an integer multiple")
+        return (
+            f"width_operator=interleaved repeats FFN neurons in place: model.d_ff {old.d_ff} -> {new.d_ff} is not "
+            "an integer multiple"
+        )
     return None
 
 
@@ -153,7 +171,7 @@ def query_key_factor(name: str, old: ModelConfig, new: ModelConfig, width_operat
         return 1.0
     ratio = new.head_dim / old.head_dim
     if width_operator == "interleaved":
-        return ratio ** -0.25
+        return ratio**-0.25
     return math.sqrt(ratio) if match.group(1) == "q" else 1.0
 
 

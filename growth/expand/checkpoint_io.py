@@ -47,14 +47,28 @@ def read_source(path: Path) -> SourceCheckpoint:
         weights = ckpt.LazyWeights(folder / ckpt.WEIGHTS)
         ema = ckpt.read_ema(folder)
     except (OSError, SafetensorError, yaml.YAMLError, AttributeError) as err:
-        raise ConfigError(f"--from {folder}: unreadable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+        raise ConfigError(
+            f"--from {folder}: unreadable checkpoint ({type(err).__name__}: {str(err)[:120]})"
+        ) from None
     run_state = ckpt.run_state_or_empty(folder)
-    tokenizer = next((p for p in (folder / ckpt.TOKENIZER, folder.parent.parent / ckpt.TOKENIZER) if p.is_file()), None)
-    return SourceCheckpoint(folder, config, weights, ema, ckpt.read_moments(folder, run_state), run_state, tokenizer)
+    tokenizer = next(
+        (p for p in (folder / ckpt.TOKENIZER, folder.parent.parent / ckpt.TOKENIZER) if p.is_file()), None
+    )
+    return SourceCheckpoint(
+        folder, config, weights, ema, ckpt.read_moments(folder, run_state), run_state, tokenizer
+    )
 
 
-def write_grown(out: Path, config: Config, weights: dict[str, torch.Tensor], ema: dict | None,
-                moments: Moments | None, run_state: ckpt.RunState, tokenizer: Path | None, report: dict) -> Path:
+def write_grown(
+    out: Path,
+    config: Config,
+    weights: dict[str, torch.Tensor],
+    ema: dict | None,
+    moments: Moments | None,
+    run_state: ckpt.RunState,
+    tokenizer: Path | None,
+    report: dict,
+) -> Path:
     """Write the grown checkpoint folder atomically (temporary name, then rename)."""
     if out.exists():
         raise ConfigError(f"--out {out} already exists; choose a new folder (nothing was overwritten)")

@@ -31,13 +31,12 @@ from growth.model import build_model
 from growth.model.transformer import GrowthLM, init_layer, set_depth_gate
 from growth.objectives.token_loss import token_loss_sum
 
-
 # The run-state key of the ramp of new layers (growth/train/callbacks/depth_ramp.py reads and writes it): a grown
 # checkpoint whose layers are ramped in carries {RAMP_STATE: ramp_state(...)} in its run_state.json callbacks.
 RAMP_STATE = "DepthRamp"
 
 
-def ramp_state(plan: "GrowthPlan", step: int) -> dict:
+def ramp_state(plan: GrowthPlan, step: int) -> dict:
     """The ramp a grown checkpoint starts (m = 0 at ``step``), as the ``DepthRamp`` callback stores it."""
     return {"ramps": [{"layers": plan.ramp_layers, "steps": plan.options.ramp_steps, "start": step}]}
 
@@ -91,19 +90,31 @@ def needs_init(plan: GrowthPlan, name: str) -> bool:
     """A tensor that takes (some of) its values from the grown model's own init."""
     if plan.source_name(name) is None:
         return True
-    return (bool(blocks.FRESH_ROWS.search(name)) and plan.new.head_dim != plan.old.head_dim
-            and plan.options.width_operator == "tiled")
+    return (
+        bool(blocks.FRESH_ROWS.search(name))
+        and plan.new.head_dim != plan.old.head_dim
+        and plan.options.width_operator == "tiled"
+    )
 
 
-def grow_state(old: ModelConfig, target: ModelConfig, weights: Mapping[str, torch.Tensor], ema: dict | None,
-               moments: Moments | None, probe_ids: torch.Tensor, options: GrowthOptions | None = None,
-               tolerance: float = 1e-5) -> GrownState:
+def grow_state(
+    old: ModelConfig,
+    target: ModelConfig,
+    weights: Mapping[str, torch.Tensor],
+    ema: dict | None,
+    moments: Moments | None,
+    probe_ids: torch.Tensor,
+    options: GrowthOptions | None = None,
+    tolerance: float = 1e-5,
+) -> GrownState:
     """Grow ``weights`` (and ``ema``, ``moments``) from ``old`` to ``target`` with the operators of
     ``options``; raise ``GrowthError`` if the grown model's logits on ``probe_ids`` differ by more than
     ``tolerance`` × max(1, |logits|) from the small model's (from the stacked small model's for G_stack)."""
     options = options or GrowthOptions()
     plan = plan_growth(old, target, options)
-    optimizer = options.optimizer if moments else "reset"  # report only what is done: no moments, nothing to grow
+    optimizer = (
+        options.optimizer if moments else "reset"
+    )  # report only what is done: no moments, nothing to grow
     # The small model only lives for its probe logits; then the source is read tensor by tensor.
     small = materialize(old, dict(weights)).eval()
     with torch.no_grad():
@@ -114,7 +125,9 @@ def grow_state(old: ModelConfig, target: ModelConfig, weights: Mapping[str, torc
     shapes = dict(empty_model(plan.new).state_dict())
     new_layer = new_layer_init(plan, options.seed)
     fresh = {name: new_layer(name) if needs_init(plan, name) else like for name, like in shapes.items()}
-    grown_weights = grow_state_dict(weights, plan, fresh, options.noise_std, torch.Generator().manual_seed(options.seed))
+    grown_weights = grow_state_dict(
+        weights, plan, fresh, options.noise_std, torch.Generator().manual_seed(options.seed)
+    )
     grown = materialize(plan.new, grown_weights, plan.ramp_layers).eval()
     with torch.no_grad():
         after = grown(probe_ids)
@@ -140,13 +153,20 @@ def grow_state(old: ModelConfig, target: ModelConfig, weights: Mapping[str, torc
         report["stacked_max_abs_logit_diff"] = diff  # the widening, checked against the stacked small model
     if not math.isfinite(diff) or diff > tolerance * max(1.0, scale):
         what = "the source" if plan.function_preserving else "the stacked source (depth_operator=stack)"
-        raise GrowthError(f"the grown model differs from {what} by {diff:.3g} (> {tolerance:g} x max(1, |logits|)); "
-                          "nothing was written")
+        raise GrowthError(
+            f"the grown model differs from {what} by {diff:.3g} (> {tolerance:g} x max(1, |logits|)); "
+            "nothing was written"
+        )
     grown_ema = None
     if ema is not None:
         # EMA holds parameters only; buffers (DeepNorm's alpha) come from the weights.
-        ema_weights = grow_state_dict(ChainMap(ema["weights"], weights), plan, fresh, options.noise_std,
-                                      torch.Generator().manual_seed(options.seed))
+        ema_weights = grow_state_dict(
+            ChainMap(ema["weights"], weights),
+            plan,
+            fresh,
+            options.noise_std,
+            torch.Generator().manual_seed(options.seed),
+        )
         grown_ema = {**ema, "weights": ema_weights}
     grown_moments = None
     if optimizer == "grown" and moments:
@@ -154,7 +174,9 @@ def grow_state(old: ModelConfig, target: ModelConfig, weights: Mapping[str, torc
     return GrownState(plan, grown_weights, grown_ema, grown_moments, report)
 
 
-def _stacked_logits(plan: GrowthPlan, weights: Mapping[str, torch.Tensor], probe_ids: torch.Tensor) -> torch.Tensor:
+def _stacked_logits(
+    plan: GrowthPlan, weights: Mapping[str, torch.Tensor], probe_ids: torch.Tensor
+) -> torch.Tensor:
     """G_stack at the old width (every layer the source's tensors, not copied): what the grown model must
     compute once its widening is accounted for."""
     config = dataclasses.replace(plan.old, n_layers=plan.new.n_layers)
@@ -166,8 +188,12 @@ def _stacked_logits(plan: GrowthPlan, weights: Mapping[str, torch.Tensor], probe
 
 def _operator_report(plan: GrowthPlan) -> dict:
     options = plan.options
-    out = {"width_operator": options.width_operator, "depth_operator": plan.depth_operator, "split": options.split,
-           "noise": options.noise}
+    out = {
+        "width_operator": options.width_operator,
+        "depth_operator": plan.depth_operator,
+        "split": options.split,
+        "noise": options.noise,
+    }
     if options.split == "lemon":
         out["split_alpha"] = options.split_alpha
     if plan.ramp_layers:
@@ -183,35 +209,54 @@ def operators_applied(plan: GrowthPlan, noise_std: float, optimizer: str) -> lis
     old, new, options = plan.old, plan.new, plan.options
     ops = []
     noise = f"zero-sum noise {noise_std:g}" + (" x each weight's RMS" if options.noise == "relative" else "")
-    split = f"lemon split {options.split_alpha:g} / {1 - options.split_alpha:g}" if options.split == "lemon" else "/k"
+    split = (
+        f"lemon split {options.split_alpha:g} / {1 - options.split_alpha:g}"
+        if options.split == "lemon"
+        else "/k"
+    )
     if new.d_model != old.d_model and options.width_operator == "interleaved":
         k = new.d_model // old.d_model
-        ops.append(f"stream {old.d_model} -> {new.d_model} interleaved (Su: each channel repeated {k}x in place, "
-                   f"h/sqrt({k})); readers {split} x sqrt({k}) + {noise}")
+        ops.append(
+            f"stream {old.d_model} -> {new.d_model} interleaved (Su: each channel repeated {k}x in place, "
+            f"h/sqrt({k})); readers {split} x sqrt({k}) + {noise}"
+        )
     elif new.d_model != old.d_model:
         k, r = divmod(new.d_model, old.d_model)
         ops.append(f"stream {old.d_model} -> {new.d_model} (k={k}, residue {r}); readers {split} + {noise}")
     if new.layer == "transformer" and new.head_dim != old.head_dim:
-        how = ("each dim repeated in place, q and k x r^(-1/4)" if options.width_operator == "interleaved" else
-               f"new dims empty, q x sqrt({new.head_dim}/{old.head_dim}), rope_dim {new.rope_dim or new.head_dim}")
+        how = (
+            "each dim repeated in place, q and k x r^(-1/4)"
+            if options.width_operator == "interleaved"
+            else f"new dims empty, q x sqrt({new.head_dim}/{old.head_dim}), rope_dim {new.rope_dim or new.head_dim}"
+        )
         ops.append(f"head size {old.head_dim} -> {new.head_dim} ({how})")
     if new.layer == "transformer" and new.n_heads != old.n_heads:
-        ops.append(f"heads {old.n_heads} -> {new.n_heads} (head_dim {new.head_dim}" +
-                   (" kept)" if new.head_dim == old.head_dim else ")"))
+        ops.append(
+            f"heads {old.n_heads} -> {new.n_heads} (head_dim {new.head_dim}"
+            + (" kept)" if new.head_dim == old.head_dim else ")")
+        )
     if new.layer == "transformer" and new.d_ff != old.d_ff:
-        ops.append(f"ffn {old.d_ff} -> {new.d_ff} ({new.ffn}; neurons copied cyclically, out-projection / copies)")
+        ops.append(
+            f"ffn {old.d_ff} -> {new.d_ff} ({new.ffn}; neurons copied cyclically, out-projection / copies)"
+        )
     if new.layer == "gau" and new.gau_expansion != old.gau_expansion:
         ops.append(f"gau expansion e {old.gau_expansion} -> {new.gau_expansion}")
     if new.layer == "gau" and new.gau_key_size != old.gau_key_size:
         ops.append(f"gau key size s {old.gau_key_size} -> {new.gau_key_size} (new dims gamma = beta = 0)")
     if new.n_layers != old.n_layers:
-        ops.append(f"depth {old.n_layers} -> {new.n_layers} " + {
-            "zero": "(identity layers: zero writers)",
-            "ramp": f"(ramped layers {plan.ramp_layers}: h <- m L(h) + (1 - m) h, m = 0 now, 1 after "
-                    f"{options.ramp_steps} optimizer steps)",
-            "stack": "(G_stack: the stack repeated, layer i <- i mod " f"{old.n_layers}; NOT function-preserving)",
-        }[plan.depth_operator])
+        ops.append(
+            f"depth {old.n_layers} -> {new.n_layers} "
+            + {
+                "zero": "(identity layers: zero writers)",
+                "ramp": f"(ramped layers {plan.ramp_layers}: h <- m L(h) + (1 - m) h, m = 0 now, 1 after "
+                f"{options.ramp_steps} optimizer steps)",
+                "stack": "(G_stack: the stack repeated, layer i <- i mod "
+                f"{old.n_layers}; NOT function-preserving)",
+            }[plan.depth_operator]
+        )
     if new.tie_embeddings and new.d_model // old.d_model > 1 and options.width_operator == "tiled":
         ops.append("tied embeddings: last norm / k")
-    ops.append("optimizer: Adam moments grown, step kept" if optimizer == "grown" else "optimizer: reset (re-warmup)")
+    ops.append(
+        "optimizer: Adam moments grown, step kept" if optimizer == "grown" else "optimizer: reset (re-warmup)"
+    )
     return ops + plan.notes

@@ -27,16 +27,18 @@ from growth.expand.width import GrowthPlan
 def _gradient_map(value: torch.Tensor, axis: int, axis_map: AxisMap, role: str, power: int) -> torch.Tensor:
     if role == "divide":  # every copy sees the source's input (x write_scale): the full gradient, x that
         out = remap(value, axis, AxisMap(axis_map.src, axis_map.copies), "copy")
-        return out * axis_map.write_scale ** power if axis_map.write_scale != 1.0 else out
+        return out * axis_map.write_scale**power if axis_map.write_scale != 1.0 else out
     if axis_map.share is None and axis_map.read_scale == 1.0:
-        scaled = AxisMap(axis_map.src, axis_map.copies ** power)
+        scaled = AxisMap(axis_map.src, axis_map.copies**power)
         return remap(value, axis, scaled, "divide")
     # A copy read with share x read_scale receives that fraction of the gradient.
     fraction = (axis_map.shares.double() * axis_map.read_scale) ** power
     return remap(value, axis, AxisMap(axis_map.src, axis_map.copies, share=fraction), "divide")
 
 
-def grow_moment(name: str, value: torch.Tensor, plan: GrowthPlan, maps: dict[str, AxisMap], power: int) -> torch.Tensor:
+def grow_moment(
+    name: str, value: torch.Tensor, plan: GrowthPlan, maps: dict[str, AxisMap], power: int
+) -> torch.Tensor:
     """``power`` = 1 for exp_avg, 2 for exp_avg_sq."""
     if plan.new.tie_embeddings and name == "head.proj.weight":
         name = "embed.weight"
@@ -53,8 +55,9 @@ def grow_moment(name: str, value: torch.Tensor, plan: GrowthPlan, maps: dict[str
     return out
 
 
-def grow_optimizer_state(state: dict[str, dict[str, torch.Tensor]], plan: GrowthPlan,
-                         new_names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+def grow_optimizer_state(
+    state: dict[str, dict[str, torch.Tensor]], plan: GrowthPlan, new_names: list[str]
+) -> dict[str, dict[str, torch.Tensor]]:
     """{param name: {exp_avg, exp_avg_sq, step}} of the small model -> the grown model's.
     Identity layers start with zero moments and the source's step (so bias correction carries on)."""
     maps = blocks.axis_maps(plan.old, plan.new, plan.options)

@@ -48,19 +48,28 @@ class GrowthOptions:
     ramp_steps: int = 100  # ramp: optimizer steps over which m rises linearly from 0 to 1
 
     def __post_init__(self) -> None:
-        for name, allowed in (("optimizer", OPTIMIZER_STATES), ("noise", NOISE_KINDS), ("split", SPLITS),
-                              ("width_operator", WIDTH_OPERATORS), ("depth_operator", DEPTH_OPERATORS)):
+        for name, allowed in (
+            ("optimizer", OPTIMIZER_STATES),
+            ("noise", NOISE_KINDS),
+            ("split", SPLITS),
+            ("width_operator", WIDTH_OPERATORS),
+            ("depth_operator", DEPTH_OPERATORS),
+        ):
             if getattr(self, name) not in allowed:
                 raise GrowthError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise GrowthError(f"noise_std={self.noise_std} must be a finite number >= 0 (0: no symmetry breaking)")
+            raise GrowthError(
+                f"noise_std={self.noise_std} must be a finite number >= 0 (0: no symmetry breaking)"
+            )
         if not math.isfinite(self.split_alpha):
             raise GrowthError(f"split_alpha={self.split_alpha} must be a finite number (any alpha is exact)")
         if not (isinstance(self.ramp_steps, int) and self.ramp_steps >= 1):
-            raise GrowthError(f"ramp_steps={self.ramp_steps} must be an integer >= 1 (m rises over that many steps)")
+            raise GrowthError(
+                f"ramp_steps={self.ramp_steps} must be an integer >= 1 (m rises over that many steps)"
+            )
 
     @classmethod
-    def of(cls, source: Any, **overrides: Any) -> "GrowthOptions":
+    def of(cls, source: Any, **overrides: Any) -> GrowthOptions:
         """The options an object with the same attribute names carries (a ``GrowthStage``, argparse's
         namespace), with ``overrides`` on top."""
         values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if hasattr(source, f.name)}

@@ -45,10 +45,14 @@ LAYER = re.compile(r"^layers\.(\d+)\.")
 class GrowthPlan:
     old: ModelConfig
     new: ModelConfig  # the grown model's config, with the implied adjustments applied
-    layer_sources: list[int | None]  # new layer index -> old layer index, None for a new (identity/ramped) layer
+    layer_sources: list[
+        int | None
+    ]  # new layer index -> old layer index, None for a new (identity/ramped) layer
     notes: list[str] = field(default_factory=list)
     options: GrowthOptions = field(default_factory=GrowthOptions)
-    depth_operator: str = "none"  # zero | ramp | stack when the depth grows (``options.depth_for``), else none
+    depth_operator: str = (
+        "none"  # zero | ramp | stack when the depth grows (``options.depth_for``), else none
+    )
 
     @property
     def stream_multiple(self) -> int:
@@ -85,29 +89,39 @@ def plan_growth(old: ModelConfig, target: ModelConfig, options: GrowthOptions | 
     changed = model_differences(old, target, "fixed")
     if changed:
         key, was, now = changed[0]
-        raise GrowthError(f"model.{key} changes from {was!r} to {now!r}; growth keeps it "
-                          f"(only {', '.join(SIZES)} may grow)")
+        raise GrowthError(
+            f"model.{key} changes from {was!r} to {now!r}; growth keeps it (only {', '.join(SIZES)} may grow)"
+        )
     for key in SIZES:
         if getattr(target, key) < getattr(old, key):
-            raise GrowthError(f"model.{key}={getattr(target, key)} is smaller than the source's {getattr(old, key)}; "
-                              "growth only makes models larger")
+            raise GrowthError(
+                f"model.{key}={getattr(target, key)} is smaller than the source's {getattr(old, key)}; "
+                "growth only makes models larger"
+            )
     interleaved = options.width_operator == "interleaved" and _width_changes(old, target)
     if interleaved and (refusal := blocks.su_refusal(old, target)):
         raise GrowthError(refusal)
     if target.d_model % old.d_model and old.norm == "layernorm":
-        raise GrowthError(f"model.d_model {old.d_model} -> {target.d_model} is not an integer multiple, which is only "
-                          "exact with model.norm=rmsnorm; use a multiple of the source width")
+        raise GrowthError(
+            f"model.d_model {old.d_model} -> {target.d_model} is not an integer multiple, which is only "
+            "exact with model.norm=rmsnorm; use a multiple of the source width"
+        )
     depth = "none"
     if target.n_layers != old.n_layers:
         norm_after_add = RESIDUALS.get(old.residual).norm_after_add
         depth = options.depth_for(norm_after_add)
         if depth == "zero" and norm_after_add:
-            raise GrowthError(f"depth_operator=zero is not function-preserving with model.residual={old.residual}: a "
-                              "norm follows every residual add, so a layer with zero writers is LN(LN(h)), not h; use "
-                              "depth_operator=ramp (exact at the growth step, the default here) or stack")
+            raise GrowthError(
+                f"depth_operator=zero is not function-preserving with model.residual={old.residual}: a "
+                "norm follows every residual add, so a layer with zero writers is LN(LN(h)), not h; use "
+                "depth_operator=ramp (exact at the growth step, the default here) or stack"
+            )
     notes: list[str] = []
-    changes = {**_norm_eps(old, target, notes, interleaved), **_rope_dim(old, target, notes),
-               **_kv_heads(old, target, notes)}
+    changes = {
+        **_norm_eps(old, target, notes, interleaved),
+        **_rope_dim(old, target, notes),
+        **_kv_heads(old, target, notes),
+    }
     grown = model_config_from_dict({**dataclasses.asdict(target), **changes})
     return GrowthPlan(old, grown, layer_sources(old.n_layers, grown.n_layers, depth), notes, options, depth)
 
@@ -138,12 +152,16 @@ def _kv_heads(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
         return {"n_kv_heads": old.n_kv_heads}
     group = old.n_heads // (old.n_kv_heads or old.n_heads)
     if target.n_heads % group:
-        raise GrowthError(f"model.n_heads={target.n_heads} is not a multiple of the query group size {group} "
-                          f"(n_heads / n_kv_heads = {old.n_heads} / {old.n_kv_heads}); grow n_heads by a multiple of {group}")
+        raise GrowthError(
+            f"model.n_heads={target.n_heads} is not a multiple of the query group size {group} "
+            f"(n_heads / n_kv_heads = {old.n_heads} / {old.n_kv_heads}); grow n_heads by a multiple of {group}"
+        )
     derived = target.n_heads // group if old.n_kv_heads else 0
     if target.n_kv_heads not in (old.n_kv_heads, derived, target.n_heads // group):
-        raise GrowthError(f"model.n_kv_heads={target.n_kv_heads} changes the query group size from {group}; growth "
-                          f"keeps it (set model.n_kv_heads={derived})")
+        raise GrowthError(
+            f"model.n_kv_heads={target.n_kv_heads} changes the query group size from {group}; growth "
+            f"keeps it (set model.n_kv_heads={derived})"
+        )
     if derived != old.n_kv_heads:
         notes.append(f"n_kv_heads {old.n_kv_heads} -> {derived} (query group size {group} kept)")
     return {"n_kv_heads": derived}
@@ -158,11 +176,15 @@ def _rope_dim(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
         notes.append(f"rope_dim={rotated}: new key dimensions are not rotated (old frequencies kept)")
         return {"rope_dim": rotated}
     if old.layer == "transformer" and target.head_dim != old.head_dim:
-        notes.append(f"rope_dim={rotated}: head_dim {old.head_dim} -> {target.head_dim}, the new head dimensions are "
-                     "not rotated (old frequencies kept)")
+        notes.append(
+            f"rope_dim={rotated}: head_dim {old.head_dim} -> {target.head_dim}, the new head dimensions are "
+            "not rotated (old frequencies kept)"
+        )
         return {"rope_dim": rotated}
     if (target.rope_dim or _key_width(target)) != rotated:
-        raise GrowthError(f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is")
+        raise GrowthError(
+            f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is"
+        )
     return {}
 
 
@@ -172,7 +194,9 @@ def _key_width(config: ModelConfig) -> int:
         return config.head_dim
     if config.layer == "gau":
         return config.gau_key_size
-    raise GrowthError(f"no RoPE growth rule for model.layer={config.layer}; add one in growth/expand/width.py")
+    raise GrowthError(
+        f"no RoPE growth rule for model.layer={config.layer}; add one in growth/expand/width.py"
+    )
 
 
 def layer_sources(old_layers: int, new_layers: int, operator: str = "zero") -> list[int | None]:
@@ -190,7 +214,11 @@ def layer_sources(old_layers: int, new_layers: int, operator: str = "zero") -> l
 def _tied_output_norm(plan: GrowthPlan) -> str | None:
     """With tied embeddings the head reads k copies through the embedding matrix (no /k possible
     without breaking the embedding), so the last norm before the head is scaled by 1/k instead."""
-    if not plan.new.tie_embeddings or plan.stream_multiple == 1 or plan.options.width_operator == "interleaved":
+    if (
+        not plan.new.tie_embeddings
+        or plan.stream_multiple == 1
+        or plan.options.width_operator == "interleaved"
+    ):
         return None  # interleaved: the head reads h/sqrt(k) through E/sqrt(k), k copies: exactly E h
     if not RESIDUALS.get(plan.new.residual).norm_after_add:
         return "final_norm."
@@ -199,8 +227,15 @@ def _tied_output_norm(plan: GrowthPlan) -> str | None:
     return f"layers.{last}.gau.norm." if plan.new.layer == "gau" else f"layers.{last}.ffn.norm."
 
 
-def grow_tensor(name: str, value: torch.Tensor, plan: GrowthPlan, maps, noise_std: float,
-                generator: torch.Generator | None, init: torch.Tensor | None = None) -> torch.Tensor:
+def grow_tensor(
+    name: str,
+    value: torch.Tensor,
+    plan: GrowthPlan,
+    maps,
+    noise_std: float,
+    generator: torch.Generator | None,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One tensor of the small model -> the same tensor of the grown model (``init``: the grown model's own
     initial tensor, for the rows ``blocks.FRESH_ROWS`` takes from it)."""
     if plan.new.tie_embeddings and name == "head.proj.weight":
@@ -221,7 +256,11 @@ def grow_tensor(name: str, value: torch.Tensor, plan: GrowthPlan, maps, noise_st
         noise_std = noise_std * value.detach().double().pow(2).mean().sqrt().item()
     out = value
     for axis, map_name, role in rule:
-        noisy = noise_std if role == "divide" and not (plan.new.tie_embeddings and name == "embed.weight") else 0.0
+        noisy = (
+            noise_std
+            if role == "divide" and not (plan.new.tie_embeddings and name == "embed.weight")
+            else 0.0
+        )
         out = remap(out, axis, maps[map_name], role, noisy, generator)
     factor = blocks.query_key_factor(name, plan.old, plan.new, plan.options.width_operator)
     if factor != 1.0:
@@ -236,8 +275,13 @@ def grow_tensor(name: str, value: torch.Tensor, plan: GrowthPlan, maps, noise_st
     return out
 
 
-def grow_state_dict(state: dict[str, torch.Tensor], plan: GrowthPlan, fresh: dict[str, torch.Tensor],
-                    noise_std: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def grow_state_dict(
+    state: dict[str, torch.Tensor],
+    plan: GrowthPlan,
+    fresh: dict[str, torch.Tensor],
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Map every tensor; ``fresh`` holds the grown model's own initial tensors (for new layers, and the
     rows of ``blocks.FRESH_ROWS``)."""
     maps = blocks.axis_maps(plan.old, plan.new, plan.options)
@@ -252,8 +296,13 @@ def grow_state_dict(state: dict[str, torch.Tensor], plan: GrowthPlan, fresh: dic
     return grown
 
 
-def widen(model: nn.Module, new_model_config: ModelConfig, noise_std: float = 0.0,
-          generator: torch.Generator | None = None, options: GrowthOptions | None = None) -> nn.Module:
+def widen(
+    model: nn.Module,
+    new_model_config: ModelConfig,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+    options: GrowthOptions | None = None,
+) -> nn.Module:
     """The grown module: computes the same function as ``model`` (fp32, dropout off) to ~1e-6 (but for
     ``depth_operator=stack``). Ramped layers come with their gate at m = 0 (``set_depth_gate``); raise it
     to 1 (``DepthRamp`` does in a run) and fold it (``fold_depth_gate``). ``options.noise_std`` and

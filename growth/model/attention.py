@@ -62,11 +62,14 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: Visibility, sca
         # The math and CPU kernels take grouped heads natively (torch >= 2.5: enable_gqa); an explicit repeat
         # would hold n_heads copies of the cache.
         try:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis),
-                                                  scale=scale, enable_gqa=True)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis), scale=scale, enable_gqa=True
+            )
         except TypeError:  # torch < 2.5
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis), scale=scale)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=vis.allowed, is_causal=_is_causal(vis), scale=scale
+    )
 
 
 def _is_causal(vis: Visibility) -> bool:

@@ -12,13 +12,13 @@ or None when there is none (so callers skip the multiply, and sqrt stays bit-ide
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
 from growth.registry import Registry
 
-ScaleFactor = Callable[[torch.Tensor, int, int], Optional[torch.Tensor]]
+ScaleFactor = Callable[[torch.Tensor, int, int], torch.Tensor | None]
 ATTENTION_SCALES: Registry[ScaleFactor] = Registry("model.attention_scale")
 
 
@@ -38,7 +38,9 @@ def scale_factor(kind: str, key_counts: torch.Tensor, base: int, min_keys: int) 
     return ATTENTION_SCALES.get(kind)(key_counts, base, min_keys)
 
 
-def scale_queries(q: torch.Tensor, kind: str, key_counts: torch.Tensor, base: int, min_keys: int) -> torch.Tensor:
+def scale_queries(
+    q: torch.Tensor, kind: str, key_counts: torch.Tensor, base: int, min_keys: int
+) -> torch.Tensor:
     """Fold the per-row factor into q (shape (B, H, T, d)); identity when the scale has none."""
     factor = scale_factor(kind, key_counts, base, min_keys)
     return q if factor is None else q * factor.to(q.dtype)

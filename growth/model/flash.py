@@ -38,15 +38,19 @@ def _chunked(x: torch.Tensor, pad: int, chunk: int) -> torch.Tensor:
     return x.view(x.shape[0], -1, chunk, *x.shape[2:])
 
 
-def _in_chunk_visibility(key_real: torch.Tensor | None, chunk: int, causal: bool,
-                         device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _in_chunk_visibility(
+    key_real: torch.Tensor | None, chunk: int, causal: bool, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Which keys each row sees inside its chunk ((c, c) or (B, G, c, c) bool, None: all) and how many
     ((c, 1) or (B, G, c, 1) float, for log-n). With padding, a row that sees no key sees itself, so a
     softmax stays finite (only padded rows are affected; their outputs are cut or ignored)."""
     tril = torch.ones(chunk, chunk, dtype=torch.bool, device=device).tril() if causal else None
     if key_real is None:  # nothing padded: the triangle alone, counts 1..c (causal) or c
-        counts = (torch.arange(1, chunk + 1, device=device, dtype=torch.float32) if causal
-                  else torch.full((chunk,), float(chunk), device=device)).unsqueeze(-1)
+        counts = (
+            torch.arange(1, chunk + 1, device=device, dtype=torch.float32)
+            if causal
+            else torch.full((chunk,), float(chunk), device=device)
+        ).unsqueeze(-1)
         return tril, counts
     visible = key_real.unsqueeze(-2)  # (B, G, 1, c)
     if causal:
@@ -74,18 +78,29 @@ def mixed_chunk_attention(
     pad = (-length) % chunk_size
     key_real = None  # (B, G, c) bool, only when a key is padding (the mask's, or the last chunk's fill)
     if vis.key_real is not None or pad:
-        real = vis.key_real if vis.key_real is not None else torch.ones(batch, length, dtype=torch.bool, device=v.device)
+        real = (
+            vis.key_real
+            if vis.key_real is not None
+            else torch.ones(batch, length, dtype=torch.bool, device=v.device)
+        )
         key_real = _chunked(real.unsqueeze(-1), pad, chunk_size).squeeze(-1)
-    q_quad, k_quad, q_lin, k_lin, v = (_chunked(t, pad, chunk_size) for t in (q_quad, k_quad, q_lin, k_lin, v))
+    q_quad, k_quad, q_lin, k_lin, v = (
+        _chunked(t, pad, chunk_size) for t in (q_quad, k_quad, q_lin, k_lin, v)
+    )
 
     # Quadratic attention within each chunk, with the GAU kernel ``model.gau_attention`` names.
     visible, counts = _in_chunk_visibility(key_real, chunk_size, vis.causal, v.device)
-    quadratic = GAU_KERNELS.get(kernel).in_chunk(q_quad, k_quad, v, visible, counts, chunk_size,
-                                                 scale_kind, logn_base, logn_min_keys)
+    quadratic = GAU_KERNELS.get(kernel).in_chunk(
+        q_quad, k_quad, v, visible, counts, chunk_size, scale_kind, logn_base, logn_min_keys
+    )
 
     # Linear attention across chunks: (1/c) k_lin^T v summed over the chunks each chunk sees. The 1/c
     # and the padding mask go on k_lin (s wide), not on the (s x e) sums.
-    k_lin = k_lin * (1.0 / chunk_size) if key_real is None else k_lin * (key_real.unsqueeze(-1) / chunk_size).to(k_lin.dtype)
+    k_lin = (
+        k_lin * (1.0 / chunk_size)
+        if key_real is None
+        else k_lin * (key_real.unsqueeze(-1) / chunk_size).to(k_lin.dtype)
+    )
     groups = q_lin.shape[1]
     if not vis.causal:
         context = k_lin.flatten(1, 2).transpose(-1, -2) @ v.flatten(1, 2)  # (B, s, e): every chunk

@@ -71,7 +71,9 @@ class GatedAttentionUnit(nn.Module):
             queries_keys = self.rope(queries_keys)
         scale = dict(scale_kind=self.scale_kind, logn_base=self.logn_base, logn_min_keys=self.logn_min_keys)
         if self.chunk_size:
-            attended = mixed_chunk_attention(*queries_keys.unbind(1), v, vis, self.chunk_size, self.kernel, **scale)
+            attended = mixed_chunk_attention(
+                *queries_keys.unbind(1), v, vis, self.chunk_size, self.kernel, **scale
+            )
         else:
             q, k = queries_keys.unbind(1)
             attended = gau_attention(q, k, v, vis, self.kernel, **scale)

@@ -22,14 +22,29 @@ from growth.registry import Registry
 
 class GAUKernel(Protocol):
     @staticmethod
-    def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: Visibility,
-              scale_kind: str, logn_base: int, logn_min_keys: int) -> torch.Tensor:
+    def dense(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        vis: Visibility,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         """A V for one head: q, k (B, T, s), v (B, T, e) -> (B, T, e)."""
 
     @staticmethod
-    def in_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor | None,
-                 counts: torch.Tensor, chunk_size: int, scale_kind: str, logn_base: int,
-                 logn_min_keys: int) -> torch.Tensor:
+    def in_chunk(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        visible: torch.Tensor | None,
+        counts: torch.Tensor,
+        chunk_size: int,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         """A V inside each chunk: q, k (B, G, c, s), v (B, G, c, e) -> (B, G, c, e). ``visible``: None
         (every key), the (c, c) causal triangle (nothing padded), or a (B, G, c, c) mask; ``counts``:
         each row's visible keys, (c, 1) or (B, G, c, 1)."""
@@ -43,8 +58,15 @@ class Relu2Kernel:
     # No logit scale beyond 1/sqrt(s): config validation refuses relu2 with attention_scale=logn.
 
     @staticmethod
-    def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: Visibility,
-              scale_kind: str, logn_base: int, logn_min_keys: int) -> torch.Tensor:
+    def dense(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        vis: Visibility,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         length = q.shape[1]
         if vis.allowed is not None:
             allowed = vis.allowed.squeeze(1)
@@ -59,9 +81,17 @@ class Relu2Kernel:
         return (weights / vis.key_counts.squeeze(1).to(weights.dtype)) @ v
 
     @staticmethod
-    def in_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor | None,
-                 counts: torch.Tensor, chunk_size: int, scale_kind: str, logn_base: int,
-                 logn_min_keys: int) -> torch.Tensor:
+    def in_chunk(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        visible: torch.Tensor | None,
+        counts: torch.Tensor,
+        chunk_size: int,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         # relu(q.k / sqrt(s))^2 / c = relu((q / sqrt(s c)).k)^2: both scales on q (c x s), not on scores (c x c).
         weights = F.relu((q * (1.0 / math.sqrt(q.shape[-1] * chunk_size))) @ k.transpose(-1, -2)).square()
         if visible is not None:
@@ -72,13 +102,26 @@ class Relu2Kernel:
 @GAU_KERNELS.register("softmax")
 class SoftmaxKernel:
     @staticmethod
-    def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: Visibility,
-              scale_kind: str, logn_base: int, logn_min_keys: int) -> torch.Tensor:
+    def dense(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        vis: Visibility,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         q = scale_queries(q.unsqueeze(1), scale_kind, vis.key_counts, logn_base, logn_min_keys)
         scale = 1.0 / math.sqrt(q.shape[-1])
         if q.is_cuda:  # SDPA's fused kernels (memory-efficient, cuDNN) take e != s
-            out = F.scaled_dot_product_attention(q, k.unsqueeze(1), v.unsqueeze(1), attn_mask=vis.allowed,
-                                                 is_causal=vis.causal and vis.allowed is None, scale=scale)
+            out = F.scaled_dot_product_attention(
+                q,
+                k.unsqueeze(1),
+                v.unsqueeze(1),
+                attn_mask=vis.allowed,
+                is_causal=vis.causal and vis.allowed is None,
+                scale=scale,
+            )
             return out.squeeze(1)
         # On CPU, SDPA with e != s falls back to its math kernel, which is slower than this.
         scores = (q.squeeze(1) * scale) @ k.transpose(-1, -2)  # (B, T, T)
@@ -86,14 +129,23 @@ class SoftmaxKernel:
             scores = scores.masked_fill(~vis.allowed.squeeze(1), float("-inf"))
         elif vis.causal:
             length = q.shape[-2]
-            scores = scores.masked_fill(~torch.ones(length, length, dtype=torch.bool, device=q.device).tril(),
-                                        float("-inf"))
+            scores = scores.masked_fill(
+                ~torch.ones(length, length, dtype=torch.bool, device=q.device).tril(), float("-inf")
+            )
         return scores.softmax(-1) @ v
 
     @staticmethod
-    def in_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor | None,
-                 counts: torch.Tensor, chunk_size: int, scale_kind: str, logn_base: int,
-                 logn_min_keys: int) -> torch.Tensor:
+    def in_chunk(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        visible: torch.Tensor | None,
+        counts: torch.Tensor,
+        chunk_size: int,
+        scale_kind: str,
+        logn_base: int,
+        logn_min_keys: int,
+    ) -> torch.Tensor:
         # lambda_i (log-n, from the keys row i sees in its chunk) and 1/sqrt(s) both folded into q.
         factor = scale_factor(scale_kind, counts, logn_base, logn_min_keys)
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -101,8 +153,9 @@ class SoftmaxKernel:
         triangle = visible is not None and visible.dim() == 2
         if q.is_cuda:
             # SDPA's fused kernels (memory-efficient, cuDNN) take e != s; chunks are its heads.
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=None if triangle else visible,
-                                                  is_causal=triangle, scale=1.0)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if triangle else visible, is_causal=triangle, scale=1.0
+            )
         # On CPU, SDPA with e != s falls back to its math kernel, which is slower than this.
         scores = q @ k.transpose(-1, -2)
         if visible is not None:

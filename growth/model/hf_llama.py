@@ -63,9 +63,14 @@ def hf_architecture(config: ModelConfig) -> str:
 def rope_scaling(config: ModelConfig) -> dict[str, Any] | None:
     """transformers' ``rope_scaling`` (``rope_parameters`` since transformers 5) of a config's RoPE scaling."""
     if config.rope_scaling == "llama3":
-        return {"rope_type": "llama3", "rope_theta": config.rope_base, "factor": config.rope_scaling_factor,
-                "low_freq_factor": config.rope_low_freq_factor, "high_freq_factor": config.rope_high_freq_factor,
-                "original_max_position_embeddings": config.rope_original_max_len}
+        return {
+            "rope_type": "llama3",
+            "rope_theta": config.rope_base,
+            "factor": config.rope_scaling_factor,
+            "low_freq_factor": config.rope_low_freq_factor,
+            "high_freq_factor": config.rope_high_freq_factor,
+            "original_max_position_embeddings": config.rope_original_max_len,
+        }
     return None
 
 
@@ -118,7 +123,9 @@ def llama_config(config: ModelConfig):
     from transformers import LlamaConfig
 
     if config.qkv_bias:
-        raise ValueError("model.qkv_bias=true exports as Qwen2 (Llama's attention_bias also biases o_proj); use hf_config")
+        raise ValueError(
+            "model.qkv_bias=true exports as Qwen2 (Llama's attention_bias also biases o_proj); use hf_config"
+        )
     return LlamaConfig(**hf_config_kwargs(config), attn_implementation="sdpa")
 
 
@@ -141,14 +148,20 @@ def hf_names(config: ModelConfig) -> dict[str, str]:
     return names
 
 
-def llama_state_dict(state: Mapping[str, torch.Tensor], n_layers: int | ModelConfig) -> dict[str, torch.Tensor]:
+def llama_state_dict(
+    state: Mapping[str, torch.Tensor], n_layers: int | ModelConfig
+) -> dict[str, torch.Tensor]:
     """Rename a growth state dict to Llama's parameter names (``lm_head.weight`` too when tied: the
     transformers model ties it back)."""
     config = n_layers if isinstance(n_layers, ModelConfig) else None
     if config is None:  # the old signature: an untied, bias-free model of n_layers layers
-        config = dataclasses.replace(ModelConfig(), n_layers=n_layers, qkv_bias=any(k.endswith("proj.bias") for k in state))
+        config = dataclasses.replace(
+            ModelConfig(), n_layers=n_layers, qkv_bias=any(k.endswith("proj.bias") for k in state)
+        )
     out = {dst: state[src] for src, dst in hf_names(config).items()}
-    out.setdefault("lm_head.weight", state["head.proj.weight"] if "head.proj.weight" in state else state["embed.weight"])
+    out.setdefault(
+        "lm_head.weight", state["head.proj.weight"] if "head.proj.weight" in state else state["embed.weight"]
+    )
     return out
 
 
@@ -182,17 +195,24 @@ def model_config_from_hf(hf: Mapping[str, Any], **free: Any) -> ModelConfig:
     if hf.get("quantization_config"):
         raise refuse("quantization_config", "is set; import a full-precision (unquantized) checkpoint")
     if family == "llama" and hf.get("attention_bias"):
-        raise refuse("attention_bias", "(biases on q/k/v and o_proj) is not representable; only q/k/v biases are")
+        raise refuse(
+            "attention_bias", "(biases on q/k/v and o_proj) is not representable; only q/k/v biases are"
+        )
     if family == "llama" and hf.get("mlp_bias"):
         raise refuse("mlp_bias", "is not representable; FFN layers have no biases")
     heads, hidden = int(hf["num_attention_heads"]), int(hf["hidden_size"])
     head_dim = int(hf.get("head_dim") or hidden // heads)
     if heads * head_dim != hidden:
-        raise refuse("head_dim", f"* num_attention_heads ({heads}) != hidden_size ({hidden}); not representable")
+        raise refuse(
+            "head_dim", f"* num_attention_heads ({heads}) != hidden_size ({hidden}); not representable"
+        )
     max_len = int(hf.get("max_position_embeddings", 2048))
     if family == "mistral" and hf.get("sliding_window") is not None and int(hf["sliding_window"]) < max_len:
-        raise refuse("sliding_window", f"< max_position_embeddings ({max_len}); only full attention is supported "
-                                       "(Mistral without a sliding window)")
+        raise refuse(
+            "sliding_window",
+            f"< max_position_embeddings ({max_len}); only full attention is supported "
+            "(Mistral without a sliding window)",
+        )
     if family == "qwen2" and hf.get("use_sliding_window"):
         raise refuse("use_sliding_window", "is not supported; only full attention is")
     if any(t != "full_attention" for t in hf.get("layer_types") or []):
@@ -203,8 +223,9 @@ def model_config_from_hf(hf: Mapping[str, Any], **free: Any) -> ModelConfig:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ROPE_TYPES:
         key = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
-        raise HFConversionError(f"config.json: {key}.rope_type={rope_type!r} is not supported; supported: "
-                                f"{', '.join(ROPE_TYPES)}")
+        raise HFConversionError(
+            f"config.json: {key}.rope_type={rope_type!r} is not supported; supported: {', '.join(ROPE_TYPES)}"
+        )
     theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
     kv = int(hf.get("num_key_value_heads") or heads)
     if heads % kv:
@@ -228,10 +249,13 @@ def model_config_from_hf(hf: Mapping[str, Any], **free: Any) -> ModelConfig:
         dropout=0.0,
     )
     if rope_type == "llama3":
-        values.update(rope_scaling="llama3", rope_scaling_factor=float(rope["factor"]),
-                      rope_low_freq_factor=float(rope["low_freq_factor"]),
-                      rope_high_freq_factor=float(rope["high_freq_factor"]),
-                      rope_original_max_len=int(rope["original_max_position_embeddings"]))
+        values.update(
+            rope_scaling="llama3",
+            rope_scaling_factor=float(rope["factor"]),
+            rope_low_freq_factor=float(rope["low_freq_factor"]),
+            rope_high_freq_factor=float(rope["high_freq_factor"]),
+            rope_original_max_len=int(rope["original_max_position_embeddings"]),
+        )
     values.update(free)
     try:
         return model_config_from_dict(values)

@@ -35,7 +35,9 @@ from growth.model.transformer import GrowthLM
 
 MODEL_TYPE = "growth"
 # transformers 5 names the key/value cache ``cache`` (``past_key_values`` before)
-CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+CACHE_FIELD = (
+    "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+)
 
 
 def supports_kv_cache(config: ModelConfig) -> bool:
@@ -71,13 +73,17 @@ class LayerCache:
         return self.cache.update(k, v, self.layer)
 
 
-def decoding_visibility(attention_mask: torch.Tensor | None, length: int, offset: int,
-                        device: torch.device) -> Visibility:
+def decoding_visibility(
+    attention_mask: torch.Tensor | None, length: int, offset: int, device: torch.device
+) -> Visibility:
     """Causal visibility of ``length`` new queries at positions offset.. over offset + length keys
     (``attention_mask``: (B, offset + length), 1 for real tokens), as ``mask.visibility`` builds it."""
     total = offset + length
-    key_real = (attention_mask[:, -total:].to(device=device, dtype=torch.bool) if attention_mask is not None
-                else torch.ones(1, total, dtype=torch.bool, device=device))
+    key_real = (
+        attention_mask[:, -total:].to(device=device, dtype=torch.bool)
+        if attention_mask is not None
+        else torch.ones(1, total, dtype=torch.bool, device=device)
+    )
     rows = torch.arange(offset, total, device=device)[:, None]
     cols = torch.arange(total, device=device)[None, :]
     allowed = key_real[:, None, None, :] & (cols <= rows)
@@ -124,12 +130,20 @@ class GrowthForCausalLM(PreTrainedModel, GenerationMixin):
             kwargs.pop("past_key_values", None)
         return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None,
-                labels: torch.Tensor | None = None, use_cache: bool | None = None,
-                **kwargs: Any) -> CausalLMOutputWithPast:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
         """Logits (B, T, vocab) as ``GrowthLM`` computes them; with a cache, of the new tokens only. Position ids
         are not needed: positions are the token indices (RoPE is relative, so left padding does not matter)."""
-        cache = cache if cache is not None else kwargs.get("past_key_values")  # the name before transformers 5
+        cache = (
+            cache if cache is not None else kwargs.get("past_key_values")
+        )  # the name before transformers 5
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # nothing padded: the unmasked kernels, bit-identical to GrowthLM's forward
         if cache is None or not self.supports_cache:
@@ -139,12 +153,18 @@ class GrowthForCausalLM(PreTrainedModel, GenerationMixin):
             logits = self._cached_forward(input_ids, attention_mask, cache)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: cache})
 
-    def _cached_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: Any) -> torch.Tensor:
+    def _cached_forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cache: Any
+    ) -> torch.Tensor:
         model = self.model
-        vis = decoding_visibility(attention_mask, input_ids.shape[1], cache.get_seq_length(), input_ids.device)
+        vis = decoding_visibility(
+            attention_mask, input_ids.shape[1], cache.get_seq_length(), input_ids.device
+        )
         x = model.embed_dropout(model.embed(input_ids))
         for index, layer in enumerate(model.layers):
             x = layer(x, dataclasses.replace(vis, cache=LayerCache(cache, index)))
@@ -152,8 +172,13 @@ class GrowthForCausalLM(PreTrainedModel, GenerationMixin):
 
 
 @torch.no_grad()
-def greedy_decode(model: GrowthLM, input_ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None,
-                  pad_id: int | None = None) -> torch.Tensor:
+def greedy_decode(
+    model: GrowthLM,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+) -> torch.Tensor:
     """The project's own greedy decoding: the full forward each step, argmax of the last position; a row that
     produced ``eos_id`` continues with ``pad_id`` (else eos), as ``generate`` does."""
     ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -40,7 +40,9 @@ OBJECTIVES.register("clm")(Objective(causal=True))
 OBJECTIVES.register("mlm")(Objective(causal=False))
 
 
-def visibility(attention_mask: torch.Tensor | None, length: int, causal: bool, device: torch.device) -> Visibility:
+def visibility(
+    attention_mask: torch.Tensor | None, length: int, causal: bool, device: torch.device
+) -> Visibility:
     if attention_mask is None:
         counts = (
             torch.arange(1, length + 1, device=device, dtype=torch.float32)

@@ -21,7 +21,7 @@ from growth.config import ModelConfig
 from growth.model.norm import build_norm
 from growth.registry import Registry
 
-RESIDUALS: Registry[type["Residual"]] = Registry("model.residual")
+RESIDUALS: Registry[type[Residual]] = Registry("model.residual")
 
 
 def deepnorm_constants(n_layers: float) -> tuple[float, float]:

@@ -13,7 +13,7 @@ Decoding with a key/value cache rotates new tokens at positions ``offset .. offs
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,8 +30,14 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     """Applies RoPE to tensors shaped (..., T, head_dim), positions 0..T-1."""
 
-    def __init__(self, head_dim: int, rope_dim: int = 0, base: float = 10000.0, max_seq_len: int = 256,
-                 scaling: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        head_dim: int,
+        rope_dim: int = 0,
+        base: float = 10000.0,
+        max_seq_len: int = 256,
+        scaling: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         super().__init__()
         self.head_dim = head_dim
         self.rope_dim = rope_dim or head_dim
@@ -43,7 +49,9 @@ class RotaryEmbedding(nn.Module):
     def frequencies(self) -> torch.Tensor:
         """theta_i = base^(-2i / d_rot) (in float64, rounded to fp32), then rescaled by ``scaling`` in fp32 as
         transformers does."""
-        inv_freq = (self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)).float()
+        inv_freq = (
+            self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)
+        ).float()
         return self.scaling(inv_freq) if self.scaling is not None else inv_freq
 
     def reset_buffers(self) -> None:
@@ -83,7 +91,8 @@ POSITIONS: Registry = Registry("model.position")
 
 # ``model.rope_scaling``: each entry maps the config to a function rescaling the fp32 frequencies, or None.
 ROPE_SCALINGS: Registry[Callable[[ModelConfig], Callable[[torch.Tensor], torch.Tensor] | None]] = Registry(
-    "model.rope_scaling")
+    "model.rope_scaling"
+)
 
 
 @ROPE_SCALINGS.register("none")
@@ -112,8 +121,13 @@ def llama3_scaling(config: ModelConfig) -> Callable[[torch.Tensor], torch.Tensor
 def rotary(dim: int, config: ModelConfig) -> RotaryEmbedding:
     # The angle tables start at most TABLE_POSITIONS long and grow on demand (an imported model may declare
     # 128k positions: a full table per layer would cost GBs).
-    return RotaryEmbedding(dim, config.rope_dim, config.rope_base, min(config.max_seq_len, TABLE_POSITIONS),
-                           ROPE_SCALINGS.get(config.rope_scaling)(config))
+    return RotaryEmbedding(
+        dim,
+        config.rope_dim,
+        config.rope_base,
+        min(config.max_seq_len, TABLE_POSITIONS),
+        ROPE_SCALINGS.get(config.rope_scaling)(config),
+    )
 
 
 @POSITIONS.register("none")

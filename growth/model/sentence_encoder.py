@@ -19,7 +19,12 @@ class SentenceEncoder(nn.Module):
     def __init__(self, lm: GrowthLM):
         super().__init__()
         self.config, self.causal = lm.config, lm.causal
-        self.embed, self.embed_dropout, self.layers, self.final_norm = lm.embed, lm.embed_dropout, lm.layers, lm.final_norm
+        self.embed, self.embed_dropout, self.layers, self.final_norm = (
+            lm.embed,
+            lm.embed_dropout,
+            lm.layers,
+            lm.final_norm,
+        )
         self._lm = (lm,)  # a tuple, so the LM (and its head) is not registered as a submodule
 
     @property
@@ -32,7 +37,9 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled (B, d) embeddings (``model.pooling``: mean | first)."""
-        hidden = GrowthLM.hidden_states(self, input_ids, attention_mask)  # the LM's trunk, on the shared modules
+        hidden = GrowthLM.hidden_states(
+            self, input_ids, attention_mask
+        )  # the LM's trunk, on the shared modules
         return pool(hidden, attention_mask, self.config.pooling)
 
     def num_params(self, embeddings: bool = True) -> int:

@@ -41,8 +41,14 @@ class TransformerBlock(nn.Module):
 
     @staticmethod
     def matmul_params(config: ModelConfig) -> int:
-        inner, kv_inner = config.n_heads * config.head_dim, (config.n_kv_heads or config.n_heads) * config.head_dim
-        return 2 * config.d_model * (inner + kv_inner) + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
+        inner, kv_inner = (
+            config.n_heads * config.head_dim,
+            (config.n_kv_heads or config.n_heads) * config.head_dim,
+        )
+        return (
+            2 * config.d_model * (inner + kv_inner)
+            + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
+        )
 
     @staticmethod
     def attention_flops(config: ModelConfig, seq_len: int) -> float:
@@ -100,8 +106,9 @@ def set_depth_gate(layers: nn.ModuleList, index: int, m: float) -> None:
     gate = getattr(layer, "depth_gate", None)
     if gate is None:
         device = next(layer.parameters()).device
-        layer.register_buffer("depth_gate", torch.tensor(float(m), dtype=torch.float32, device=device),
-                              persistent=False)
+        layer.register_buffer(
+            "depth_gate", torch.tensor(float(m), dtype=torch.float32, device=device), persistent=False
+        )
     else:
         gate.fill_(float(m))
 
@@ -115,7 +122,11 @@ def fold_depth_gate(layers: nn.ModuleList, index: int) -> None:
 
 def depth_gates(layers: nn.ModuleList) -> dict[int, float]:
     """{layer index: m} of the layers being ramped in."""
-    return {i: float(layer.depth_gate) for i, layer in enumerate(layers) if getattr(layer, "depth_gate", None) is not None}
+    return {
+        i: float(layer.depth_gate)
+        for i, layer in enumerate(layers)
+        if getattr(layer, "depth_gate", None) is not None
+    }
 
 
 class GrowthLM(nn.Module):
@@ -131,7 +142,8 @@ class GrowthLM(nn.Module):
         self.layers = nn.ModuleList(block(config) for _ in range(config.n_layers))
         # Post-LN and DeepNorm already end every layer in a norm; only Pre-LN needs a final one.
         self.final_norm = (
-            nn.Identity() if RESIDUALS.get(config.residual).norm_after_add
+            nn.Identity()
+            if RESIDUALS.get(config.residual).norm_after_add
             else build_norm(config.norm, config.d_model, config.norm_eps)
         )
         self.head = LMHead(config.d_model, config.vocab_size, self.embed if config.tie_embeddings else None)
@@ -140,7 +152,9 @@ class GrowthLM(nn.Module):
     def reset_parameters(self) -> None:
         initialize(self, self.config)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         vis = visibility(attention_mask, input_ids.shape[1], self.causal, input_ids.device)
         x = self.embed_dropout(self.embed(input_ids))
         for layer in self.layers:
@@ -152,7 +166,9 @@ class GrowthLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.hidden_states(input_ids, attention_mask))
 
-    def sentence_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def sentence_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pooled (B, d) embedding for contrastive objectives (``model.pooling``: mean | first)."""
         return pool(self.hidden_states(input_ids, attention_mask), attention_mask, self.config.pooling)
 

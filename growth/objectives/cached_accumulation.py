@@ -22,7 +22,8 @@ over W ranks (DeepSpeed) gets the surrogate multiplied by W (``grad_scale``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,7 +64,9 @@ def gather_rows(local: torch.Tensor) -> torch.Tensor:
 
 
 def batch_gradient(
-    local: torch.Tensor, local_scores: torch.Tensor | None, loss_fn: Callable[[torch.Tensor, Any], torch.Tensor]
+    local: torch.Tensor,
+    local_scores: torch.Tensor | None,
+    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(global loss, ∂loss/∂local): the loss of all ranks' rows, differentiated w.r.t. this rank's."""
     local = local.detach().float().requires_grad_(True)
@@ -96,7 +99,11 @@ def cached_step(
             states.append(rng_state())
             embeddings.append(embed(batch).detach().float())
     after_pass1 = rng_state()
-    scores = [b["scores"].to(embeddings[0].device) for b in micro_batches] if "scores" in micro_batches[0] else None
+    scores = (
+        [b["scores"].to(embeddings[0].device) for b in micro_batches]
+        if "scores" in micro_batches[0]
+        else None
+    )
     loss, grad = batch_gradient(torch.cat(embeddings), torch.cat(scores) if scores else None, loss_fn)
     cached = grad.split([e.shape[0] for e in embeddings])
     for batch, state, g in zip(micro_batches, states, cached):  # pass 2: one micro-batch's graph at a time

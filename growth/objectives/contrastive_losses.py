@@ -7,7 +7,7 @@ accumulating it over micro-batches needs ``cached_accumulation.py``. Computed in
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -93,10 +93,13 @@ def _cosent(temperature: float, cosent_scale: float, simcse_variant: str) -> Los
     return lambda embeddings, scores: cosent_loss(embeddings, scores, cosent_scale)
 
 
-def contrastive_loss(objective: str, temperature: float = 0.05, cosent_scale: float = 20.0,
-                     simcse_variant: str = "symmetric") -> LossFn:
+def contrastive_loss(
+    objective: str, temperature: float = 0.05, cosent_scale: float = 20.0, simcse_variant: str = "symmetric"
+) -> LossFn:
     """``loss(embeddings, scores)`` of the objective named in ``contrastive.objective``
     (``simcse_variant`` picks SimCSE's form: ``contrastive.simcse_variant``)."""
     if simcse_variant not in SIMCSE_VARIANTS:
-        raise ValueError(f"simcse_variant must be one of {' | '.join(SIMCSE_VARIANTS)}, got {simcse_variant!r}")
+        raise ValueError(
+            f"simcse_variant must be one of {' | '.join(SIMCSE_VARIANTS)}, got {simcse_variant!r}"
+        )
     return CONTRASTIVE_LOSSES.get(objective)(temperature, cosent_scale, simcse_variant)

@@ -6,7 +6,7 @@ Used by the contrastive module (``val/spearman``) and ``growth/eval/sts.py`` on 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -16,15 +16,18 @@ A step takes ``contrastive.batch_size`` examples from the global example stream 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from growth.config import Config, ConfigError
 from growth.data.contrastive_batches import (
-    ContrastiveExamples, example_sampler, split_validation, sts_examples, training_examples,
+    ContrastiveExamples,
+    example_sampler,
+    split_validation,
+    sts_examples,
+    training_examples,
 )
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer
@@ -38,16 +41,25 @@ from growth.train.module import StepResult
 EVAL_SEED = 4242  # SimCSE's validation loss needs dropout: a fixed stream, outside the training one
 
 
-def engine_cached_step(engine, micro_batches: Sequence[Batch], loss_fn: LossFn, world_size: int,
-                       replay_rng: bool = True) -> float:
+def engine_cached_step(
+    engine, micro_batches: Sequence[Batch], loss_fn: LossFn, world_size: int, replay_rng: bool = True
+) -> float:
     """One optimizer step of cached accumulation through ``engine`` (whose module returns pooled
     embeddings); the micro-batch count must be the engine's gradient_accumulation_steps. Returns the
     global batch loss."""
+
     def embed(batch: Batch) -> torch.Tensor:
         return engine(batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device))
 
-    return cached_step(micro_batches, embed, lambda s: engine.backward(s, scale_wrt_gas=False), loss_fn,
-                       grad_scale=world_size, after_backward=engine.step, replay_rng=replay_rng)
+    return cached_step(
+        micro_batches,
+        embed,
+        lambda s: engine.backward(s, scale_wrt_gas=False),
+        loss_fn,
+        grad_scale=world_size,
+        after_backward=engine.step,
+        replay_rng=replay_rng,
+    )
 
 
 # -- data and batch geometry ------------------------------------------------------------------------
@@ -61,16 +73,23 @@ class ContrastiveData:
 def global_batch_size(config: Config, world_size: int, n_train: int) -> int:
     c, t = config.contrastive, config.train
     size = c.batch_size or t.micro_batch_size * t.grad_accum * world_size
-    setting = (f"contrastive.batch_size={size}" if c.batch_size else
-               f"train.micro_batch_size * train.grad_accum * world size = {size}")
+    setting = (
+        f"contrastive.batch_size={size}"
+        if c.batch_size
+        else f"train.micro_batch_size * train.grad_accum * world size = {size}"
+    )
     if size < 2:
-        raise ConfigError(f"{setting} is too small for in-batch negatives (need >= 2 examples per step); "
-                          "raise train.micro_batch_size or set contrastive.batch_size")
+        raise ConfigError(
+            f"{setting} is too small for in-batch negatives (need >= 2 examples per step); "
+            "raise train.micro_batch_size or set contrastive.batch_size"
+        )
     if size % world_size:
         raise ConfigError(f"{setting} must be divisible by the world size {world_size}")
     if size > n_train:
-        raise ConfigError(f"{setting} exceeds the {n_train} training examples of contrastive.data={c.data} "
-                          "(an example would meet itself as a negative); use a smaller batch")
+        raise ConfigError(
+            f"{setting} exceeds the {n_train} training examples of contrastive.data={c.data} "
+            "(an example would meet itself as a negative); use a smaller batch"
+        )
     return size
 
 
@@ -88,7 +107,9 @@ def micro_batch_sizes(per_rank: int, micro: int, accum: int) -> list[int]:
 def load_contrastive_data(config: Config, tokenizer: Tokenizer, world_size: int) -> ContrastiveData:
     """Read, tokenize and split the data, and check the batch geometry (bad input fails here, early)."""
     c = config.contrastive
-    train, val = split_validation(training_examples(c, tokenizer), config.data.val_fraction, config.train.seed)
+    train, val = split_validation(
+        training_examples(c, tokenizer), config.data.val_fraction, config.train.seed
+    )
     sts = sts_examples(c.eval_data, tokenizer, c.max_len, "contrastive.eval_data") if c.eval_data else None
     batch = global_batch_size(config, world_size, len(train))
     micro_batch_sizes(batch // world_size, config.train.micro_batch_size, config.train.grad_accum)
@@ -101,13 +122,21 @@ def contrastive_sampler(data: ContrastiveData, seed: int) -> WindowSampler:
 
 # -- the module -------------------------------------------------------------------------------------
 class ContrastiveModule:
-    def __init__(self, network: SentenceEncoder, config: Config, data: ContrastiveData, sampler: WindowSampler,
-                 world: World):
+    def __init__(
+        self,
+        network: SentenceEncoder,
+        config: Config,
+        data: ContrastiveData,
+        sampler: WindowSampler,
+        world: World,
+    ):
         c, t = config.contrastive, config.train
         self.network, self.data, self.sampler, self.world = network, data, sampler, world
         self.micro_batch_size, self.eval_batches = t.micro_batch_size, t.eval_batches
         self.global_batch = global_batch_size(config, world.size, len(data.train))  # examples per step
-        self.micro_sizes = micro_batch_sizes(self.global_batch // world.size, t.micro_batch_size, t.grad_accum)
+        self.micro_sizes = micro_batch_sizes(
+            self.global_batch // world.size, t.micro_batch_size, t.grad_accum
+        )
         self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale, c.simcse_variant)
         self.simcse, self.max_len = c.objective == "simcse", c.max_len
 
@@ -147,10 +176,14 @@ class ContrastiveModule:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(EVAL_SEED)
             for start in range(0, min(len(val) // size, self.eval_batches) * size, size):
-                rows = [self.embed(engine, val.batch(range(i, min(i + self.micro_batch_size, start + size))))
-                        for i in range(start, start + size, self.micro_batch_size)]
+                rows = [
+                    self.embed(engine, val.batch(range(i, min(i + self.micro_batch_size, start + size))))
+                    for i in range(start, start + size, self.micro_batch_size)
+                ]
                 embeddings = torch.cat(rows).float()
-                scores = val.scores[start : start + size].to(embeddings.device) if val.scores is not None else None
+                scores = (
+                    val.scores[start : start + size].to(embeddings.device) if val.scores is not None else None
+                )
                 losses.append(self.loss_fn(embeddings, scores).item())
         return sum(losses) / len(losses)
 
@@ -158,7 +191,9 @@ class ContrastiveModule:
         scalars = {"val/loss": self.validation_loss(engine)}
         if self.data.sts is not None:
             engine.eval()
-            scalars["val/spearman"] = sts_spearman(lambda b: self.embed(engine, b), self.data.sts, 2 * self.micro_batch_size)
+            scalars["val/spearman"] = sts_spearman(
+                lambda b: self.embed(engine, b), self.data.sts, 2 * self.micro_batch_size
+            )
         return scalars
 
     def extra_weights(self) -> Mapping[str, torch.Tensor]:

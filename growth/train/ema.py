@@ -13,13 +13,19 @@ any world size. Only rank 0 keeps a full tensor, one at a time.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from growth.distributed.deepspeed_adapter import full_numel, full_shape, is_partitioned, local_data, partition_numel
+from growth.distributed.deepspeed_adapter import (
+    full_numel,
+    full_shape,
+    is_partitioned,
+    local_data,
+    partition_numel,
+)
 
 
 def _rank() -> int:
@@ -79,8 +85,11 @@ class EMA:
 
     def state_dict(self) -> dict:
         """Full fp32 EMA weights on every rank (to grow them); collective under ZeRO-3."""
-        return {"decay": self.decay, "updates": self.updates,
-                "weights": {n: self._full(n, every_rank=True) for n in self.params}}
+        return {
+            "decay": self.decay,
+            "updates": self.updates,
+            "weights": {n: self._full(n, every_rank=True) for n in self.params},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])
@@ -88,7 +97,9 @@ class EMA:
             full = state["weights"][name].float()
             if is_partitioned(param):
                 size = partition_numel(param)
-                flat = torch.nn.functional.pad(full.flatten(), (0, size * dist.get_world_size() - full.numel()))
+                flat = torch.nn.functional.pad(
+                    full.flatten(), (0, size * dist.get_world_size() - full.numel())
+                )
                 self.shadow[name].copy_(flat[dist.get_rank() * size : (dist.get_rank() + 1) * size])
             else:
                 self.shadow[name].copy_(full)

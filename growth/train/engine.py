@@ -40,7 +40,9 @@ def deepspeed_config(train: TrainConfig, world_size: int, load_universal: bool =
     if train.deepspeed_config:
         path = Path(train.deepspeed_config)
         if not path.is_file():
-            raise ConfigError(f"train.deepspeed_config={path} does not exist; see configs/deepspeed/ for examples")
+            raise ConfigError(
+                f"train.deepspeed_config={path} does not exist; see configs/deepspeed/ for examples"
+            )
         try:
             ds = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -73,20 +75,33 @@ def _check_shape(ds: Any, train: TrainConfig) -> None:
     """A DeepSpeed JSON is an object whose ``zero_optimization`` is an object; fp16/bf16 need a GPU."""
     where = f"train.deepspeed_config={train.deepspeed_config}"
     if not isinstance(ds, dict):
-        raise ConfigError(f"{where} must hold a JSON object (e.g. {{\"zero_optimization\": {{\"stage\": 2}}}}), "
-                          f"got a {type(ds).__name__}; see configs/deepspeed/")
+        raise ConfigError(
+            f'{where} must hold a JSON object (e.g. {{"zero_optimization": {{"stage": 2}}}}), '
+            f"got a {type(ds).__name__}; see configs/deepspeed/"
+        )
     if not isinstance(ds.get("zero_optimization", {}), dict):
-        raise ConfigError(f"{where}: zero_optimization must be an object such as {{\"stage\": 2}}, got "
-                          f"{ds['zero_optimization']!r}")
+        raise ConfigError(
+            f'{where}: zero_optimization must be an object such as {{"stage": 2}}, got '
+            f"{ds['zero_optimization']!r}"
+        )
     if not torch.cuda.is_available():
         if isinstance(ds.get("fp16"), dict) and ds["fp16"].get("enabled"):
-            raise ConfigError(f"{where} enables fp16, which needs a GPU (none is available); remove the fp16 section")
+            raise ConfigError(
+                f"{where} enables fp16, which needs a GPU (none is available); remove the fp16 section"
+            )
         if train.precision == "bf16":
-            raise ConfigError("train.precision=bf16 needs a GPU (none is available); use train.precision=fp32")
+            raise ConfigError(
+                "train.precision=bf16 needs a GPU (none is available); use train.precision=fp32"
+            )
 
 
-def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any], schedule_start: int = 0,
-                 rewarmup: tuple[int, int] = (0, 0)):
+def build_engine(
+    model: nn.Module,
+    train: TrainConfig,
+    ds_config: dict[str, Any],
+    schedule_start: int = 0,
+    rewarmup: tuple[int, int] = (0, 0),
+):
     """deepspeed.initialize with torch AdamW and the run's LR schedule at applied step
     ``schedule_start`` (``schedule.py``); returns the engine."""
     groups, hyper = param_groups(model, train.weight_decay), adamw_settings(train)
@@ -115,19 +130,27 @@ def build_engine(model: nn.Module, train: TrainConfig, ds_config: dict[str, Any]
 
 def adamw_settings(train: TrainConfig) -> dict[str, Any]:
     """torch AdamW's settings; on CUDA its fused kernel (one launch for every parameter)."""
-    return dict(lr=train.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if torch.cuda.is_available() else {}))
+    return dict(
+        lr=train.lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if torch.cuda.is_available() else {})
+    )
 
 
 def check_compile_available() -> None:
     """train.compile=true needs torch.compile's backend here: a C++ compiler on CPU, Triton on CUDA."""
     if not torch._dynamo.is_dynamo_supported():
-        raise ConfigError(f"train.compile=true: torch.compile is not supported with torch {torch.__version__} on "
-                          "this Python; use train.compile=false")
+        raise ConfigError(
+            f"train.compile=true: torch.compile is not supported with torch {torch.__version__} on "
+            "this Python; use train.compile=false"
+        )
     if torch.cuda.is_available():
         from torch.utils._triton import has_triton
 
         if not has_triton():
-            raise ConfigError("train.compile=true on a GPU needs Triton (pip install triton); or use train.compile=false")
+            raise ConfigError(
+                "train.compile=true on a GPU needs Triton (pip install triton); or use train.compile=false"
+            )
     elif not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if c):
-        raise ConfigError("train.compile=true on CPU needs a C++ compiler for torch's inductor (install g++ or set "
-                          "CXX); or use train.compile=false")
+        raise ConfigError(
+            "train.compile=true on CPU needs a C++ compiler for torch's inductor (install g++ or set "
+            "CXX); or use train.compile=false"
+        )

@@ -66,9 +66,11 @@ def stage_plans(config: Config) -> list[GrowthPlan]:
         if index and plans[-2].ramp_layers:
             previous = config.train.growth[index - 1]
             if stage.at_step < previous.at_step + previous.ramp_steps:
-                raise ConfigError(f"train.growth[{index}].at_step={stage.at_step} falls inside the ramp of "
-                                  f"train.growth[{index - 1}] (new layers ramp in until step "
-                                  f"{previous.at_step + previous.ramp_steps}); grow later or lower its ramp_steps")
+                raise ConfigError(
+                    f"train.growth[{index}].at_step={stage.at_step} falls inside the ramp of "
+                    f"train.growth[{index - 1}] (new layers ramp in until step "
+                    f"{previous.at_step + previous.ramp_steps}); grow later or lower its ramp_steps"
+                )
     return plans
 
 
@@ -113,44 +115,90 @@ class GrowthSchedule(Callback):
         small = self.models[index]
         ramp = trainer.callback(DepthRamp)
         if ramp is not None and ramp.active(trainer):
-            raise ConfigError(f"train.growth[{index}] at step {stage.at_step}: new layers of an earlier growth are "
-                              f"still ramping in (m < 1); grow after the ramp; {trainer.recovery_note}")
+            raise ConfigError(
+                f"train.growth[{index}] at step {stage.at_step}: new layers of an earlier growth are "
+                f"still ramping in (m < 1); grow after the ramp; {trainer.recovery_note}"
+            )
         try:
-            grown = grow_state(small, self.models[index + 1], consolidated_state_dict(engine, world, every_rank=True),
-                               ema.state_dict() if ema is not None else None, all_adam_moments(engine),
-                               trainer.module.probe_batch(), stage_options(stage), TOLERANCE)
+            grown = grow_state(
+                small,
+                self.models[index + 1],
+                consolidated_state_dict(engine, world, every_rank=True),
+                ema.state_dict() if ema is not None else None,
+                all_adam_moments(engine),
+                trainer.module.probe_batch(),
+                stage_options(stage),
+                TOLERANCE,
+            )
         except GrowthError as err:
-            raise ConfigError(f"train.growth[{index}] at step {stage.at_step}: {err}; {trainer.recovery_note}") from None
+            raise ConfigError(
+                f"train.growth[{index}] at step {stage.at_step}: {err}; {trainer.recovery_note}"
+            ) from None
         self._rebuild(trainer, grown, stage)
         if grown.plan.ramp_layers:
             if ramp is None:
-                raise ConfigError(f"train.growth[{index}] ramps layers in but the run has no DepthRamp callback "
-                                  "(growth/train/run.py:build_callbacks adds it)")
+                raise ConfigError(
+                    f"train.growth[{index}] ramps layers in but the run has no DepthRamp callback "
+                    "(growth/train/run.py:build_callbacks adds it)"
+                )
             ramp.begin(trainer, grown.plan.ramp_layers, stage.ramp_steps)
-        event = {"stage": index, "source_step": state.step, "schedule_step": schedule_position(state),
-                 "tokens_seen": state.tokens_seen,
-                 "flops_seen": state.flops_seen, **{k: grown.report[k] for k in (
-                     "loss_before", "loss_after", "params_before", "params_after", "max_abs_logit_diff",
-                     "function_preserving", "depth_operator", "width_operator")},
-                 **({"ramp_layers": grown.plan.ramp_layers, "ramp_steps": stage.ramp_steps} if grown.plan.ramp_layers
-                    else {})}
+        event = {
+            "stage": index,
+            "source_step": state.step,
+            "schedule_step": schedule_position(state),
+            "tokens_seen": state.tokens_seen,
+            "flops_seen": state.flops_seen,
+            **{
+                k: grown.report[k]
+                for k in (
+                    "loss_before",
+                    "loss_after",
+                    "params_before",
+                    "params_after",
+                    "max_abs_logit_diff",
+                    "function_preserving",
+                    "depth_operator",
+                    "width_operator",
+                )
+            },
+            **(
+                {"ramp_layers": grown.plan.ramp_layers, "ramp_steps": stage.ramp_steps}
+                if grown.plan.ramp_layers
+                else {}
+            ),
+        }
         state.growth_events.append(event)
-        scalars = {f"growth/{k}": float(v) for k, v in event.items()
-                   if k not in ("tokens_seen", "flops_seen") and isinstance(v, (int, float))}
+        scalars = {
+            f"growth/{k}": float(v)
+            for k, v in event.items()
+            if k not in ("tokens_seen", "flops_seen") and isinstance(v, (int, float))
+        }
         trainer.log(state.step, scalars)
         trainer.log(state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
         if world.is_main:
-            change = (f"max |logit diff| {grown.report['max_abs_logit_diff']:.2e}" if grown.plan.function_preserving else
-                      f"not function-preserving ({grown.plan.depth_operator}): loss {grown.report['loss_before']:.4f} -> "
-                      f"{grown.report['loss_after']:.4f}")
-            ramped = (f", layers {grown.plan.ramp_layers} ramped in over {stage.ramp_steps} steps"
-                      if grown.plan.ramp_layers else "")
-            print(f"grew at step {state.step} (stage {index}): {grown.report['params_before']:,} -> "
-                  f"{grown.report['params_after']:,} parameters, {change}{ramped}", flush=True)
+            change = (
+                f"max |logit diff| {grown.report['max_abs_logit_diff']:.2e}"
+                if grown.plan.function_preserving
+                else f"not function-preserving ({grown.plan.depth_operator}): loss {grown.report['loss_before']:.4f} -> "
+                f"{grown.report['loss_after']:.4f}"
+            )
+            ramped = (
+                f", layers {grown.plan.ramp_layers} ramped in over {stage.ramp_steps} steps"
+                if grown.plan.ramp_layers
+                else ""
+            )
+            print(
+                f"grew at step {state.step} (stage {index}): {grown.report['params_before']:,} -> "
+                f"{grown.report['params_after']:,} parameters, {change}{ramped}",
+                flush=True,
+            )
 
     def _keep_small_checkpoint(self, trainer) -> None:
         checkpointer = trainer.callback(Checkpointer)
-        if checkpointer is not None and not (checkpointer.root / tag_for(trainer.state.step) / COMPLETE).is_file():
+        if (
+            checkpointer is not None
+            and not (checkpointer.root / tag_for(trainer.state.step) / COMPLETE).is_file()
+        ):
             checkpointer.save(trainer)
 
     def _rebuild(self, trainer, grown: GrownState, stage: GrowthStage) -> None:
@@ -159,9 +207,13 @@ class GrowthSchedule(Callback):
         trainer.engine.destroy()
         network = materialize(grown.plan.new, grown.weights)
         trainer.module.network = network
-        engine = build_engine(network, self.config.train, deepspeed_config(self.config.train, trainer.world.size),
-                              schedule_start=applied,
-                              rewarmup=(applied, stage.rewarmup_steps))
+        engine = build_engine(
+            network,
+            self.config.train,
+            deepspeed_config(self.config.train, trainer.world.size),
+            schedule_start=applied,
+            rewarmup=(applied, stage.rewarmup_steps),
+        )
         if grown.moments is not None:
             set_adam_moments(engine, grown.moments)
         owner = trainer.callback(EMAUpdater)

@@ -19,6 +19,7 @@ from growth.checkpoint.moments import GROWN_MOMENTS
 from growth.config import ConfigError, ModelConfig, model_config_from_dict, model_differences
 from growth.distributed.deepspeed_adapter import set_adam_moments
 
+
 def load_init_weights(model: torch.nn.Module, source: str) -> tuple[Path, ckpt.RunState]:
     folder = ckpt.resolve_checkpoint(Path(source), "train.init_from")
     saved: ModelConfig = model_config_from_dict(yaml.safe_load((folder / ckpt.CONFIG).read_text())["model"])
@@ -31,8 +32,10 @@ def load_init_weights(model: torch.nn.Module, source: str) -> tuple[Path, ckpt.R
                 f"d_model={saved.d_model}, n_layers={saved.n_layers}); grow it with tools/expand.py first"
             )
     for name, theirs, mine in model_differences(saved, model.config, ("fixed", "growable")):
-        raise ConfigError(f"train.init_from={source} was built with model.{name}={theirs!r}, this run has "
-                          f"{mine!r}; train with --config {folder}/config.yaml")
+        raise ConfigError(
+            f"train.init_from={source} was built with model.{name}={theirs!r}, this run has "
+            f"{mine!r}; train with --config {folder}/config.yaml"
+        )
     model.load_state_dict({k: weights[k] for k in model.state_dict()}, strict=True)
     return folder, ckpt.run_state_or_empty(folder)
 

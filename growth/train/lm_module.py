@@ -23,18 +23,41 @@ from growth.train.module import Batch, StepResult
 
 
 class TokenLMModule:
-    def __init__(self, network: GrowthLM, train_batches: BatchMaker, val_batches: BatchMaker, sampler: WindowSampler,
-                 world: World, micro_batch_size: int, grad_accum: int, eval_batches: int):
-        self.network, self.train_batches, self.val_batches, self.sampler = network, train_batches, val_batches, sampler
-        self.world, self.micro_batch_size, self.grad_accum, self.eval_batches = world, micro_batch_size, grad_accum, eval_batches
+    def __init__(
+        self,
+        network: GrowthLM,
+        train_batches: BatchMaker,
+        val_batches: BatchMaker,
+        sampler: WindowSampler,
+        world: World,
+        micro_batch_size: int,
+        grad_accum: int,
+        eval_batches: int,
+    ):
+        self.network, self.train_batches, self.val_batches, self.sampler = (
+            network,
+            train_batches,
+            val_batches,
+            sampler,
+        )
+        self.world, self.micro_batch_size, self.grad_accum, self.eval_batches = (
+            world,
+            micro_batch_size,
+            grad_accum,
+            eval_batches,
+        )
         self.seq_len = train_batches.seq_len
         self.global_batch = micro_batch_size * grad_accum * world.size
 
     def micro_batches(self) -> list[Batch]:
         batches = []
         for micro in range(self.grad_accum):
-            positions = self.sampler.micro_batch_positions(micro, self.world.rank, self.world.size, self.micro_batch_size)
-            batches.append(self.train_batches.batch(self.sampler.windows(positions.start, len(positions)), positions))
+            positions = self.sampler.micro_batch_positions(
+                micro, self.world.rank, self.world.size, self.micro_batch_size
+            )
+            batches.append(
+                self.train_batches.batch(self.sampler.windows(positions.start, len(positions)), positions)
+            )
         self.sampler.advance(self.global_batch)
         return batches
 
@@ -69,8 +92,12 @@ class TokenLMModule:
             windows = mine[start : start + micro]
             batch = maker.batch(windows, windows)
             logits = engine(batch["input_ids"].to(engine.device))
-            totals += torch.tensor([token_loss_sum(logits, batch["labels"].to(logits.device)).item(),
-                                    target_count(batch["labels"])])
+            totals += torch.tensor(
+                [
+                    token_loss_sum(logits, batch["labels"].to(logits.device)).item(),
+                    target_count(batch["labels"]),
+                ]
+            )
         totals = all_reduce_sum(totals)
         return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item()}
 

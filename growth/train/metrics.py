@@ -15,8 +15,17 @@ from tqdm import tqdm
 # matches a whole word of the device name, and the more specific names come first, so an "H100 PCIe"
 # is not taken for an SXM H100, nor an "A10G" for an A10. CPUs have no reliable peak: no MFU there.
 PEAK_BF16_TFLOPS = {
-    "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200 NVL": 835.0, "H200": 989.0, "GH200": 989.0,
-    "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "H200 NVL": 835.0,
+    "H200": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "L4": 121.0,
 }
 
 
@@ -26,8 +35,14 @@ def peak_tflops(device_name: str | None = None) -> float | None:
         if not torch.cuda.is_available():
             return None
         device_name = torch.cuda.get_device_name()
-    return next((peak for key, peak in PEAK_BF16_TFLOPS.items()
-                 if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w])", device_name)), None)
+    return next(
+        (
+            peak
+            for key, peak in PEAK_BF16_TFLOPS.items()
+            if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w])", device_name)
+        ),
+        None,
+    )
 
 
 def mfu(flops: float, seconds: float, peak: float | None, n_gpus: int = 1) -> float | None:
@@ -46,7 +61,9 @@ class Metrics:
             self.writer = SummaryWriter(str(log_dir))
         # A bar redrawn in place is one endless line in a log file: there, print a line now and then.
         self.interactive = enabled and sys.stderr.isatty()
-        self.bar = tqdm(total=max_steps, initial=start_step, disable=not self.interactive, dynamic_ncols=True, unit="step")
+        self.bar = tqdm(
+            total=max_steps, initial=start_step, disable=not self.interactive, dynamic_ncols=True, unit="step"
+        )
         self.peak = peak_tflops()
         self._last = time.perf_counter()
 
@@ -73,7 +90,9 @@ class Metrics:
         self.bar.set_postfix(**shown, loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
         if self.enabled and not self.interactive and (step % self.line_every == 0 or step == self.max_steps):
             stage_text = f" | stage {stage}" if stage is not None else ""
-            self.say(f"step {step}/{self.max_steps}{stage_text} | loss {loss:.4f} | {tokens_per_s / 1e3:.1f}k tok/s")
+            self.say(
+                f"step {step}/{self.max_steps}{stage_text} | loss {loss:.4f} | {tokens_per_s / 1e3:.1f}k tok/s"
+            )
 
     def say(self, line: str) -> None:
         """A line on rank 0's stdout that does not tear the progress bar."""

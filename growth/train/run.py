@@ -11,9 +11,10 @@ import argparse
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import yaml
@@ -24,23 +25,38 @@ from growth.config import Config, ConfigError, load_config, model_config_from_di
 from growth.data.batches import BatchMaker
 from growth.data.errors import DataError
 from growth.data.packed import default_cache_dir
-from growth.data.pipeline import load_token_corpus, prepare_tokens, tokenizer_cache_path, train_corpus_tokenizer
+from growth.data.pipeline import (
+    load_token_corpus,
+    prepare_tokens,
+    tokenizer_cache_path,
+    train_corpus_tokenizer,
+)
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer
 from growth.distributed import (
-    World, agree_on_failure, init_distributed, run_on_main, stop_watching_peers, watch_peers,
+    World,
+    agree_on_failure,
+    init_distributed,
+    run_on_main,
+    stop_watching_peers,
+    watch_peers,
 )
 from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
 from growth.model import GrowthLM, build_model
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEventLogger, TensorBoardLogger
+from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
-from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.growth_schedule import (
-    GrowthSchedule, model_at, needs_depth_ramp, rewarmup_in_effect, schedule_position, stage_models,
+    GrowthSchedule,
+    model_at,
+    needs_depth_ramp,
+    rewarmup_in_effect,
+    schedule_position,
+    stage_models,
 )
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
@@ -53,9 +69,13 @@ USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Pretrain a growth model (DeepSpeed): deepspeed [--num_gpus N] launch/pretrain.py [--config FILE] [key=value ...]",
-        epilog=config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", default=None, help="YAML config (default: the embedded default run)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.max_steps=100")
     return parser.parse_args(argv)
@@ -65,8 +85,10 @@ def config_keys_help() -> str:
     """Every config key with its default, for ``--help``."""
     lines = ["config keys (key=value on the command line, or sections in --config YAML), with defaults:"]
     for section, values in Config().to_dict().items():
-        lines += [f"  {section}.{key}={value!r}" if isinstance(value, str) else f"  {section}.{key}={value}"
-                  for key, value in values.items()]
+        lines += [
+            f"  {section}.{key}={value!r}" if isinstance(value, str) else f"  {section}.{key}={value}"
+            for key, value in values.items()
+        ]
     return "\n".join(lines)
 
 
@@ -79,6 +101,7 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
     """Create ``out_dir`` and lock it for this run (rank 0; a second run on it stops with the holder's
     PID, ``growth/checkpoint/run_lock.py``); refuse a fresh start over existing checkpoints (any
     ``step_*`` folder, with or without ``latest``) and a different model in them."""
+
     def create_and_lock() -> None:
         probe = out_dir / f".write_probe{world.rank}"
         try:
@@ -90,7 +113,9 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
                 probe.unlink(missing_ok=True)
             except OSError:
                 pass
-            raise ConfigError(f"train.out_dir={out_dir} is not writable ({err.strerror}); choose another train.out_dir") from None
+            raise ConfigError(
+                f"train.out_dir={out_dir} is not writable ({err.strerror}); choose another train.out_dir"
+            ) from None
         ckpt.lock_run_dir(out_dir)
 
     run_on_main(world, create_and_lock)  # rank 0's failure is every rank's (and this is the barrier)
@@ -107,8 +132,10 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
         changed = model_differences(load_config(saved).model, config.model, ("fixed", "growable"))
         if changed:
             name, before, now = changed[0]
-            raise ConfigError(f"train.out_dir={out_dir} holds checkpoints of a different model (model.{name}={before!r} "
-                              f"there, {now!r} now); use a new train.out_dir")
+            raise ConfigError(
+                f"train.out_dir={out_dir} holds checkpoints of a different model (model.{name}={before!r} "
+                f"there, {now!r} now); use a new train.out_dir"
+            )
 
 
 def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
@@ -118,15 +145,21 @@ def ensure_tokenizer(config: Config, cache: Path, world: World) -> Tokenizer:
         tokenizer = Tokenizer.load(config.data.tokenizer)
     else:
         shared = torch.distributed.is_initialized() and world.size > 1
-        path = [tokenizer_cache_path(config.data, config.model.vocab_size, cache) if world.is_main or not shared else None]
+        path = [
+            tokenizer_cache_path(config.data, config.model.vocab_size, cache)
+            if world.is_main or not shared
+            else None
+        ]
         if world.is_main and not path[0].is_file():
             train_corpus_tokenizer(config.data, config.model.vocab_size, path[0])
         if shared:
             torch.distributed.broadcast_object_list(path, src=0)  # also the barrier
         tokenizer = Tokenizer.load(path[0])
     if config.model.objective == "mlm" and tokenizer.mask_id < 0:
-        raise ConfigError(f"model.objective=mlm needs a <mask> token, and data.tokenizer={config.data.tokenizer or 'the trained one'} "
-                          "has none (a causal LM's tokenizer); use model.objective=clm or a tokenizer with a mask token")
+        raise ConfigError(
+            f"model.objective=mlm needs a <mask> token, and data.tokenizer={config.data.tokenizer or 'the trained one'} "
+            "has none (a causal LM's tokenizer); use model.objective=clm or a tokenizer with a mask token"
+        )
     if tokenizer.vocab_size > config.model.vocab_size:
         raise ConfigError(
             f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} pieces; "
@@ -146,7 +179,9 @@ def load_token_data(config: Config, tokenizer: Tokenizer, cache: Path, world: Wo
     """The token corpus, prepared on rank 0 (``data.workers`` processes, a progress bar) when the cache
     lacks it; the other ranks take rank 0's folders, and prepare them only where the cache is not shared."""
     shared = torch.distributed.is_initialized() and world.size > 1
-    prepared = [prepare_tokens(config.data, tokenizer, cache, progress=True) if world.is_main or not shared else None]
+    prepared = [
+        prepare_tokens(config.data, tokenizer, cache, progress=True) if world.is_main or not shared else None
+    ]
     if shared:
         torch.distributed.broadcast_object_list(prepared, src=0)  # also the barrier
     if not prepared[0].complete():
@@ -154,27 +189,45 @@ def load_token_data(config: Config, tokenizer: Tokenizer, cache: Path, world: Wo
     return load_token_corpus(prepared[0], config.data.seq_len)
 
 
-def token_lm_module(config: Config, corpus, lm: GrowthLM, tokenizer: Tokenizer, world: World) -> TokenLMModule:
+def token_lm_module(
+    config: Config, corpus, lm: GrowthLM, tokenizer: Tokenizer, world: World
+) -> TokenLMModule:
     special = (tokenizer.pad_id, tokenizer.processor.unk_id(), tokenizer.bos_id, tokenizer.eos_id)
     train_batches, val_batches = (
-        BatchMaker(tokens, config.data.seq_len, config.model.objective, tokenizer.vocab_size, tokenizer.mask_id,
-                   special, config.data.mlm_probability, seed)
+        BatchMaker(
+            tokens,
+            config.data.seq_len,
+            config.model.objective,
+            tokenizer.vocab_size,
+            tokenizer.mask_id,
+            special,
+            config.data.mlm_probability,
+            seed,
+        )
         for tokens, seed in ((corpus.train, config.train.seed), (corpus.val, config.train.seed + 7))
     )
     sampler = corpus.sampler(config.data.seq_len, config.train.seed)  # one corpus, or a weighted mixture
     t = config.train
-    return TokenLMModule(lm, train_batches, val_batches, sampler, world, t.micro_batch_size, t.grad_accum, t.eval_batches)
+    return TokenLMModule(
+        lm, train_batches, val_batches, sampler, world, t.micro_batch_size, t.grad_accum, t.eval_batches
+    )
 
 
-def contrastive_module(config: Config, data, lm: GrowthLM, tokenizer: Tokenizer, world: World) -> ContrastiveModule:
-    return ContrastiveModule(SentenceEncoder(lm), config, data, contrastive_sampler(data, config.train.seed), world)
+def contrastive_module(
+    config: Config, data, lm: GrowthLM, tokenizer: Tokenizer, world: World
+) -> ContrastiveModule:
+    return ContrastiveModule(
+        SentenceEncoder(lm), config, data, contrastive_sampler(data, config.train.seed), world
+    )
 
 
 TASKS = {
     "lm": Task(load_token_data, token_lm_module),
     # Contrastive fine-tuning reads sentence pairs instead of the token corpus; bad files fail early.
-    "contrastive": Task(lambda config, tokenizer, cache, world: load_contrastive_data(config, tokenizer, world.size),
-                        contrastive_module),
+    "contrastive": Task(
+        lambda config, tokenizer, cache, world: load_contrastive_data(config, tokenizer, world.size),
+        contrastive_module,
+    ),
 }
 
 
@@ -192,8 +245,12 @@ def build_network(config: Config, resume_step: int) -> tuple[GrowthLM, ckpt.RunS
     state, init_folder = ckpt.RunState(), None
     if config.train.init_from:
         init_folder, carried = load_init_weights(lm, config.train.init_from)
-        state = ckpt.RunState(tokens_seen=carried.tokens_seen, flops_seen=carried.flops_seen,
-                              growth_events=carried.growth_events, sampler=carried.sampler)
+        state = ckpt.RunState(
+            tokens_seen=carried.tokens_seen,
+            flops_seen=carried.flops_seen,
+            growth_events=carried.growth_events,
+            sampler=carried.sampler,
+        )
         if config.train.continue_schedule:
             state.step, state.skipped_steps = carried.step, carried.skipped_steps
     return lm, state, init_folder
@@ -209,13 +266,19 @@ def restore_extra_weights(module: TrainModule, folder: Path) -> None:
                 tensor.copy_(saved[name])
 
 
-def build_callbacks(config: Config, out_dir: Path, ema: EMA | None, extra: Sequence[Callback]) -> list[Callback]:
+def build_callbacks(
+    config: Config, out_dir: Path, ema: EMA | None, extra: Sequence[Callback]
+) -> list[Callback]:
     """Order matters: the EMA is updated before it is evaluated and saved; the logger comes first of
     those that report, so everything they log reaches TensorBoard."""
     t = config.train
     callbacks: list[Callback] = [EMAUpdater(ema)] if ema is not None else []
-    callbacks += [TensorBoardLogger(out_dir / "tensorboard", t.log_interval, show_stage=bool(t.growth)), GrowthEventLogger(),
-                  Evaluator(t.eval_interval), Checkpointer(out_dir / "checkpoints", t.save_interval, config)]
+    callbacks += [
+        TensorBoardLogger(out_dir / "tensorboard", t.log_interval, show_stage=bool(t.growth)),
+        GrowthEventLogger(),
+        Evaluator(t.eval_interval),
+        Checkpointer(out_dir / "checkpoints", t.save_interval, config),
+    ]
     if t.growth:
         callbacks.append(GrowthSchedule(config))
     if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
@@ -223,7 +286,9 @@ def build_callbacks(config: Config, out_dir: Path, ema: EMA | None, extra: Seque
     return [*callbacks, *extra]
 
 
-def find_resume(config: Config, checkpoint_dir: Path, world: World) -> tuple[Path | None, ckpt.RunState | None]:
+def find_resume(
+    config: Config, checkpoint_dir: Path, world: World
+) -> tuple[Path | None, ckpt.RunState | None]:
     """With ``train.resume=auto``: the newest complete checkpoint (``ckpt.resume_checkpoint``), its
     files verified against the manifest on rank 0, and its run state; (None, None) to start afresh."""
     if config.train.resume != "auto":
@@ -243,49 +308,77 @@ def find_resume(config: Config, checkpoint_dir: Path, world: World) -> tuple[Pat
     return folder, ckpt.read_run_state(folder)
 
 
-def check_resume(config: Config, folder: Path, state: ckpt.RunState, ds_config: dict, module: TrainModule) -> None:
+def check_resume(
+    config: Config, folder: Path, state: ckpt.RunState, ds_config: dict, module: TrainModule
+) -> None:
     """What a resume must keep: the model the checkpoint holds, its ZeRO stage, and its data stream."""
     here = model_at(config, state.step)
     try:
         there = model_config_from_dict(yaml.safe_load((folder / ckpt.CONFIG).read_text())["model"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError) as err:
-        raise ConfigError(f"{folder / ckpt.CONFIG} is unreadable ({type(err).__name__}); the checkpoint is damaged") from None
+        raise ConfigError(
+            f"{folder / ckpt.CONFIG} is unreadable ({type(err).__name__}); the checkpoint is damaged"
+        ) from None
     for name, before, now in model_differences(there, here, ("fixed", "growable")):
-        raise ConfigError(f"{folder} holds a different model (model.{name}={before!r} there, {now!r} now); resume "
-                          f"with that model, or use a new train.out_dir (train.init_from={folder} starts from its weights)")
+        raise ConfigError(
+            f"{folder} holds a different model (model.{name}={before!r} there, {now!r} now); resume "
+            f"with that model, or use a new train.out_dir (train.init_from={folder} starts from its weights)"
+        )
     stage = zero_stage(ds_config)
     if state.zero_stage != stage:
-        raise ConfigError(f"train.zero_stage={stage}, but {folder} was saved under ZeRO-{state.zero_stage}; resume with "
-                          f"train.zero_stage={state.zero_stage} (or start a new run from its weights: "
-                          f"train.init_from={folder} with a new train.out_dir)")
+        raise ConfigError(
+            f"train.zero_stage={stage}, but {folder} was saved under ZeRO-{state.zero_stage}; resume with "
+            f"train.zero_stage={state.zero_stage} (or start a new run from its weights: "
+            f"train.init_from={folder} with a new train.out_dir)"
+        )
     sampler = getattr(module, "sampler", None)
-    if state.sampler and sampler is not None and hasattr(sampler, "same_stream") and not sampler.same_stream(state.sampler):
+    if (
+        state.sampler
+        and sampler is not None
+        and hasattr(sampler, "same_stream")
+        and not sampler.same_stream(state.sampler)
+    ):
         mine = sampler.state_dict()
-        changed = ", ".join(f"{key} {state.sampler.get(key)} there, {mine[key]} now" for key in mine
-                            if key != "consumed" and state.sampler.get(key) != mine[key])
-        raise ConfigError(f"{folder} was trained on another data stream ({changed}): data.corpus, data.seq_len or "
-                          f"train.seed changed, so its data position means nothing here; restore them to resume, or "
-                          f"start a new run from its weights (train.init_from={folder}, a new train.out_dir)")
+        changed = ", ".join(
+            f"{key} {state.sampler.get(key)} there, {mine[key]} now"
+            for key in mine
+            if key != "consumed" and state.sampler.get(key) != mine[key]
+        )
+        raise ConfigError(
+            f"{folder} was trained on another data stream ({changed}): data.corpus, data.seq_len or "
+            f"train.seed changed, so its data position means nothing here; restore them to resume, or "
+            f"start a new run from its weights (train.init_from={folder}, a new train.out_dir)"
+        )
 
 
 def use_configured_lr(engine, lr: float, world: World) -> None:
     """A resume restores the schedule with the peak LR it was saved with; a changed ``train.lr`` (e.g.
     lowered after a divergence) takes effect from here on, at the schedule's position."""
     scheduler = getattr(engine, "lr_scheduler", None)
-    if scheduler is None or not hasattr(scheduler, "lr_lambdas") or all(base == lr for base in scheduler.base_lrs):
+    if (
+        scheduler is None
+        or not hasattr(scheduler, "lr_lambdas")
+        or all(base == lr for base in scheduler.base_lrs)
+    ):
         return
     before = scheduler.base_lrs[0]
     scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
-    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+    for group, base, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
+    ):
         group["lr"] = base * factor(scheduler.last_epoch)
     if world.is_main:
-        print(f"train.lr={lr:g} (the checkpoint's schedule peaked at {before:g}): the schedule continues at the "
-              "configured LR", flush=True)
+        print(
+            f"train.lr={lr:g} (the checkpoint's schedule peaked at {before:g}): the schedule continues at the "
+            "configured LR",
+            flush=True,
+        )
 
 
 def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World) -> None:
     """The resolved config and the tokenizer, written (rank 0, atomically) once every check has passed:
     ``train`` calls it after the DeepSpeed config, ``init_from`` and the resume have been checked and loaded."""
+
     def write() -> None:
         write_atomic(out_dir / ckpt.CONFIG, config.to_yaml().encode())
         if not (out_dir / ckpt.TOKENIZER).is_file():
@@ -313,9 +406,18 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     if resume_from is not None:
         check_resume(config, resume_from, resumed_state, ds_config, module)
     # A new run starts the schedule at its (continued) step; a resume gets the position from DeepSpeed.
-    engine = build_engine(module.network, config.train, ds_config, schedule_start=schedule_position(state),
-                          rewarmup=rewarmup_in_effect(config, resumed_state or state))
-    ema = EMA(engine.module, config.train.ema_decay, config.train.ema_warmup) if config.train.ema_decay > 0 else None
+    engine = build_engine(
+        module.network,
+        config.train,
+        ds_config,
+        schedule_start=schedule_position(state),
+        rewarmup=rewarmup_in_effect(config, resumed_state or state),
+    )
+    ema = (
+        EMA(engine.module, config.train.ema_decay, config.train.ema_warmup)
+        if config.train.ema_decay > 0
+        else None
+    )
     torch.manual_seed(config.train.seed + 1 + world.rank)  # dropout differs per rank, replays on resume
 
     if init_folder is not None and resume_from is None:
@@ -330,9 +432,11 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
         module.load_state_dict(state.sampler)
         saved_ema = ckpt.read_ema(resume_from)
         if ema is not None and saved_ema is None:
-            raise ConfigError(f"{resume_from} has no EMA weights (ema.safetensors) but train.ema_decay="
-                              f"{config.train.ema_decay}: the file was deleted, or the run trained without EMA; restore "
-                              f"it, or resume with train.ema_decay=0")
+            raise ConfigError(
+                f"{resume_from} has no EMA weights (ema.safetensors) but train.ema_decay="
+                f"{config.train.ema_decay}: the file was deleted, or the run trained without EMA; restore "
+                f"it, or resume with train.ema_decay=0"
+            )
         if ema is not None:
             ema.load_state_dict(saved_ema)
         if world.is_main:
@@ -340,8 +444,15 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     state.world_size, state.zero_stage = world.size, zero_stage(ds_config)
     record_run(config, out_dir, tokenizer, world)
 
-    trainer = Trainer(engine, module, state, world, config.train.max_steps, config.train.max_bad_steps,
-                      build_callbacks(config, out_dir, ema, callbacks))
+    trainer = Trainer(
+        engine,
+        module,
+        state,
+        world,
+        config.train.max_steps,
+        config.train.max_bad_steps,
+        build_callbacks(config, out_dir, ema, callbacks),
+    )
     trainer.load_callback_states(state.callbacks)
     started = time.perf_counter()
     trainer.fit()
@@ -356,15 +467,17 @@ def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> 
     state, evaluator = trainer.state, trainer.callback(Evaluator)
     last = " | ".join(f"{k} {v:.4f}" for k, v in (evaluator.last if evaluator else {}).items())
     train_loss = f"{trainer.losses[-1]:.4f}" if trainer.losses else "none (no step applied)"
-    return "\n".join([
-        f"done: step {state.step} ({len(trainer.losses)} steps this run, {state.skipped_steps} skipped), "
-        f"{state.tokens_seen:,} tokens seen, {seconds:.1f} s",
-        f"  final train loss {train_loss}" + (f" | {last}" if last else ""),
-        f"  TensorBoard: tensorboard --logdir {out_dir / 'tensorboard'}",
-        f"  checkpoints: {out_dir / 'checkpoints'} (latest: {ckpt.latest_checkpoint(out_dir / 'checkpoints')})",
-        f"  continue:    deepspeed launch/pretrain.py --config {out_dir / ckpt.CONFIG} train.max_steps={2 * config.train.max_steps}",
-        f"  grow:        python tools/expand.py --from {out_dir} --to configs/grow_2x.yaml --out {out_dir}_grown",
-    ])
+    return "\n".join(
+        [
+            f"done: step {state.step} ({len(trainer.losses)} steps this run, {state.skipped_steps} skipped), "
+            f"{state.tokens_seen:,} tokens seen, {seconds:.1f} s",
+            f"  final train loss {train_loss}" + (f" | {last}" if last else ""),
+            f"  TensorBoard: tensorboard --logdir {out_dir / 'tensorboard'}",
+            f"  checkpoints: {out_dir / 'checkpoints'} (latest: {ckpt.latest_checkpoint(out_dir / 'checkpoints')})",
+            f"  continue:    deepspeed launch/pretrain.py --config {out_dir / ckpt.CONFIG} train.max_steps={2 * config.train.max_steps}",
+            f"  grow:        python tools/expand.py --from {out_dir} --to configs/grow_2x.yaml --out {out_dir}_grown",
+        ]
+    )
 
 
 def os_error_line(err: OSError, config: Config | None) -> str:
@@ -373,13 +486,18 @@ def os_error_line(err: OSError, config: Config | None) -> str:
 
     where, what = err.filename or "a file", err.strerror or str(err)
     if config is not None and err.filename:
-        for key, folder in (("data.cache_dir", default_cache_dir(config.data.cache_dir)), ("train.out_dir", run_dir(config))):
+        for key, folder in (
+            ("data.cache_dir", default_cache_dir(config.data.cache_dir)),
+            ("train.out_dir", run_dir(config)),
+        ):
             if Path(err.filename).resolve().is_relative_to(folder.resolve()):
                 where = f"{key}={folder}: {err.filename}"
                 break
     if err.errno == errno.ENOSPC:
-        return (f"error: {where}: no space left on the device; free some space and launch again (train.resume=auto "
-                "continues from the last complete checkpoint, which is intact)")
+        return (
+            f"error: {where}: no space left on the device; free some space and launch again (train.resume=auto "
+            "continues from the last complete checkpoint, which is intact)"
+        )
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"error: {where}: {what}; make it writable or choose another location"
     return f"error: {where}: {what}"

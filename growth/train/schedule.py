@@ -9,12 +9,14 @@ recomputes the shape from the config, so a larger ``train.max_steps`` stretches 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
-    get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup, get_wsd_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_wsd_schedule,
 )
 
 from growth.config import TrainConfig
@@ -26,12 +28,17 @@ def schedule_shape(train: TrainConfig) -> Factor:
     """LR multiplier at an applied step of the whole run, as transformers computes it."""
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     if train.lr_schedule == "cosine":
-        scheduler = get_cosine_with_min_lr_schedule_with_warmup(probe, train.warmup_steps, train.max_steps,
-                                                                min_lr_rate=train.min_lr_ratio)
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            probe, train.warmup_steps, train.max_steps, min_lr_rate=train.min_lr_ratio
+        )
     elif train.lr_schedule == "wsd":
-        scheduler = get_wsd_schedule(probe, num_warmup_steps=train.warmup_steps,
-                                     num_decay_steps=round(train.decay_fraction * train.max_steps),
-                                     num_training_steps=train.max_steps, min_lr_ratio=train.min_lr_ratio)
+        scheduler = get_wsd_schedule(
+            probe,
+            num_warmup_steps=train.warmup_steps,
+            num_decay_steps=round(train.decay_fraction * train.max_steps),
+            num_training_steps=train.max_steps,
+            min_lr_ratio=train.min_lr_ratio,
+        )
     else:
         scheduler = get_constant_schedule_with_warmup(probe, train.warmup_steps)
     return scheduler.lr_lambdas[0]
@@ -44,8 +51,9 @@ def rewarmed(shape: Factor, start: int, steps: int) -> Factor:
     return lambda step: shape(step) * min(1.0, (step - start + 1) / steps) if step >= start else shape(step)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, start: int = 0,
-                    rewarmup: tuple[int, int] = (0, 0)) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig, start: int = 0, rewarmup: tuple[int, int] = (0, 0)
+) -> LambdaLR:
     """The run's schedule on ``optimizer``, positioned at applied step ``start``;
     ``rewarmup = (growth step, steps)``."""
     factor = rewarmed(schedule_shape(train), *rewarmup)

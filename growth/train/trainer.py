@@ -22,8 +22,16 @@ class TrainingDiverged(RuntimeError):
 
 
 class Trainer:
-    def __init__(self, engine, module: TrainModule, state: RunState, world: World, max_steps: int,
-                 max_bad_steps: int, callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self,
+        engine,
+        module: TrainModule,
+        state: RunState,
+        world: World,
+        max_steps: int,
+        max_bad_steps: int,
+        callbacks: Sequence[Callback] = (),
+    ):
         self.engine, self.module, self.state, self.world = engine, module, state, world
         self.max_steps, self.max_bad_steps = max_steps, max_bad_steps
         self.callbacks = list(callbacks)
@@ -70,8 +78,10 @@ class Trainer:
         self.call("post_step", result)
         if self.bad_in_a_row > self.max_bad_steps:
             note = self.recovery_note or "no checkpoint has been written, so there is nothing to resume from"
-            raise TrainingDiverged(f"{self.bad_in_a_row} non-finite steps in a row at step {self.state.step}; "
-                                   f"lower train.lr or check the data; {note}")
+            raise TrainingDiverged(
+                f"{self.bad_in_a_row} non-finite steps in a row at step {self.state.step}; "
+                f"lower train.lr or check the data; {note}"
+            )
         return result
 
     def fit(self) -> RunState:

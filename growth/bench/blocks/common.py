@@ -13,8 +13,9 @@ import math
 import re
 import shutil
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -27,8 +28,12 @@ COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
 def steps_overrides(max_steps: int, eval_every: int, log_every: int = 0) -> list[str]:
     """max_steps, evaluation cadence, one checkpoint at the end (the per-position and STS evaluations read it)."""
     log = log_every or eval_every
-    return [f"train.max_steps={max_steps}", f"train.eval_interval={eval_every}", f"train.log_interval={log}",
-            f"train.save_interval={max_steps}"]
+    return [
+        f"train.max_steps={max_steps}",
+        f"train.eval_interval={eval_every}",
+        f"train.log_interval={log}",
+        f"train.save_interval={max_steps}",
+    ]
 
 
 def run_arm(out_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
@@ -70,8 +75,9 @@ def val_curve(run_dir: Path) -> list[dict[str, float]]:
         return []
 
 
-def divergence_step(losses: Sequence[tuple[int, float]], skipped: Sequence[tuple[int, float]] = (),
-                    blowup: float = 2.0) -> int | None:
+def divergence_step(
+    losses: Sequence[tuple[int, float]], skipped: Sequence[tuple[int, float]] = (), blowup: float = 2.0
+) -> int | None:
     """First step where training broke: a skipped (non-finite) step, a non-finite logged loss, or a
     loss above ``blowup`` x the first logged loss (a finite explosion). None when it never broke."""
     first_skip = min((step for step, _ in skipped), default=None)
@@ -143,10 +149,17 @@ def figure(columns: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, 
     return fig, list(axes[0])
 
 
-def verdict(claim: str, measured: str, reproduced: bool | None, parts: dict[str, bool] | None = None) -> dict[str, Any]:
+def verdict(
+    claim: str, measured: str, reproduced: bool | None, parts: dict[str, bool] | None = None
+) -> dict[str, Any]:
     """The README row: the paper's claim, what was measured, and whether it held (None: not decidable).
     With ``parts`` (each sub-claim's outcome) ``reproduced`` is True, False or "partly"."""
     if parts:
         held = list(parts.values())
         reproduced = True if all(held) else ("partly" if any(held) else False)
-    return {"claim": claim, "measured": measured, "reproduced": reproduced, **({"parts": parts} if parts else {})}
+    return {
+        "claim": claim,
+        "measured": measured,
+        "reproduced": reproduced,
+        **({"parts": parts} if parts else {}),
+    }

@@ -14,8 +14,9 @@ in-process on a fixed validation batch with the trainer's AdamW settings.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,30 +31,57 @@ from growth.train.engine import adamw_settings, param_groups
 NAME = "deepnet"
 ARMS = ("post", "deepnorm", "pre")
 SHAPE = {"d_model": 32, "n_heads": 2, "head_dim": 16, "d_ff": 64}
-CLAIM = ("Post-LN fails or trains far worse as depth grows where DeepNorm trains; DeepNorm at depth reaches a "
-         "lower loss than Pre-LN at the same depth")
+CLAIM = (
+    "Post-LN fails or trains far worse as depth grows where DeepNorm trains; DeepNorm at depth reaches a "
+    "lower loss than Pre-LN at the same depth"
+)
 
 
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"depths": [12, 24], "steps": 40, "eval_every": 20, "diag_steps": 5, "lr": 3e-3, "seq_len": 64,
-                "batch": 8}
+        return {
+            "depths": [12, 24],
+            "steps": 40,
+            "eval_every": 20,
+            "diag_steps": 5,
+            "lr": 3e-3,
+            "seq_len": 64,
+            "batch": 8,
+        }
     # 3e-3 with no warmup: at 48 layers (d 32) Post-LN stays on the unigram plateau for 300 steps, DeepNorm
     # leaves it (probe runs); 1e-2 keeps DeepNorm there too. 192 layers: ~4 min per arm on 2 cores.
-    return {"depths": [48, 96], "steps": 300, "eval_every": 50, "diag_steps": 10, "lr": 3e-3, "seq_len": 64,
-            "batch": 8}
+    return {
+        "depths": [48, 96],
+        "steps": 300,
+        "eval_every": 50,
+        "diag_steps": 10,
+        "lr": 3e-3,
+        "seq_len": 64,
+        "batch": 8,
+    }
 
 
 def model_overrides(depth: int, residual: str, seq_len: int) -> list[str]:
-    return [*(f"model.{k}={v}" for k, v in SHAPE.items()), f"model.n_layers={depth}", f"model.residual={residual}",
-            f"model.max_seq_len={seq_len}", f"data.seq_len={seq_len}"]
+    return [
+        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        f"model.n_layers={depth}",
+        f"model.residual={residual}",
+        f"model.max_seq_len={seq_len}",
+        f"data.seq_len={seq_len}",
+    ]
 
 
 def arm_overrides(s: dict[str, Any], depth: int, residual: str, seed: int) -> list[str]:
     """The same aggressive LR, no warmup, constant schedule, seed and batch for every arm."""
-    return [*model_overrides(depth, residual, s["seq_len"]), f"train.lr={s['lr']}", "train.warmup_steps=0",
-            "train.lr_schedule=constant", f"train.micro_batch_size={s['batch']}", f"train.seed={seed}",
-            *common.steps_overrides(s["steps"], s["eval_every"], log_every=5)]
+    return [
+        *model_overrides(depth, residual, s["seq_len"]),
+        f"train.lr={s['lr']}",
+        "train.warmup_steps=0",
+        "train.lr_schedule=constant",
+        f"train.micro_batch_size={s['batch']}",
+        f"train.seed={seed}",
+        *common.steps_overrides(s["steps"], s["eval_every"], log_every=5),
+    ]
 
 
 def relative_update(before: torch.Tensor, after: torch.Tensor) -> float:
@@ -61,22 +89,27 @@ def relative_update(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((after.double() - before.double()).norm() / before.double().norm())
 
 
-def update_sizes(overrides: Sequence[str], tokens: np.ndarray, steps: int, lr: float, seed: int,
-                 batch: int = 4) -> list[float]:
+def update_sizes(
+    overrides: Sequence[str], tokens: np.ndarray, steps: int, lr: float, seed: int, batch: int = 4
+) -> list[float]:
     """Relative output change per optimizer step over the first ``steps`` steps: trained on validation
     windows 1.. (a new batch each step), measured on windows 0..batch-1, with the trainer's AdamW (its
     decay groups and settings, ``growth/train/engine.py``) and gradient clipping."""
     config = load_config(overrides=[*overrides, f"train.lr={lr}"])
     torch.manual_seed(seed)
     model = build_model(config.model).train()
-    optimizer = torch.optim.AdamW(param_groups(model, config.train.weight_decay), **adamw_settings(config.train))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config.train.weight_decay), **adamw_settings(config.train)
+    )
     maker = BatchMaker(tokens, config.data.seq_len, "clm", config.model.vocab_size)
     fixed = maker.batch(list(range(batch)), list(range(batch)))["input_ids"]
     sizes = []
     with torch.no_grad():
         output = model(fixed)
     for step in range(steps):
-        windows = [(batch * (step + 1) + i) % ((len(tokens) - 1) // config.data.seq_len) for i in range(batch)]
+        windows = [
+            (batch * (step + 1) + i) % ((len(tokens) - 1) // config.data.seq_len) for i in range(batch)
+        ]
         data = maker.batch(windows, windows)
         logits = model(data["input_ids"])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), data["labels"].flatten())
@@ -97,15 +130,23 @@ def arm_result(run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
     broke = common.divergence_step(losses, common.scalars(run_dir, "train/skipped_steps"))
     diverged = outcome.get("diverged_at") or broke
     tail = [loss for _, loss in losses[-3:] if math.isfinite(loss)]
-    return {**outcome, "train_loss": losses, "val_loss": val, "diverged_at": diverged,
-            "final_val_loss": val[-1][1] if val and outcome["ok"] else math.nan,
-            "final_train_loss": sum(tail) / len(tail) if tail else math.nan}
+    return {
+        **outcome,
+        "train_loss": losses,
+        "val_loss": val,
+        "diverged_at": diverged,
+        "final_val_loss": val[-1][1] if val and outcome["ok"] else math.nan,
+        "final_train_loss": sum(tail) / len(tail) if tail else math.nan,
+    }
 
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     s = settings(quick)
-    record: dict[str, Any] = {"name": NAME, "settings": {**s, "shape": SHAPE, "arms": list(ARMS), "seeds": seeds},
-                              "depths": {}}
+    record: dict[str, Any] = {
+        "name": NAME,
+        "settings": {**s, "shape": SHAPE, "arms": list(ARMS), "seeds": seeds},
+        "depths": {},
+    }
     tokens = None
     for depth in s["depths"]:
         arms: dict[str, Any] = {}
@@ -115,14 +156,25 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
                 run_dir = work / f"deepnet_{depth}_{residual}_s{seed}"
                 outcome = common.run_arm(run_dir, arm_overrides(s, depth, residual, 1234 + seed))
                 runs.append(arm_result(run_dir, outcome))
-                if tokens is None and outcome["ok"]:  # the fixed batch of the diagnostic: real validation text
+                if (
+                    tokens is None and outcome["ok"]
+                ):  # the fixed batch of the diagnostic: real validation text
                     _, config, folder = load_run(run_dir)
                     tokens = validation_tokens(config, folder)
-            sizes = (update_sizes(model_overrides(depth, residual, s["seq_len"]), tokens, s["diag_steps"], s["lr"], 0)
-                     if tokens is not None else [])
-            arms[residual] = {"runs": runs, "final_val_loss": common.seed_stats([r["final_val_loss"] for r in runs]),
-                              "diverged": [r["diverged_at"] for r in runs], "update_sizes": sizes,
-                              "max_update": max(sizes) if sizes else math.nan}
+            sizes = (
+                update_sizes(
+                    model_overrides(depth, residual, s["seq_len"]), tokens, s["diag_steps"], s["lr"], 0
+                )
+                if tokens is not None
+                else []
+            )
+            arms[residual] = {
+                "runs": runs,
+                "final_val_loss": common.seed_stats([r["final_val_loss"] for r in runs]),
+                "diverged": [r["diverged_at"] for r in runs],
+                "update_sizes": sizes,
+                "max_update": max(sizes) if sizes else math.nan,
+            }
         record["depths"][str(depth)] = arms
     record["verdict"] = judge(record)
     return record
@@ -137,15 +189,30 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
         arms = record["depths"][depth]
         loss = {r: arms[r]["final_val_loss"]["mean"] for r in ARMS}
         broke = {r: any(d is not None for d in arms[r]["diverged"]) for r in ARMS}
-        parts.append(f"L={depth}: " + ", ".join(
-            f"{r} {'diverged' if broke[r] and not math.isfinite(loss[r]) else format(loss[r], '.3f')}"
-            f" (max update {arms[r]['max_update']:.2g})" for r in ARMS))
+        parts.append(
+            f"L={depth}: "
+            + ", ".join(
+                f"{r} {'diverged' if broke[r] and not math.isfinite(loss[r]) else format(loss[r], '.3f')}"
+                f" (max update {arms[r]['max_update']:.2g})"
+                for r in ARMS
+            )
+        )
     loss = {r: deepest[r]["final_val_loss"]["mean"] for r in ARMS}
-    post_bad = not math.isfinite(loss["post"]) or any(d is not None for d in deepest["post"]["diverged"]) or \
-        loss["post"] - loss["deepnorm"] >= 0.1
+    post_bad = (
+        not math.isfinite(loss["post"])
+        or any(d is not None for d in deepest["post"]["diverged"])
+        or loss["post"] - loss["deepnorm"] >= 0.1
+    )
     deepnorm_beats_pre = math.isfinite(loss["deepnorm"]) and loss["deepnorm"] < loss["pre"]
-    return common.verdict(CLAIM, "final val loss; " + "; ".join(parts), None,
-                          {"post_ln_fails_where_deepnorm_trains": bool(post_bad), "deepnorm_beats_pre_ln": bool(deepnorm_beats_pre)})
+    return common.verdict(
+        CLAIM,
+        "final val loss; " + "; ".join(parts),
+        None,
+        {
+            "post_ln_fails_where_deepnorm_trains": bool(post_bad),
+            "deepnorm_beats_pre_ln": bool(deepnorm_beats_pre),
+        },
+    )
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -165,7 +232,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
         for color, residual in zip(("tab:red", "tab:green", "tab:blue"), ARMS):
             sizes = record["depths"][depth][residual]["update_sizes"]
             if sizes:
-                ax.plot(range(1, len(sizes) + 1), sizes, color=color, marker=marker, label=f"{residual} L={depth}")
+                ax.plot(
+                    range(1, len(sizes) + 1), sizes, color=color, marker=marker, label=f"{residual} L={depth}"
+                )
     ax.set_yscale("log")
     ax.set_title("relative output change per step")
     ax.set_xlabel("step")

@@ -17,8 +17,9 @@ initial weights have left the average by the end of the stable phase.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from growth.bench.blocks import common
 
@@ -34,9 +35,17 @@ def settings(quick: bool) -> dict[str, Any]:
 
 
 def arm_overrides(s: dict[str, Any], decay: float, seed: int) -> list[str]:
-    return [*(f"model.{k}={v}" for k, v in SHAPE.items()), f"train.ema_decay={decay}", "train.ema_warmup=false",
-            "train.lr_schedule=wsd", f"train.decay_fraction={s['decay_fraction']}", "train.min_lr_ratio=0.01",
-            f"train.lr={s['lr']}", f"train.seed={seed}", *common.steps_overrides(s["steps"], s["eval_every"])]
+    return [
+        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        f"train.ema_decay={decay}",
+        "train.ema_warmup=false",
+        "train.lr_schedule=wsd",
+        f"train.decay_fraction={s['decay_fraction']}",
+        "train.min_lr_ratio=0.01",
+        f"train.lr={s['lr']}",
+        f"train.seed={seed}",
+        *common.steps_overrides(s["steps"], s["eval_every"]),
+    ]
 
 
 def gaps(raw: Sequence[tuple[int, float]], ema: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -58,8 +67,11 @@ def stable_end(s: dict[str, Any]) -> int:
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     s = settings(quick)
-    record: dict[str, Any] = {"name": NAME, "settings": {**s, "shape": SHAPE, "seeds": seeds,
-                                                         "stable_end": stable_end(s)}, "decays": {}}
+    record: dict[str, Any] = {
+        "name": NAME,
+        "settings": {**s, "shape": SHAPE, "seeds": seeds, "stable_end": stable_end(s)},
+        "decays": {},
+    }
     for decay in s["decays"]:
         runs = []
         for seed in range(seeds):
@@ -67,12 +79,22 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
             outcome = common.run_arm(run_dir, arm_overrides(s, decay, 1234 + seed))
             raw, ema = common.scalars(run_dir, "val/loss"), common.scalars(run_dir, "val/loss_ema")
             points = gaps(raw, ema)
-            runs.append({**outcome, "val_loss": raw, "val_loss_ema": ema, "gap": points,
-                         "gap_stable_end": gap_at(points, stable_end(s)), "gap_end": gap_at(points, s["steps"]),
-                         "lr": common.scalars(run_dir, "train/lr")})
+            runs.append(
+                {
+                    **outcome,
+                    "val_loss": raw,
+                    "val_loss_ema": ema,
+                    "gap": points,
+                    "gap_stable_end": gap_at(points, stable_end(s)),
+                    "gap_end": gap_at(points, s["steps"]),
+                    "lr": common.scalars(run_dir, "train/lr"),
+                }
+            )
         record["decays"][str(decay)] = {
-            "runs": runs, "gap_stable_end": common.seed_stats([r["gap_stable_end"] for r in runs]),
-            "gap_end": common.seed_stats([r["gap_end"] for r in runs])}
+            "runs": runs,
+            "gap_stable_end": common.seed_stats([r["gap_stable_end"] for r in runs]),
+            "gap_end": common.seed_stats([r["gap_end"] for r in runs]),
+        }
     record["verdict"] = judge(record)
     return record
 
@@ -84,10 +106,16 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
     for decay, data in record["decays"].items():
         before, after = data["gap_stable_end"]["mean"], data["gap_end"]["mean"]
         better, closes = better and before > 0, closes and abs(after) < abs(before)
-        parts.append(f"decay {decay}: raw - EMA = {before:+.3f} at step {record['settings']['stable_end']} "
-                     f"(LR still high), {after:+.3f} at the end (LR annealed)")
-    return common.verdict(CLAIM, "; ".join(parts), None,
-                          {"ema_better_while_lr_high": bool(better), "gap_closes_as_lr_anneals": bool(closes)})
+        parts.append(
+            f"decay {decay}: raw - EMA = {before:+.3f} at step {record['settings']['stable_end']} "
+            f"(LR still high), {after:+.3f} at the end (LR annealed)"
+        )
+    return common.verdict(
+        CLAIM,
+        "; ".join(parts),
+        None,
+        {"ema_better_while_lr_high": bool(better), "gap_closes_as_lr_anneals": bool(closes)},
+    )
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -98,10 +126,16 @@ def plot(record: dict[str, Any], path: Path) -> None:
     for color, (decay, data) in zip(("tab:blue", "tab:orange"), record["decays"].items()):
         for index, run in enumerate(data["runs"]):
             if run["val_loss_ema"]:
-                losses.plot(*zip(*run["val_loss_ema"]), color=color, linestyle="--",
-                            label=f"EMA {decay}" if index == 0 else None)
+                losses.plot(
+                    *zip(*run["val_loss_ema"]),
+                    color=color,
+                    linestyle="--",
+                    label=f"EMA {decay}" if index == 0 else None,
+                )
             if run["gap"]:
-                gap.plot(*zip(*run["gap"]), color=color, marker=".", label=f"EMA {decay}" if index == 0 else None)
+                gap.plot(
+                    *zip(*run["gap"]), color=color, marker=".", label=f"EMA {decay}" if index == 0 else None
+                )
     for ax in (losses, gap):
         ax.axvline(record["settings"]["stable_end"], color="grey", linestyle=":", label="LR decay starts")
         ax.set_xlabel("step")

@@ -27,8 +27,11 @@ CLAIM = "log-n degrades less beyond the training length, and is no worse within 
 
 def arms(train_len: int) -> dict[str, list[str]]:
     logn = ["model.attention_scale=logn", f"model.logn_base={train_len}"]
-    return {"sqrt": ["model.attention_scale=sqrt"], "logn": [*logn, "model.logn_min_keys=1"],
-            "logn_clamp16": [*logn, "model.logn_min_keys=16"]}
+    return {
+        "sqrt": ["model.attention_scale=sqrt"],
+        "logn": [*logn, "model.logn_min_keys=1"],
+        "logn_clamp16": [*logn, "model.logn_min_keys=16"],
+    }
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -40,9 +43,16 @@ def settings(quick: bool) -> dict[str, Any]:
 
 def arm_overrides(s: dict[str, Any], flags: list[str], seed: int) -> list[str]:
     t = s["train_len"]
-    return [*(f"model.{k}={v}" for k, v in SHAPE.items()), "model.position=rope", f"data.seq_len={t}",
-            f"model.max_seq_len={t * MULTIPLES[-1]}", f"train.micro_batch_size={s['batch']}", f"train.seed={seed}",
-            *common.steps_overrides(s["steps"], s["eval_every"]), *flags]
+    return [
+        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        "model.position=rope",
+        f"data.seq_len={t}",
+        f"model.max_seq_len={t * MULTIPLES[-1]}",
+        f"train.micro_batch_size={s['batch']}",
+        f"train.seed={seed}",
+        *common.steps_overrides(s["steps"], s["eval_every"]),
+        *flags,
+    ]
 
 
 def evaluate(run_dir: Path, train_len: int, long_windows: int) -> dict[str, Any]:
@@ -56,8 +66,11 @@ def evaluate(run_dir: Path, train_len: int, long_windows: int) -> dict[str, Any]
     out: dict[str, Any] = {"long_windows": span}
     for k in MULTIPLES:
         losses = per_position_loss(model, tokens, k * train_len, span * MULTIPLES[-1] // k)
-        out[str(k)] = {"mean": float(losses.mean()), "beyond": float(losses[train_len:].mean()) if k > 1 else math.nan,
-                       "buckets": bucket_means(losses, max(1, train_len // 4))}
+        out[str(k)] = {
+            "mean": float(losses.mean()),
+            "beyond": float(losses[train_len:].mean()) if k > 1 else math.nan,
+            "buckets": bucket_means(losses, max(1, train_len // 4)),
+        }
     return out
 
 
@@ -68,20 +81,34 @@ def degradation(evaluation: dict[str, Any], k: int) -> float:
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     s = settings(quick)
-    record: dict[str, Any] = {"name": NAME, "settings": {**s, "shape": SHAPE, "multiples": list(MULTIPLES),
-                                                         "seeds": seeds}, "arms": {}}
+    record: dict[str, Any] = {
+        "name": NAME,
+        "settings": {**s, "shape": SHAPE, "multiples": list(MULTIPLES), "seeds": seeds},
+        "arms": {},
+    }
     for arm, flags in arms(s["train_len"]).items():
         runs = []
         for seed in range(seeds):
             run_dir = work / f"logn_{arm}_s{seed}"
             outcome = common.run_arm(run_dir, arm_overrides(s, flags, 1234 + seed))
             evaluation = evaluate(run_dir, s["train_len"], s["long_windows"]) if outcome["ok"] else {}
-            runs.append({**outcome, "flags": flags, "eval": evaluation, "val_loss": common.scalars(run_dir, "val/loss")})
+            runs.append(
+                {
+                    **outcome,
+                    "flags": flags,
+                    "eval": evaluation,
+                    "val_loss": common.scalars(run_dir, "val/loss"),
+                }
+            )
         ok = [r for r in runs if r["eval"]]
         record["arms"][arm] = {
             "runs": runs,
-            "loss_at": {str(k): common.seed_stats([r["eval"][str(k)]["mean"] for r in ok]) for k in MULTIPLES},
-            "degradation": {str(k): common.seed_stats([degradation(r["eval"], k) for r in ok]) for k in MULTIPLES[1:]},
+            "loss_at": {
+                str(k): common.seed_stats([r["eval"][str(k)]["mean"] for r in ok]) for k in MULTIPLES
+            },
+            "degradation": {
+                str(k): common.seed_stats([degradation(r["eval"], k) for r in ok]) for k in MULTIPLES[1:]
+            },
         }
     record["verdict"] = judge(record)
     return record
@@ -95,17 +122,26 @@ def judge(record: dict[str, Any]) -> dict[str, Any]:
     parts = []
     for arm in a:
         at1 = a[arm]["loss_at"]["1"]["mean"]
-        parts.append(f"{arm}: 1x {at1:.3f}, " + ", ".join(f"{k}x +{a[arm]['degradation'][str(k)]['mean']:.3f}"
-                                                          for k in MULTIPLES[1:]))
+        parts.append(
+            f"{arm}: 1x {at1:.3f}, "
+            + ", ".join(f"{k}x +{a[arm]['degradation'][str(k)]['mean']:.3f}" for k in MULTIPLES[1:])
+        )
     base = a["sqrt"]
     tolerance = max(0.02, base["loss_at"]["1"]["std"])
     checks = {}
     for arm in ("logn", "logn_clamp16"):
-        checks[f"{arm}_degrades_less"] = all(a[arm]["degradation"][k]["mean"] < base["degradation"][k]["mean"]
-                                             for k in ("4", worst))
-        checks[f"{arm}_no_worse_within"] = a[arm]["loss_at"]["1"]["mean"] <= base["loss_at"]["1"]["mean"] + tolerance
-    return common.verdict(CLAIM, "val loss at 1x and its rise at 2x/4x/8x the training length; " + "; ".join(parts),
-                          None, checks)
+        checks[f"{arm}_degrades_less"] = all(
+            a[arm]["degradation"][k]["mean"] < base["degradation"][k]["mean"] for k in ("4", worst)
+        )
+        checks[f"{arm}_no_worse_within"] = (
+            a[arm]["loss_at"]["1"]["mean"] <= base["loss_at"]["1"]["mean"] + tolerance
+        )
+    return common.verdict(
+        CLAIM,
+        "val loss at 1x and its rise at 2x/4x/8x the training length; " + "; ".join(parts),
+        None,
+        checks,
+    )
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -116,8 +152,13 @@ def plot(record: dict[str, Any], path: Path) -> None:
         for index, run in enumerate(data["runs"]):
             if run["eval"]:
                 buckets = run["eval"][str(MULTIPLES[-1])]["buckets"]
-                per_position.plot([width * (i + 0.5) for i in range(len(buckets))], buckets, color=color,
-                                  alpha=0.8, label=arm if index == 0 else None)
+                per_position.plot(
+                    [width * (i + 0.5) for i in range(len(buckets))],
+                    buckets,
+                    color=color,
+                    alpha=0.8,
+                    label=arm if index == 0 else None,
+                )
         means = [data["loss_at"][str(k)]["mean"] for k in MULTIPLES]
         by_length.plot(MULTIPLES, means, color=color, marker="o", label=arm)
     per_position.axvline(t, color="black", linestyle=":", linewidth=1)

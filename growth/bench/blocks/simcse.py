@@ -33,16 +33,29 @@ def settings(quick: bool) -> dict[str, Any]:
 
 
 def pretrain_overrides(s: dict[str, Any]) -> list[str]:
-    return [*(f"model.{k}={v}" for k, v in SHAPE.items()), *common.steps_overrides(s["pretrain_steps"],
-                                                                                  s["pretrain_steps"])]
+    return [
+        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.steps_overrides(s["pretrain_steps"], s["pretrain_steps"]),
+    ]
 
 
 def finetune_overrides(s: dict[str, Any], pretrained: Path, variant: str, seed: int) -> list[str]:
     steps = s["finetune_steps"]
-    return [*(f"model.{k}={v}" for k, v in SHAPE.items()), f"train.init_from={pretrained}", "contrastive.objective=simcse", f"contrastive.simcse_variant={variant}",
-            "contrastive.format=sts", "contrastive.data=bundled:sts-train", "contrastive.eval_data=",
-            "model.dropout=0.1", f"train.micro_batch_size={s['batch']}", f"train.lr={s['lr']}",
-            f"train.warmup_steps={max(1, steps // 10)}", f"train.seed={seed}", *common.steps_overrides(steps, steps, 1)]
+    return [
+        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        f"train.init_from={pretrained}",
+        "contrastive.objective=simcse",
+        f"contrastive.simcse_variant={variant}",
+        "contrastive.format=sts",
+        "contrastive.data=bundled:sts-train",
+        "contrastive.eval_data=",
+        "model.dropout=0.1",
+        f"train.micro_batch_size={s['batch']}",
+        f"train.lr={s['lr']}",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        f"train.seed={seed}",
+        *common.steps_overrides(steps, steps, 1),
+    ]
 
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
@@ -53,8 +66,12 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     outcome = common.run_arm(pretrained, pretrain_overrides(s))
     if not outcome["ok"]:
         raise RuntimeError(f"pretraining for the SimCSE comparison failed: {outcome['error']}")
-    record: dict[str, Any] = {"name": NAME, "settings": {**s, "shape": SHAPE, "seeds": seeds},
-                              "pretrained": evaluate_checkpoint(pretrained, "bundled:sts-dev"), "variants": {}}
+    record: dict[str, Any] = {
+        "name": NAME,
+        "settings": {**s, "shape": SHAPE, "seeds": seeds},
+        "pretrained": evaluate_checkpoint(pretrained, "bundled:sts-dev"),
+        "variants": {},
+    }
     for variant in VARIANTS:
         runs = []
         for seed in range(seeds):
@@ -65,7 +82,10 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
             losses = common.scalars(run_dir, "train/loss")
             spearman = evaluate_checkpoint(run_dir, "bundled:sts-dev")["raw"]
             runs.append({**done, "train_loss": losses, "spearman": spearman})
-        record["variants"][variant] = {"runs": runs, "spearman": common.seed_stats([r["spearman"] for r in runs])}
+        record["variants"][variant] = {
+            "runs": runs,
+            "spearman": common.seed_stats([r["spearman"] for r in runs]),
+        }
     record["variant_honoured"] = honoured(record)
     record["verdict"] = judge(record)
     return record
@@ -79,14 +99,24 @@ def honoured(record: dict[str, Any]) -> bool:
 
 def judge(record: dict[str, Any]) -> dict[str, Any]:
     sym, paper = (record["variants"][v]["spearman"] for v in VARIANTS)
-    first = {v: record["variants"][v]["runs"][0]["train_loss"][0][1] if record["variants"][v]["runs"][0]["train_loss"]
-             else math.nan for v in VARIANTS}
-    measured = (f"STS-B dev Spearman: pretrained {record['pretrained']['raw']:.4f}, symmetric {sym['mean']:.4f}"
-                f" ± {sym['std']:.4f}, paper {paper['mean']:.4f} ± {paper['std']:.4f}; first-step loss symmetric "
-                f"{first['symmetric']:.3f} vs paper {first['paper']:.3f}")
+    first = {
+        v: record["variants"][v]["runs"][0]["train_loss"][0][1]
+        if record["variants"][v]["runs"][0]["train_loss"]
+        else math.nan
+        for v in VARIANTS
+    }
+    measured = (
+        f"STS-B dev Spearman: pretrained {record['pretrained']['raw']:.4f}, symmetric {sym['mean']:.4f}"
+        f" ± {sym['std']:.4f}, paper {paper['mean']:.4f} ± {paper['std']:.4f}; first-step loss symmetric "
+        f"{first['symmetric']:.3f} vs paper {first['paper']:.3f}"
+    )
     if not record["variant_honoured"]:
-        return common.verdict(CLAIM, measured + " — the trainer ignored contrastive.simcse_variant "
-                              "(growth/train/contrastive_module.py does not pass it)", None)
+        return common.verdict(
+            CLAIM,
+            measured + " — the trainer ignored contrastive.simcse_variant "
+            "(growth/train/contrastive_module.py does not pass it)",
+            None,
+        )
     tolerance = max(0.01, sym["std"], paper["std"])
     return common.verdict(CLAIM, measured, bool(sym["mean"] >= paper["mean"] - tolerance))
 

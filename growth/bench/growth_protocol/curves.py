@@ -48,7 +48,7 @@ def cost_at(front: list[tuple[float, float]], loss: float) -> tuple[float, bool]
     """The cost at which the frontier reaches ``loss``, and whether that is outside the measured range."""
     if len(front) < 2:
         return math.nan, True  # one budget: no slope to read a cost from
-    losses = [l for _, l in front]
+    losses = [value for _, value in front]
     extrapolated = not (losses[-1] <= loss <= losses[0])
     i = next((j for j in range(len(front) - 1) if losses[j + 1] <= loss), len(front) - 2)
     if loss > losses[0]:
@@ -58,18 +58,29 @@ def cost_at(front: list[tuple[float, float]], loss: float) -> tuple[float, bool]
     return math.exp(math.log(c0) + t * (math.log(c1) - math.log(c0))), extrapolated
 
 
-def savings(flops_front: list[tuple[float, float]], seconds_front: list[tuple[float, float]], final_loss: float,
-            flops_total: float, flops_after_growth: float, seconds: float) -> dict[str, float | bool]:
+def savings(
+    flops_front: list[tuple[float, float]],
+    seconds_front: list[tuple[float, float]],
+    final_loss: float,
+    flops_total: float,
+    flops_after_growth: float,
+    seconds: float,
+) -> dict[str, float | bool]:
     """Compute saved at the grown path's final loss: 1 - its FLOPs / the FLOPs scratch needs for that loss,
     counting the small model (``with_small``) or only what was spent after the first growth
     (``without_small``, as bert2BERT / LiGO report); the same for wall seconds; and the loss gap at the
     grown path's FLOPs (negative: the grown model is better)."""
     needed, extrapolated = cost_at(flops_front, final_loss)
     needed_s, extrapolated_s = cost_at(seconds_front, final_loss)
-    return {"scratch_flops_for_loss": needed, "saving_with_small": 1 - flops_total / needed,
-            "saving_without_small": 1 - flops_after_growth / needed, "extrapolated": extrapolated,
-            "loss_gap_at_equal_flops": final_loss - loss_at(flops_front, flops_total),
-            "wall_ratio": seconds / needed_s, "wall_extrapolated": extrapolated_s}
+    return {
+        "scratch_flops_for_loss": needed,
+        "saving_with_small": 1 - flops_total / needed,
+        "saving_without_small": 1 - flops_after_growth / needed,
+        "extrapolated": extrapolated,
+        "loss_gap_at_equal_flops": final_loss - loss_at(flops_front, flops_total),
+        "wall_ratio": seconds / needed_s,
+        "wall_extrapolated": extrapolated_s,
+    }
 
 
 # -- the staged-training slope rule (Shen et al. 2022, Sec. 4) ----------------------------------------
@@ -81,7 +92,7 @@ def fit_power_law(flops: list[float], losses: list[float]) -> tuple[float, float
     f = f / scale  # conditioning; undone below
 
     def solve(alpha: float) -> tuple[float, float, float]:
-        x = np.stack([np.ones_like(f), f ** -alpha], axis=1)
+        x = np.stack([np.ones_like(f), f**-alpha], axis=1)
         (e, a), *_ = np.linalg.lstsq(x, y, rcond=None)
         residual = float(np.sum((x @ np.array([e, a]) - y) ** 2))
         return (residual if a > 0 else math.inf), float(e), float(a)
@@ -98,7 +109,7 @@ def fit_power_law(flops: list[float], losses: list[float]) -> tuple[float, float
         lo, hi = (lo, a2) if solve(a1)[0] <= solve(a2)[0] else (a1, hi)
     alpha = (lo + hi) / 2
     _, e, a = solve(alpha)
-    return e, a * scale ** alpha, float(alpha)
+    return e, a * scale**alpha, float(alpha)
 
 
 def slope_rule_flops(small: list[tuple[float, float]], large: list[tuple[float, float]]) -> float:
@@ -107,7 +118,7 @@ def slope_rule_flops(small: list[tuple[float, float]], large: list[tuple[float, 
     es, as_, als = fit_power_law(*zip(*small))
     el, al, all_ = fit_power_law(*zip(*large))
     for f in np.geomspace(small[0][0], small[-1][0], 400):
-        loss = es + as_ * f ** -als
+        loss = es + as_ * f**-als
         if loss <= el:
             return float(f)  # below what the large model can reach on its fit: grow now
         f_large = (al / (loss - el)) ** (1 / all_)

@@ -16,17 +16,20 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from growth.bench.growth_protocol.recipe import Recipe
 from growth.config import ModelConfig
 from growth.model.accounting import flops_per_token
 
-from growth.bench.growth_protocol.recipe import Recipe
-
 # ~1M -> ~8M and ~3.4M -> ~27M non-embedding parameters: 2x width (heads added) and 2x depth.
 SCALES: dict[str, dict[str, dict[str, int]]] = {
-    "default": {"small": {"d_model": 128, "n_layers": 4, "n_heads": 4, "head_dim": 32, "d_ff": 384},
-                "large": {"d_model": 256, "n_layers": 8, "n_heads": 8, "head_dim": 32, "d_ff": 768}},
-    "large": {"small": {"d_model": 256, "n_layers": 4, "n_heads": 8, "head_dim": 32, "d_ff": 768},
-              "large": {"d_model": 512, "n_layers": 8, "n_heads": 16, "head_dim": 32, "d_ff": 1536}},
+    "default": {
+        "small": {"d_model": 128, "n_layers": 4, "n_heads": 4, "head_dim": 32, "d_ff": 384},
+        "large": {"d_model": 256, "n_layers": 8, "n_heads": 8, "head_dim": 32, "d_ff": 768},
+    },
+    "large": {
+        "small": {"d_model": 256, "n_layers": 4, "n_heads": 8, "head_dim": 32, "d_ff": 768},
+        "large": {"d_model": 512, "n_layers": 8, "n_heads": 16, "head_dim": 32, "d_ff": 1536},
+    },
 }
 WIDTH_FIELDS = ("d_model", "n_heads", "head_dim", "d_ff")
 
@@ -99,11 +102,15 @@ def stage_shapes(protocol: Protocol, recipe: Recipe) -> list[dict[str, int]]:
     return [small, wide, large] if recipe.stages == "two" else [small, large]
 
 
-def grown_phases(protocol: Protocol, shapes: list[dict[str, int]], budget: float, fraction: float) -> list[Phase]:
+def grown_phases(
+    protocol: Protocol, shapes: list[dict[str, int]], budget: float, fraction: float
+) -> list[Phase]:
     """Steps per model: ``fraction`` of ``budget`` split evenly over the models before the last growth,
     the rest on the large model (at least one step each)."""
     before = shapes[:-1]
-    phases = [Phase(s, max(1, round(fraction * budget / len(before) / protocol.step_flops(s)))) for s in before]
+    phases = [
+        Phase(s, max(1, round(fraction * budget / len(before) / protocol.step_flops(s)))) for s in before
+    ]
     spent = sum(p.steps * protocol.step_flops(p.shape) for p in phases)
     last = max(1, round((budget - spent) / protocol.step_flops(shapes[-1])))
     return phases + [Phase(shapes[-1], last)]

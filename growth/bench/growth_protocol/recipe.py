@@ -18,16 +18,22 @@ class Recipe:
     #   (README "Does growth pay?": 10/25/50/75% and the slope rule; the headline was measured at 0.5)
     growth_point: str = "fixed"  # fixed (fraction) | slope (Shen et al. 2022: grow when the small model's
     #   loss decrease per FLOP falls below the large model's at the same loss)
-    stages: str = "one"  # one (small -> large in one jump) | two (2x width, then 2x depth; fraction split evenly)
+    stages: str = (
+        "one"  # one (small -> large in one jump) | two (2x width, then 2x depth; fraction split evenly)
+    )
     dims: str = "both"  # both | width (the small model has the large depth) | depth (the large width)
-    schedule: str = "one"  # one (train.growth, one WSD schedule) | restarted (expand + init_from, cosine from the peak)
-    rewarmup_steps: int = 0  # after each growth, ramp the LR from 0 to the scheduled value over this many steps
+    schedule: str = (
+        "one"  # one (train.growth, one WSD schedule) | restarted (expand + init_from, cosine from the peak)
+    )
+    rewarmup_steps: int = (
+        0  # after each growth, ramp the LR from 0 to the scheduled value over this many steps
+    )
     noise_std: float = 1e-3
     split: str = "equal"  # equal | lemon
     depth_operator: str = "auto"  # auto (zero-writer for Pre-LN) | ramp | stack
     optimizer: str = "grown"  # grown | reset
 
-    def changed(self, **fields) -> "Recipe":
+    def changed(self, **fields) -> Recipe:
         return dataclasses.replace(self, **fields)
 
     def to_json(self) -> dict:
@@ -39,14 +45,19 @@ DEFAULT = Recipe()
 # name -> arms (label, fields changed from the default); the default itself is every ablation's first arm.
 ABLATIONS: dict[str, list[tuple[str, dict]]] = {
     "growth_point": [(f"{f:.0%} of FLOPs", {"fraction": f}) for f in (0.1, 0.25, 0.5)]
-                    + [("slope rule", {"growth_point": "slope"})],
-    "schedule": [("re-warm 20 steps", {"rewarmup_steps": 20}),
-                 ("restarted cosine (expand + init_from)", {"schedule": "restarted"})],
+    + [("slope rule", {"growth_point": "slope"})],
+    "schedule": [
+        ("re-warm 20 steps", {"rewarmup_steps": 20}),
+        ("restarted cosine (expand + init_from)", {"schedule": "restarted"}),
+    ],
     "stages": [("two 2x stages", {"stages": "two"})],
     "dims": [("width only", {"dims": "width"}), ("depth only", {"dims": "depth"})],
     "optimizer": [("reset moments", {"optimizer": "reset"})],
-    "noise": [("noise 0", {"noise_std": 0.0}), ("noise 1e-2", {"noise_std": 1e-2}),
-              ("lemon split", {"split": "lemon"})],
+    "noise": [
+        ("noise 0", {"noise_std": 0.0}),
+        ("noise 1e-2", {"noise_std": 1e-2}),
+        ("lemon split", {"split": "lemon"}),
+    ],
     "depth_operator": [("ramp", {"depth_operator": "ramp"}), ("stack", {"depth_operator": "stack"})],
 }
 

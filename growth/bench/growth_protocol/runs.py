@@ -135,8 +135,14 @@ def _cached(folder: Path) -> Run | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return Run(data["folder"], data["steps"], data["flops_seen"], [tuple(p) for p in data["val"]],
-               [tuple(p) for p in data["seconds"]], data.get("extra", {}))
+    return Run(
+        data["folder"],
+        data["steps"],
+        data["flops_seen"],
+        [tuple(p) for p in data["val"]],
+        [tuple(p) for p in data["seconds"]],
+        data.get("extra", {}),
+    )
 
 
 def train(work: Path, label: str, config: dict, threads: int, log=print) -> Run:
@@ -150,14 +156,30 @@ def train(work: Path, label: str, config: dict, threads: int, log=print) -> Run:
         return _finish(folder, config, val, seconds)
 
 
-def branch(work: Path, label: str, main: Run, main_config: dict, max_steps: int, decay_steps: int,
-           threads: int, log=print) -> Run:
+def branch(
+    work: Path,
+    label: str,
+    main: Run,
+    main_config: dict,
+    max_steps: int,
+    decay_steps: int,
+    threads: int,
+    log=print,
+) -> Run:
     """The main run's checkpoint at ``max_steps - decay_steps``, resumed with ``train.max_steps=max_steps``:
     the same run up to there, then its own decay."""
     start = max_steps - decay_steps
     interval = max(1, decay_steps // 4)  # the branch logs and evaluates inside its own decay
-    config = {**main_config, "train": {**main_config["train"], "max_steps": max_steps, "log_interval": interval,
-                                       "eval_interval": interval, "decay_fraction": decay_steps / max_steps}}
+    config = {
+        **main_config,
+        "train": {
+            **main_config["train"],
+            "max_steps": max_steps,
+            "log_interval": interval,
+            "eval_interval": interval,
+            "decay_fraction": decay_steps / max_steps,
+        },
+    }
     folder = work / f"{label}-{digest(config)}"
     with _exclusive(folder):
         if (run := _cached(folder)) is not None:
@@ -179,12 +201,17 @@ def branch(work: Path, label: str, main: Run, main_config: dict, max_steps: int,
         val, seconds = _read_events(folder, start)
         before = [(s, v) for s, v in main.val if s <= start]
         offset = main.seconds_at(start)
-        return _finish(folder, config, before + [(s, v) for s, v in val if s > start],
-                       [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds])
+        return _finish(
+            folder,
+            config,
+            before + [(s, v) for s, v in val if s > start],
+            [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds],
+        )
 
 
-def restarted(work: Path, label: str, phase_configs: list[dict], stage_options: list[dict], threads: int,
-              log=print) -> Run:
+def restarted(
+    work: Path, label: str, phase_configs: list[dict], stage_options: list[dict], threads: int, log=print
+) -> Run:
     """The old flow: each phase its own run with its own schedule (warmup to the peak, cosine over the
     phase), grown between phases by ``tools/expand.py``'s function and started with ``train.init_from``
     (the data order continues where the previous phase stopped)."""
@@ -193,7 +220,9 @@ def restarted(work: Path, label: str, phase_configs: list[dict], stage_options: 
     val, seconds, offset, clock, source = [], [], 0, 0.0, None
     for index, (config, options) in enumerate(zip(phase_configs, [{}] + stage_options)):
         if source is not None:
-            grown = work / f"{label}-grown{index}-{digest({'from': source.folder, **options, **config['model']})}"
+            grown = (
+                work / f"{label}-grown{index}-{digest({'from': source.folder, **options, **config['model']})}"
+            )
             if not (grown / "complete").exists() and not (grown / "model.safetensors").exists():
                 target = work / f"{grown.name}.yaml"
                 target.write_text(yaml.safe_dump({"model": config["model"]}))
@@ -204,4 +233,3 @@ def restarted(work: Path, label: str, phase_configs: list[dict], stage_options: 
         seconds += [(s + offset, t + clock) for s, t in source.seconds]
         offset, clock = offset + source.steps, clock + source.seconds[-1][1]
     return Run(source.folder, offset, source.flops_seen, val, seconds)
-

@@ -6,4 +6,12 @@ from growth.checkpoint.hf.convert import export_hf, find_tokenizer, import_hf
 from growth.checkpoint.hf.files import HFWeights, read_hf_config
 from growth.model.hf_llama import FAMILIES, HFConversionError
 
-__all__ = ["FAMILIES", "HFConversionError", "HFWeights", "export_hf", "find_tokenizer", "import_hf", "read_hf_config"]
+__all__ = [
+    "FAMILIES",
+    "HFConversionError",
+    "HFWeights",
+    "export_hf",
+    "find_tokenizer",
+    "import_hf",
+    "read_hf_config",
+]

@@ -34,7 +34,12 @@ from growth.checkpoint.layout import CONFIG, TOKENIZER, WEIGHTS, resolve_checkpo
 from growth.checkpoint.safetensors_io import LazyWeights, save_safetensors_streaming
 from growth.config import Config, ConfigError, ModelConfig, config_from_dict
 from growth.model.hf_llama import (
-    HFConversionError, from_hf_names, hf_config, hf_names, llama_incompatibility, model_config_from_hf,
+    HFConversionError,
+    from_hf_names,
+    hf_config,
+    hf_names,
+    llama_incompatibility,
+    model_config_from_hf,
 )
 
 IMPORT_REPORT = "import_report.json"
@@ -68,8 +73,14 @@ class _Renamed(Mapping):
 
 
 # -- import ---------------------------------------------------------------------------------------------
-def import_hf(source: Path, out: Path, tokenizer: TokenizerWriter | None = None, verify: bool = True,
-              tolerance: float = 1e-5, warn: Callable[[str], None] = print) -> dict:
+def import_hf(
+    source: Path,
+    out: Path,
+    tokenizer: TokenizerWriter | None = None,
+    verify: bool = True,
+    tolerance: float = 1e-5,
+    warn: Callable[[str], None] = print,
+) -> dict:
     """Write the checkpoint folder ``out`` of the Hugging Face folder ``source``; returns the report."""
     source, out = Path(source), Path(out)
     _refuse_existing(out)
@@ -85,17 +96,32 @@ def import_hf(source: Path, out: Path, tokenizer: TokenizerWriter | None = None,
         save_safetensors_streaming(_Renamed(weights, names, torch.float32), tmp / WEIGHTS)
         special = tokenizer(source, tmp / TOKENIZER) if tokenizer is not None else None
         if special is None:
-            warn(f"warning: {source} has no tokenizer files (tokenizer.json); the checkpoint has none: set "
-                 "data.tokenizer to train with it")
+            warn(
+                f"warning: {source} has no tokenizer files (tokenizer.json); the checkpoint has none: set "
+                "data.tokenizer to train with it"
+            )
         else:
             config.data.tokenizer = str(out.resolve() / TOKENIZER)
         config_from_dict(config.to_dict())  # validates the whole config, as a run would load it
         config.save(tmp / CONFIG)
-        report = {"source": str(source), "architecture": hf["architectures"][0], "weights": weights.format,
-                  "model": dataclasses.asdict(model), "special_ids": special, "tolerance": tolerance}
+        report = {
+            "source": str(source),
+            "architecture": hf["architectures"][0],
+            "weights": weights.format,
+            "model": dataclasses.asdict(model),
+            "special_ids": special,
+            "tolerance": tolerance,
+        }
         if verify:
-            report.update(_compare(lambda: _hf_from_pretrained(source), model, LazyWeights(tmp / WEIGHTS), tolerance,
-                                   "the imported model"))
+            report.update(
+                _compare(
+                    lambda: _hf_from_pretrained(source),
+                    model,
+                    LazyWeights(tmp / WEIGHTS),
+                    tolerance,
+                    "the imported model",
+                )
+            )
         (tmp / IMPORT_REPORT).write_text(json.dumps(report, indent=2))
     return report
 
@@ -108,11 +134,16 @@ def _import_names(model: ModelConfig, weights: HFWeights) -> dict[str, str | Non
 
     wanted = from_hf_names(model)  # HF name -> growth name
     present = set(weights)
-    extra = sorted(n for n in present - set(wanted) if not n.endswith(IGNORED)
-                   and not (model.tie_embeddings and n == "lm_head.weight"))
+    extra = sorted(
+        n
+        for n in present - set(wanted)
+        if not n.endswith(IGNORED) and not (model.tie_embeddings and n == "lm_head.weight")
+    )
     if extra:
-        raise HFConversionError(f"weights: {extra[0]} has no counterpart in the model ({len(extra)} such tensors); "
-                                "an option config.json does not declare?")
+        raise HFConversionError(
+            f"weights: {extra[0]} has no counterpart in the model ({len(extra)} such tensors); "
+            "an option config.json does not declare?"
+        )
     missing = sorted(set(wanted) - present)
     if missing:
         raise HFConversionError(f"weights: {missing[0]} is missing ({len(missing)} tensors missing)")
@@ -136,9 +167,16 @@ def _hf_from_pretrained(folder: Path):
 
 
 # -- export ---------------------------------------------------------------------------------------------
-def export_hf(source: Path, out: Path, dtype: str = "fp32", tokenizer: TokenizerWriter | None = None,
-              tokenizer_path: Path | None = None, verify: bool = True, tolerance: float = 1e-5,
-              warn: Callable[[str], None] = print) -> dict:
+def export_hf(
+    source: Path,
+    out: Path,
+    dtype: str = "fp32",
+    tokenizer: TokenizerWriter | None = None,
+    tokenizer_path: Path | None = None,
+    verify: bool = True,
+    tolerance: float = 1e-5,
+    warn: Callable[[str], None] = print,
+) -> dict:
     """Write the Hugging Face folder ``out`` of a checkpoint (a run dir or a checkpoint folder)."""
     source, out = Path(source), Path(out)
     if dtype not in DTYPES:
@@ -150,7 +188,9 @@ def export_hf(source: Path, out: Path, dtype: str = "fp32", tokenizer: Tokenizer
     weights = LazyWeights(folder / WEIGHTS)
     tokenizer_path = tokenizer_path or find_tokenizer(folder, config)
     with _staging(out) as tmp:
-        special = tokenizer(tokenizer_path, tmp) if tokenizer is not None and tokenizer_path is not None else None
+        special = (
+            tokenizer(tokenizer_path, tmp) if tokenizer is not None and tokenizer_path is not None else None
+        )
         if special is None:
             warn(f"warning: no tokenizer found for {folder} (pass --tokenizer); {out} has no tokenizer files")
         ids = {f"{role}_token_id": (special or {}).get(role) for role in ("bos", "eos", "pad")}
@@ -164,20 +204,35 @@ def export_hf(source: Path, out: Path, dtype: str = "fp32", tokenizer: Tokenizer
 
             hf = GrowthHFConfig(growth=dataclasses.asdict(model), **ids)
             hf.architectures = ["GrowthForCausalLM"]
-            names = {f"model.{name}": name for name in weights
-                     if not (model.tie_embeddings and name == "head.proj.weight")}
+            names = {
+                f"model.{name}": name
+                for name in weights
+                if not (model.tie_embeddings and name == "head.proj.weight")
+            }
             use_cache = supports_kv_cache(model)
         hf.dtype = DTYPES[dtype]
         hf.save_pretrained(tmp)
         _generation_config(ids, use_cache).save_pretrained(tmp)
-        save_safetensors_streaming(_Renamed(weights, names, DTYPES[dtype]), tmp / "model.safetensors", {"format": "pt"})
-        report = {"source": str(folder), "architecture": hf.architectures[0], "dtype": dtype,
-                  "needs_import_growth": reason is not None, "why_not_llama": reason,
-                  "tokenizer": str(tokenizer_path) if special is not None else None, "special_ids": special,
-                  "tolerance": tolerance}
+        save_safetensors_streaming(
+            _Renamed(weights, names, DTYPES[dtype]), tmp / "model.safetensors", {"format": "pt"}
+        )
+        report = {
+            "source": str(folder),
+            "architecture": hf.architectures[0],
+            "dtype": dtype,
+            "needs_import_growth": reason is not None,
+            "why_not_llama": reason,
+            "tokenizer": str(tokenizer_path) if special is not None else None,
+            "special_ids": special,
+            "tolerance": tolerance,
+        }
         if verify:
-            reference = weights if dtype == "fp32" else _Renamed(weights, {n: n for n in weights}, DTYPES[dtype])
-            report.update(_compare(lambda: _hf_from_pretrained(tmp), model, reference, tolerance, "the exported model"))
+            reference = (
+                weights if dtype == "fp32" else _Renamed(weights, {n: n for n in weights}, DTYPES[dtype])
+            )
+            report.update(
+                _compare(lambda: _hf_from_pretrained(tmp), model, reference, tolerance, "the exported model")
+            )
         (tmp / EXPORT_REPORT).write_text(json.dumps(report, indent=2))
     return report
 
@@ -203,8 +258,9 @@ def _generation_config(ids: dict, use_cache: bool):
 
 
 # -- shared ---------------------------------------------------------------------------------------------
-def _compare(load_hf: Callable, model: ModelConfig, weights: Mapping[str, torch.Tensor], tolerance: float,
-             what: str) -> dict:
+def _compare(
+    load_hf: Callable, model: ModelConfig, weights: Mapping[str, torch.Tensor], tolerance: float, what: str
+) -> dict:
     """Logits of transformers' model and of the project's on random ids, fp32; refuse beyond ``tolerance``."""
     from growth.model import build_model
 
@@ -213,14 +269,18 @@ def _compare(load_hf: Callable, model: ModelConfig, weights: Mapping[str, torch.
     ours.load_state_dict(state, strict=True)
     ours.eval()
     theirs = load_hf()
-    ids = torch.randint(model.vocab_size, (2, min(32, model.max_seq_len)), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        model.vocab_size, (2, min(32, model.max_seq_len)), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         reference, logits = ours(ids), theirs(ids).logits.float()
     diff, scale = (logits - reference).abs().max().item(), reference.abs().max().item()
     relative = diff / max(scale, 1e-12)
     if not relative <= tolerance:
-        raise ConfigError(f"{what} differs from the project's: max |logit diff| {diff:.3g} = {relative:.3g} of the "
-                          f"largest logit (> {tolerance:g}); nothing was written")
+        raise ConfigError(
+            f"{what} differs from the project's: max |logit diff| {diff:.3g} = {relative:.3g} of the "
+            f"largest logit (> {tolerance:g}); nothing was written"
+        )
     return {"max_abs_logit_diff": diff, "relative_logit_diff": relative, "logit_scale": scale}
 
 

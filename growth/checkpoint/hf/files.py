@@ -18,8 +18,10 @@ from growth.config import ConfigError
 
 CONFIG_JSON = "config.json"
 # (single file, index of shards), in order of preference
-WEIGHT_LAYOUTS = (("model.safetensors", "model.safetensors.index.json"),
-                  ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+WEIGHT_LAYOUTS = (
+    ("model.safetensors", "model.safetensors.index.json"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+)
 
 
 def read_hf_config(folder: Path) -> dict:
@@ -51,7 +53,9 @@ class HFWeights(Mapping):
             raise ConfigError(f"--from {self.folder}: no weights ({names})")
         missing = sorted({str(p.name) for p in self._file.values() if not p.is_file()})
         if missing:
-            raise ConfigError(f"--from {self.folder}: the weight index names missing shards: {', '.join(missing)}")
+            raise ConfigError(
+                f"--from {self.folder}: the weight index names missing shards: {', '.join(missing)}"
+            )
         self._loaded: tuple[Path, dict] | None = None  # the current .bin shard
 
     @staticmethod
@@ -88,7 +92,9 @@ class HFWeights(Mapping):
     def format(self) -> str:
         suffixes = {p.suffix for p in self._file.values()}
         shards = len(set(self._file.values()))
-        return f"{'safetensors' if suffixes == {'.safetensors'} else '.bin'}, {shards} shard{'s' * (shards > 1)}"
+        return (
+            f"{'safetensors' if suffixes == {'.safetensors'} else '.bin'}, {shards} shard{'s' * (shards > 1)}"
+        )
 
 
 def _load_bin(path: Path) -> dict:

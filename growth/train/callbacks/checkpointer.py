@@ -36,14 +36,18 @@ class Checkpointer(Callback):
     def pre_train(self, trainer) -> None:
         trainer.recovery_note = self.note(resume_checkpoint(self.root)[0])
         if self.probe_counts is None:
-            self.probe_counts = math.isfinite(trainer.module.eval_metrics(trainer.engine).get(PROBE, math.nan))
+            self.probe_counts = math.isfinite(
+                trainer.module.eval_metrics(trainer.engine).get(PROBE, math.nan)
+            )
 
     def note(self, folder: Path | None) -> str:
         """What a user can go back to, for the divergence message."""
         if folder is None:
             return "no checkpoint has been written, so there is nothing to resume from; start again with a lower train.lr"
-        return (f"the last good checkpoint, {folder}, is intact; a relaunch with a lower train.lr continues "
-                f"from it (train.resume=auto)")
+        return (
+            f"the last good checkpoint, {folder}, is intact; a relaunch with a lower train.lr continues "
+            f"from it (train.resume=auto)"
+        )
 
     def post_eval(self, trainer, scalars: dict[str, float]) -> None:
         self.evaluated = (trainer.state.step, dict(scalars))
@@ -59,8 +63,11 @@ class Checkpointer(Callback):
             return f"{len(bad)} parameters hold NaN or infinite values (first: {bad[0]})"
         if self.probe_counts:
             step = trainer.state.step
-            scalars = self.evaluated[1] if self.evaluated and self.evaluated[0] == step else \
-                trainer.module.eval_metrics(trainer.engine)
+            scalars = (
+                self.evaluated[1]
+                if self.evaluated and self.evaluated[0] == step
+                else trainer.module.eval_metrics(trainer.engine)
+            )
             value = scalars.get(PROBE, math.nan)
             if not math.isfinite(value):
                 return f"the weights give {PROBE}={value} (the update of step {step} blew them up)"
@@ -72,19 +79,33 @@ class Checkpointer(Callback):
         reason = self.unsound(trainer)
         if reason:
             if trainer.is_last_step:
-                raise TrainingDiverged(f"step {state.step}, the last: no final checkpoint written: {reason}; "
-                                       f"{trainer.recovery_note}")
+                raise TrainingDiverged(
+                    f"step {state.step}, the last: no final checkpoint written: {reason}; "
+                    f"{trainer.recovery_note}"
+                )
             if trainer.world.is_main:
-                print(f"warning: step {state.step}: no checkpoint written: {reason}; "
-                      f"checkpoints/latest stays on the last good one", file=sys.stderr, flush=True)
+                print(
+                    f"warning: step {state.step}: no checkpoint written: {reason}; "
+                    f"checkpoints/latest stays on the last good one",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return None
         state.sampler = trainer.module.state_dict()
         state.callbacks = trainer.callback_states()
         # Each checkpoint records the model it holds (after a growth stage, the grown one).
         config_yaml = dataclasses.replace(self.config, model=trainer.module.network.config).to_yaml()
-        folder = save_checkpoint(trainer.engine, self.root, state, config_yaml, trainer.world, averaged_weights(trainer),
-                                 trainer.module.extra_weights(),
-                                 before_publish=lambda f: trainer.call("pre_publish_checkpoint", f), keep=self.keep)
+        folder = save_checkpoint(
+            trainer.engine,
+            self.root,
+            state,
+            config_yaml,
+            trainer.world,
+            averaged_weights(trainer),
+            trainer.module.extra_weights(),
+            before_publish=lambda f: trainer.call("pre_publish_checkpoint", f),
+            keep=self.keep,
+        )
         trainer.recovery_note = self.note(folder)
         trainer.call("post_checkpoint", folder)
         return folder

@@ -43,7 +43,9 @@ class DepthRamp(Callback):
     # -- the ramp ---------------------------------------------------------------------------------
     def begin(self, trainer, layers: list[int], steps: int) -> None:
         """New layers at m = 0 from now (``trainer.state.step``) on."""
-        self.ramps.append({"layers": [int(i) for i in layers], "steps": int(steps), "start": int(trainer.state.step)})
+        self.ramps.append(
+            {"layers": [int(i) for i in layers], "steps": int(steps), "start": int(trainer.state.step)}
+        )
         self._apply(trainer)
 
     def active(self, trainer) -> bool:
@@ -64,7 +66,9 @@ class DepthRamp(Callback):
     def post_step(self, trainer, result) -> None:
         gates = self.gates(trainer)  # the m this step used
         if gates:
-            trainer.log(trainer.state.step, {"growth/ramp_m": min(gates.values()), "growth/ramped_layers": len(gates)})
+            trainer.log(
+                trainer.state.step, {"growth/ramp_m": min(gates.values()), "growth/ramped_layers": len(gates)}
+            )
         self._apply(trainer)  # the next step's m; a finished ramp is folded
 
     def _apply(self, trainer) -> None:
@@ -87,5 +91,8 @@ def carried_ramps(init_from: str, step: int) -> list[dict]:
     folder = ckpt.resolve_checkpoint(Path(init_from), "train.init_from")
     source = ckpt.run_state_or_empty(folder)
     ramps = source.callbacks.get(RAMP_STATE, {}).get("ramps", [])
-    return [{**ramp, "start": step - (source.step - ramp["start"])} for ramp in ramps
-            if source.step - ramp["start"] < ramp["steps"]]
+    return [
+        {**ramp, "start": step - (source.step - ramp["start"])}
+        for ramp in ramps
+        if source.step - ramp["start"] < ramp["steps"]
+    ]

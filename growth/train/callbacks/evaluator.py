@@ -22,9 +22,13 @@ class Evaluator(Callback):
         ema = averaged_weights(trainer)
         if ema is not None:
             with ema.swapped_in():
-                scalars.update({f"{k}_ema": v for k, v in trainer.module.eval_metrics(trainer.engine).items()})
+                scalars.update(
+                    {f"{k}_ema": v for k, v in trainer.module.eval_metrics(trainer.engine).items()}
+                )
         trainer.log(trainer.state.step, scalars)
-        trainer.log(trainer.state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()})
+        trainer.log(
+            trainer.state.tokens_seen, {f"by_tokens/{k.replace('/', '_')}": v for k, v in scalars.items()}
+        )
         self.last = scalars
         trainer.call("post_eval", scalars)
         return scalars

@@ -11,4 +11,7 @@ GROWTH_SCALARS = ("loss_before", "loss_after", "params_before", "params_after", 
 class GrowthEventLogger(Callback):
     def pre_train(self, trainer) -> None:
         for event in trainer.state.growth_events:
-            trainer.log(int(event["tokens_seen"]), {f"growth/{k}": float(event[k]) for k in GROWTH_SCALARS if k in event})
+            trainer.log(
+                int(event["tokens_seen"]),
+                {f"growth/{k}": float(event[k]) for k in GROWTH_SCALARS if k in event},
+            )

@@ -15,8 +15,13 @@ class TensorBoardLogger(Callback):
         self.metrics: Metrics | None = None
 
     def pre_train(self, trainer) -> None:
-        self.metrics = Metrics(self.log_dir, trainer.world.is_main, trainer.max_steps, trainer.state.step,
-                               line_every=self.log_interval)
+        self.metrics = Metrics(
+            self.log_dir,
+            trainer.world.is_main,
+            trainer.max_steps,
+            trainer.state.step,
+            line_every=self.log_interval,
+        )
         self.metrics.step_seconds()
         self.tokens_per_s = 0.0
 
@@ -33,18 +38,23 @@ class TensorBoardLogger(Callback):
         perf = self.metrics.throughput(result.tokens, result.flops, seconds, trainer.world.size)
         self.tokens_per_s = perf["perf/tokens_per_s"]
         grown = sum("stage" in event for event in trainer.state.growth_events)
-        self.metrics.progress(step, result.loss, perf["perf/tokens_per_s"], stage=grown if self.show_stage else None)
+        self.metrics.progress(
+            step, result.loss, perf["perf/tokens_per_s"], stage=grown if self.show_stage else None
+        )
         if step % self.log_interval == 0 or step == 1:
             grad_norm = trainer.engine.get_global_grad_norm()
-            trainer.log(step, {
-                "train/loss": result.loss,
-                "train/lr": trainer.engine.get_lr()[0],
-                "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "train/tokens_seen": trainer.state.tokens_seen,
-                "train/flops_seen": trainer.state.flops_seen,
-                "model/params": trainer.engine.module.num_params(),
-                **perf,
-            })
+            trainer.log(
+                step,
+                {
+                    "train/loss": result.loss,
+                    "train/lr": trainer.engine.get_lr()[0],
+                    "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                    "train/tokens_seen": trainer.state.tokens_seen,
+                    "train/flops_seen": trainer.state.flops_seen,
+                    "model/params": trainer.engine.module.num_params(),
+                    **perf,
+                },
+            )
 
     def post_eval(self, trainer, scalars: dict[str, float]) -> None:
         """One console line per evaluation: ``step 200 | val loss 4.21 | val loss (EMA) 4.18 | 14.7k tok/s``."""
