@@ -24,6 +24,7 @@ SCALARS = {
     "train/lr",
     "train/grad_norm",
     "val/loss",
+    "val/loss_se",
     "val/loss_ema",
     "perf/tokens_per_s",
     "perf/tflops",

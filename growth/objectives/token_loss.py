@@ -9,6 +9,8 @@ division by the accumulation steps is not applied on top.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +22,24 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(
         logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+
+
+def window_loss_means(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over each window's (row's) target tokens, in fp32: the samples whose spread gives the
+    validation loss its standard error."""
+    losses = F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
+    return losses.sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+
+
+def standard_error(count: torch.Tensor, total: torch.Tensor, total_squares: torch.Tensor) -> float:
+    """Standard error of a mean from its samples' count, sum and sum of squares (0 below two samples)."""
+    n = float(count)
+    if n < 2:
+        return 0.0
+    variance = max(float(total_squares) - float(total) ** 2 / n, 0.0) / (n - 1)
+    return math.sqrt(variance / n)
 
 
 def target_count(labels: torch.Tensor) -> int:

@@ -18,7 +18,13 @@ from growth.data.batches import BatchMaker
 from growth.data.sampler import WindowSampler
 from growth.distributed import World, all_reduce_sum
 from growth.model import GrowthLM
-from growth.objectives.token_loss import backward_scale, target_count, token_loss_sum
+from growth.objectives.token_loss import (
+    backward_scale,
+    standard_error,
+    target_count,
+    token_loss_sum,
+    window_loss_means,
+)
 from growth.train.module import Batch, StepResult
 
 
@@ -87,19 +93,24 @@ class TokenLMModule:
         count = min(self.eval_batches * micro * self.world.size, n_windows)
         count -= count % self.world.size  # every rank runs the same number of forwards (ZeRO-3 gathers)
         mine = list(range(self.world.rank, count, self.world.size))
-        totals = torch.zeros(2)
+        # loss sum, target count, then the windows' count, sum and sum of squares of their mean losses
+        totals = torch.zeros(5, dtype=torch.float64)
         for start in range(0, len(mine), micro):
             windows = mine[start : start + micro]
             batch = maker.batch(windows, windows)
             logits = engine(batch["input_ids"].to(engine.device))
+            labels = batch["labels"].to(logits.device)
+            means = window_loss_means(logits, labels).double().cpu()
             totals += torch.tensor(
-                [
-                    token_loss_sum(logits, batch["labels"].to(logits.device)).item(),
-                    target_count(batch["labels"]),
-                ]
+                [token_loss_sum(logits, labels).item(), target_count(labels), len(windows), 0.0, 0.0],
+                dtype=torch.float64,
             )
+            totals[3:] += torch.stack([means.sum(), means.square().sum()])
         totals = all_reduce_sum(totals)
-        return {"val/loss": (totals[0] / totals[1].clamp(min=1)).item()}
+        return {
+            "val/loss": (totals[0] / totals[1].clamp(min=1)).item(),
+            "val/loss_se": standard_error(*totals[2:]),
+        }
 
     def probe_batch(self, size: int = 4) -> torch.Tensor:
         """Fixed validation inputs on which a growth must keep the function (identical on every rank)."""
