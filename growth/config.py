@@ -172,7 +172,9 @@ class DataConfig:
 class GrowthStage:
     """One growth inside a run (``train.growth``; README "Grow inside one run")."""
 
-    at_step: int  # grow after this optimizer step of the whole run
+    # grow after this optimizer step of the whole run; auto: when the small model's loss falls more slowly per
+    # FLOP than auto_law predicts for the grown model (growth/train/auto_growth.py; the last stage only)
+    at_step: int | str
     model: dict[str, Any] = field(default_factory=dict)  # the growable fields that change, e.g. {n_layers: 8}
     noise_std: float = 1e-3  # zero-sum symmetry-breaking noise (exact at any value), as tools/expand.py
     optimizer: str = "grown"  # grown (Adam moments mapped with the weights) | reset
@@ -191,6 +193,11 @@ class GrowthStage:
     )
     split_alpha: float = 0.7  # lemon: the first copy's share
     width_operator: str = "tiled"  # tiled [h; h; 0_r] | interleaved (Su: repeat in place, 1/sqrt(k); no RoPE)
+    # at_step: auto (growth/train/auto_growth.py): L(N, D) as [E, A, alpha, B, beta] (tools/bench_growth.py fits
+    # it), the evaluations the small model's slope is fitted on, and the step to grow at the latest (0: none)
+    auto_law: list[float] = field(default_factory=list)
+    auto_window: int = 3
+    auto_latest: int = 0
 
 
 @dataclass
@@ -677,13 +684,40 @@ def _validate_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.decay_fraction must be in (0, 1], got {t.decay_fraction}")
     previous = 0
     for index, stage in enumerate(t.growth):
-        _validate_stage(f"train.growth[{index}]", stage, previous, t.max_steps)
+        key = f"train.growth[{index}]"
+        if stage.at_step == "auto":
+            _validate_auto_stage(key, stage, index == len(t.growth) - 1, t.max_steps)
+        _validate_stage(key, stage, previous, t.max_steps)
         previous = stage.at_step
 
 
-def _validate_stage(key: str, stage: GrowthStage, previous: int, max_steps: int) -> None:
+def _validate_auto_stage(key: str, stage: GrowthStage, last: bool, max_steps: int) -> None:
+    if not last:
+        raise ConfigError(
+            f"{key}.at_step=auto: only the last stage may choose its own step (the others follow it)"
+        )
+    if len(stage.auto_law) != 5 or not all(math.isfinite(v) and v >= 0 for v in stage.auto_law):
+        raise ConfigError(
+            f"{key}.auto_law must be L(N, D)'s [E, A, alpha, B, beta], 5 numbers >= 0 "
+            f"(tools/bench_growth.py prints them), got {stage.auto_law}"
+        )
+    if stage.auto_law[2] <= 0 or stage.auto_law[4] <= 0:
+        raise ConfigError(f"{key}.auto_law: alpha and beta must be > 0, got {stage.auto_law}")
+    if stage.auto_window < 2:
+        raise ConfigError(
+            f"{key}.auto_window must be >= 2 evaluations (a slope needs two), got {stage.auto_window}"
+        )
+    if not 0 <= stage.auto_latest < max_steps:
+        raise ConfigError(
+            f"{key}.auto_latest must be in [0, train.max_steps={max_steps}) (0: no deadline), got {stage.auto_latest}"
+        )
+
+
+def _validate_stage(key: str, stage: GrowthStage, previous: int | str, max_steps: int) -> None:
     """What can be checked without the growth operators (the builder checks each stage against them)."""
-    if not previous < stage.at_step < max_steps:
+    if isinstance(stage.at_step, str) and stage.at_step != "auto":
+        raise ConfigError(f"{key}.at_step must be a step number or auto, got {stage.at_step!r}")
+    if stage.at_step != "auto" and not previous < stage.at_step < max_steps:
         raise ConfigError(
             f"{key}.at_step={stage.at_step} must be after the previous stage ({previous}) and before "
             f"train.max_steps ({max_steps})"

@@ -1,11 +1,15 @@
-"""Does growth pay? The large model from scratch against the grown path, at equal compute: `python tools/bench_growth.py`.
+"""Does growth pay against the best model of any size? `python tools/bench_growth.py`.
 
-Protocol (README "Growth that pays"; logic in growth/bench/growth_protocol/): a corpus no path repeats
-(default: the Python sources of this virtualenv's packages), the same data order for every path, a
-3-point peak-LR sweep, scratch at 4 budgets (WSD decay branches), the grown path as one run with
-`train.growth` at 3 of them, the saving at equal validation loss counting the small model and not,
-over 3 seeds. Writes bench_out/bench_growth[_quick|_large].json and .png; the last line printed is
-`saving_with_small: X` (the fraction of scratch's compute saved at the largest budget, mean over seeds).
+The envelope protocol (docs/growth_benchmark.md; logic in growth/bench/growth_protocol/envelope.py): scratch at
+three sizes (small, middle, large), each with its own swept peak LR and a fully decayed schedule at every
+budget; the compute-optimal envelope (the lower hull of all of them) and a fitted L(N, D); the grown path (one
+run with `train.growth`, small -> large) at every budget past the small/large crossover, on the same data order;
+`saving_vs_envelope` = 1 - C_envelope(L_grown) / C_grown per budget, over 3 seeds with a 95% interval. Writes
+bench_out/bench_growth_envelope[_quick].json and .png; the last line printed is `saving_vs_envelope: X` (the
+largest budget, mean over seeds).
+
+`--large-only` runs the earlier protocol instead (the grown path against the large model alone, README's
+secondary table; `--scale`, `--fraction`, `--ablation` belong to it).
 """
 
 import argparse
@@ -14,10 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from growth.bench.growth_protocol import envelope, envelope_report, report, runs
 from growth.bench.growth_protocol import protocol as runner
-from growth.bench.growth_protocol import report, runs
+from growth.bench.growth_protocol.envelope import PRESETS
 from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
 from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
+from growth.bench.plotting import MissingPlotting
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -25,7 +31,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the same protocol with 4x fewer steps and one seed (<= 10 min on 2 cores)",
+        help="the envelope protocol on the quick preset's 4x smaller sizes, one seed (~15 min on 2 cores); with "
+        "--large-only: that protocol with 4x fewer steps and one seed",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="the envelope's sizes and budgets: default (~0.2M -> ~1.1M FLOP-counted parameters, 2 CPU cores), "
+        "quick, gpu (~3.9M -> ~29M)",
+    )
+    parser.add_argument(
+        "--small", default=None, help="the small model's shape, e.g. d_model=64,n_layers=2,n_heads=2"
+    )
+    parser.add_argument(
+        "--large", default=None, help="the large model's shape (the middle size is derived between them)"
+    )
+    parser.add_argument(
+        "--growth-at",
+        type=float,
+        default=None,
+        help="budget units of FLOPs the small model trains before growing (default: the preset's)",
+    )
+    parser.add_argument(
+        "--large-only",
+        action="store_true",
+        help="the earlier protocol: the grown path against the large model alone (README's secondary table)",
     )
     parser.add_argument(
         "--scale",
@@ -98,18 +129,23 @@ def build_protocol(args: argparse.Namespace) -> Protocol:
 
 
 def check(protocol: Protocol, fraction: float | None = None, jobs: int = 1, threads: int = 1) -> str | None:
+    if protocol.base_steps < 5 or not protocol.seeds:
+        return "--base-steps must be >= 5 and --seeds >= 1"
+    if fraction is not None and not 0 < fraction < 1:
+        return f"--fraction {fraction}: give a share of the budget between 0 and 1 (e.g. 0.75)"
+    return check_run(protocol.corpus, jobs, threads)
+
+
+def check_run(corpus: str, jobs: int, threads: int) -> str | None:
+    """The settings every protocol shares: process counts and a corpus that resolves."""
     from growth.data.prepare import DataError
     from growth.data.sources import resolve_files
 
-    if protocol.base_steps < 5 or not protocol.seeds:
-        return "--base-steps must be >= 5 and --seeds >= 1"
     for flag, value in (("--jobs", jobs), ("--threads", threads)):
         if value < 1:
             return f"{flag} {value}: give at least 1 (e.g. --jobs 2 --threads 1 on 2 cores)"
-    if fraction is not None and not 0 < fraction < 1:
-        return f"--fraction {fraction}: give a share of the budget between 0 and 1 (e.g. 0.75)"
     try:
-        resolve_files(protocol.corpus, key="--corpus")
+        resolve_files(corpus, key="--corpus")
     except (DataError, Exception) as err:  # the same one-line messages as data.corpus
         return f"{err}"
     return None
@@ -138,6 +174,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.jobs is None:
         args.jobs = default_jobs(args.threads)
+    return (main_large_only if args.large_only else main_envelope)(args)
+
+
+def main_envelope(args: argparse.Namespace) -> int:
+    try:
+        env = envelope.from_options(
+            preset=args.preset or ("quick" if args.quick else "default"),
+            seeds=args.seeds if args.seeds is not None else (1 if args.quick else None),
+            base_steps=args.base_steps,
+            growth_at=args.growth_at,
+            small=args.small,
+            large=args.large,
+            corpus=args.corpus,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if (problem := check_run(env.corpus, args.jobs, args.threads)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    runs.set_parallel_runs(args.jobs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = envelope.Bench(
+        Path(args.work) if args.work else out / "growth_runs",
+        args.threads,
+        lambda line: print(line, flush=True),
+    )
+    result = envelope.compare(env, bench)
+    result["corpus"] = corpus_facts(env.corpus)
+    stem = out / f"bench_growth_envelope{'' if env.preset == 'default' else '_' + env.preset}"
+    report.write_json(result, stem.with_suffix(".json"))
+    try:
+        envelope_report.plot(result, stem.with_suffix(".png"))
+    except MissingPlotting as err:  # the JSON is written; only the figure is missing
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in envelope_report.summary_lines(result):
+        print(line)
+    largest = max(result["headline"])
+    print(f"saving_vs_envelope: {result['headline'][largest]['saving_vs_envelope']['mean']:.3f}")
+    return 0
+
+
+def main_large_only(args: argparse.Namespace) -> int:
     protocol = build_protocol(args)
     if (problem := check(protocol, args.fraction, args.jobs, args.threads)) is not None:
         print(f"error: {problem}", file=sys.stderr)

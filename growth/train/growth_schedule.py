@@ -24,6 +24,7 @@ function-preserving, so its event records the loss change (``function_preserving
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from growth.checkpoint import consolidated_state_dict, tag_for
 from growth.checkpoint.layout import COMPLETE
@@ -31,6 +32,9 @@ from growth.config import Config, ConfigError, GrowthStage, ModelConfig
 from growth.distributed.deepspeed_adapter import all_adam_moments, set_adam_moments
 from growth.expand import GrowthError, GrowthOptions, GrowthPlan, plan_growth
 from growth.expand.grow_state import GrownState, grow_state, materialize
+from growth.model.accounting import flops_per_token
+from growth.train import auto_growth
+from growth.train.auto_growth import AUTO
 from growth.train.callback import Callback
 from growth.train.callbacks.checkpointer import Checkpointer
 from growth.train.callbacks.depth_ramp import DepthRamp
@@ -63,7 +67,7 @@ def stage_plans(config: Config) -> list[GrowthPlan]:
         except (GrowthError, ConfigError) as err:
             raise ConfigError(f"train.growth[{index}].model: {err}") from None
         model = plans[-1].new
-        if index and plans[-2].ramp_layers:
+        if index and plans[-2].ramp_layers and stage.at_step != AUTO:  # auto: checked when it grows
             previous = config.train.growth[index - 1]
             if stage.at_step < previous.at_step + previous.ramp_steps:
                 raise ConfigError(
@@ -94,19 +98,72 @@ def rewarmup_in_effect(config: Config, state) -> tuple[int, int]:
 
 
 def model_at(config: Config, step: int) -> ModelConfig:
-    """The model a run holds after ``step`` optimizer steps (the stages with ``at_step < step``)."""
-    done = sum(stage.at_step < step for stage in config.train.growth)
+    """The model a run holds after ``step`` optimizer steps (the stages with ``at_step < step``; an ``auto``
+    stage not yet decided has not grown)."""
+    done = sum(stage.at_step != AUTO and stage.at_step < step for stage in config.train.growth)
     return stage_models(config)[done]
+
+
+def resolve_auto_stage(config: Config, state) -> None:
+    """Give an ``at_step: auto`` stage the step a checkpoint's run decided (``GrowthSchedule``'s saved state),
+    so a resume builds the model that checkpoint holds and grows where the interrupted run did."""
+    decided = ((state.callbacks if state is not None else {}).get(GrowthSchedule.__name__) or {}).get(
+        "decided"
+    )
+    stages = config.train.growth
+    if decided is not None and stages and stages[-1].at_step == AUTO:
+        stages[-1].at_step = int(decided)
 
 
 class GrowthSchedule(Callback):
     def __init__(self, config: Config):
         self.config, self.models = config, stage_models(config)
+        last = config.train.growth[-1]
+        self.auto = last if last.at_step == AUTO else None  # only the last stage may be auto
+        self.history: list[tuple[float, float]] = []  # (FLOPs seen, val loss) of the model before that stage
+        self.decided: int | None = None
 
     def pre_step(self, trainer) -> None:
         for index, stage in enumerate(self.config.train.growth):
             if stage.at_step == trainer.state.step:
                 self.grow(trainer, index, stage)
+
+    def post_eval(self, trainer, scalars: dict[str, float]) -> None:
+        """With ``at_step: auto``: record the evaluation and decide whether to grow after this step."""
+        stage, state = self.auto, trainer.state
+        grown = sum("stage" in event for event in state.growth_events)
+        if stage is None or self.decided is not None or grown < len(self.config.train.growth) - 1:
+            return
+        self.history.append((state.flops_seen, scalars["val/loss"]))
+        large_params = (
+            flops_per_token(self.models[-1], self.config.data.seq_len) / 6
+        )  # N of the law: C = 6 N D
+        decision = auto_growth.decide(
+            self.history,
+            stage.auto_window,
+            auto_growth.Law(*stage.auto_law),
+            large_params,
+            state.step,
+            stage.auto_latest,
+        )
+        slopes = {
+            "growth/auto_small_slope": decision.small_slope,
+            "growth/auto_large_slope": decision.large_slope,
+        }
+        trainer.log(state.step, {k: v for k, v in slopes.items() if math.isfinite(v)})
+        if decision.grow:
+            self.decided = stage.at_step = state.step
+            if trainer.world.is_main:
+                print(f"auto growth: growing after step {state.step}: {decision.reason}", flush=True)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "decided": self.decided} if self.auto is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(point) for point in state.get("history", [])]
+        self.decided = state.get("decided")
+        if self.decided is not None:
+            self.auto.at_step = self.decided
 
     def grow(self, trainer, index: int, stage: GrowthStage) -> None:
         self._keep_small_checkpoint(trainer)

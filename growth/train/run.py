@@ -54,6 +54,7 @@ from growth.train.growth_schedule import (
     GrowthSchedule,
     model_at,
     needs_depth_ramp,
+    resolve_auto_stage,
     rewarmup_in_effect,
     schedule_position,
     stage_models,
@@ -399,6 +400,7 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
 
     checkpoint_dir = out_dir / "checkpoints"
     resume_from, resumed_state = find_resume(config, checkpoint_dir, world)
+    resolve_auto_stage(config, resumed_state)  # at_step: auto keeps the step the interrupted run decided
     lm, state, init_folder = build_network(config, resumed_state.step if resumed_state else 0)
     universal = resumed_state is not None and ckpt.needs_universal(resumed_state, world)
     ds_config = deepspeed_config(config.train, world.size, load_universal=universal)

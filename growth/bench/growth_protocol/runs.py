@@ -95,17 +95,23 @@ def digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _read_events(folder: Path, start_step: int) -> tuple[list, list]:
+def _read_events(folder: Path, start_step: int) -> tuple[list, list, dict]:
+    """(step, val loss), (step, seconds since ``start_step``), and the last evaluation's standard error."""
     events = EventAccumulator(str(folder / "tensorboard"))
     events.Reload()
     val = [(e.step, e.value) for e in events.Scalars("val/loss")]
+    extra = (
+        {"loss_se": events.Scalars("val/loss_se")[-1].value}
+        if "val/loss_se" in events.Tags()["scalars"]
+        else {}
+    )
     wall = [(e.step, e.wall_time) for e in events.Scalars("train/loss")]
     if len(wall) >= 2:  # the clock at ``start_step``: the first logged interval extended backwards
         (s0, w0), (s1, w1) = wall[0], wall[1]
         wall = [(start_step, w0 - (w1 - w0) / (s1 - s0) * (s0 - start_step))] + wall
     else:
         wall = [(start_step, wall[0][1] - 1e-9)] + wall
-    return val, [(s, w - wall[0][1]) for s, w in wall]
+    return val, [(s, w - wall[0][1]) for s, w in wall], extra
 
 
 def _launch(folder: Path, config: dict, threads: int, log) -> None:
@@ -152,8 +158,8 @@ def train(work: Path, label: str, config: dict, threads: int, log=print) -> Run:
         if (run := _cached(folder)) is not None:
             return run
         _launch(folder, config, threads, log)
-        val, seconds = _read_events(folder, 0)
-        return _finish(folder, config, val, seconds)
+        val, seconds, extra = _read_events(folder, 0)
+        return _finish(folder, config, val, seconds, **extra)
 
 
 def branch(
@@ -165,18 +171,19 @@ def branch(
     decay_steps: int,
     threads: int,
     log=print,
+    evals: int = 4,
 ) -> Run:
     """The main run's checkpoint at ``max_steps - decay_steps``, resumed with ``train.max_steps=max_steps``:
-    the same run up to there, then its own decay."""
+    the same run up to there, then its own decay, evaluated ``evals`` times in it (the last at its end)."""
     start = max_steps - decay_steps
-    interval = max(1, decay_steps // 4)  # the branch logs and evaluates inside its own decay
+    interval = max(1, decay_steps // 4)  # the branch logs inside its own decay
     config = {
         **main_config,
         "train": {
             **main_config["train"],
             "max_steps": max_steps,
             "log_interval": interval,
-            "eval_interval": interval,
+            "eval_interval": max(1, decay_steps // evals),
             "decay_fraction": decay_steps / max_steps,
         },
     }
@@ -198,7 +205,7 @@ def branch(
                 if (Path(main.folder) / name).exists() and not (folder / name).exists():
                     os.link(Path(main.folder) / name, folder / name)
         _launch(folder, config, threads, log)
-        val, seconds = _read_events(folder, start)
+        val, seconds, extra = _read_events(folder, start)
         before = [(s, v) for s, v in main.val if s <= start]
         offset = main.seconds_at(start)
         return _finish(
@@ -206,6 +213,7 @@ def branch(
             config,
             before + [(s, v) for s, v in val if s > start],
             [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds],
+            **extra,
         )
 
 
