@@ -456,6 +456,9 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+INT_LIMIT = 2**63 - 1  # int64: torch and numpy hold counters and seeds in it
+
+
 def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) -> Any:
     def fail() -> ConfigError:
         return ConfigError(f"{key} expects {_type_name(expected)}, got {value!r} (from {source})")
@@ -465,11 +468,16 @@ def _coerce(key: str, value: Any, expected: type, source: str, from_text: bool) 
             return value
         raise fail()
     if expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and from_text:
-            return int(value)
-        raise fail()
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer() and from_text)
+        ):
+            raise fail()
+        if not -INT_LIMIT <= value <= INT_LIMIT:  # what every step counter and seed is stored in
+            raise ConfigError(
+                f"{key}={value!r} is out of range: integer keys hold at most {INT_LIMIT:,} (2**63 - 1, "
+                f"int64) (from {source})"
+            )
+        return int(value)
     if expected is float:
         number = value
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Pretrain: `deepspeed [--num_gpus N] launch/pretrain.py [--config FILE] [key=value ...]`.
 
 Also runs under `torchrun`, `accelerate launch`, plain `python`, and multi-node DeepSpeed.

@@ -155,3 +155,46 @@ class RaiseAt(Callback):
 
         if trainer.state.step == self.step and trainer.world.rank == self.rank:
             raise ConfigError(self.message)
+
+
+class Pace(Callback):
+    """Sleep ``seconds`` before every optimizer step: a run slow enough for a signal to land at a
+    random moment inside its loop (sleeping changes no number)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def pre_step(self, trainer) -> None:
+        import time
+
+        time.sleep(self.seconds)
+
+
+class LossLog(Callback):
+    """Rank 0 appends ``step loss`` (the float's exact ``repr``) for every applied step to ``path``, so
+    the losses of a run stopped and continued can be laid over an uninterrupted run's."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def post_step(self, trainer, result) -> None:
+        if trainer.world.is_main and result.applied:
+            with open(self.path, "a") as handle:
+                handle.write(f"{trainer.state.step} {result.loss!r}\n")
+
+
+class StallInSave(Callback):
+    """Sleep ``seconds`` in the save a stop request asked for (``growth/distributed/stop_request.py``),
+    after its files are written and before ``complete`` and ``latest`` (rank 0): a window in which a
+    second signal lands inside that save."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def pre_publish_checkpoint(self, trainer, folder) -> None:
+        import time
+
+        from growth.distributed import stop_request
+
+        if stop_request.requested() is not None:
+            time.sleep(self.seconds)

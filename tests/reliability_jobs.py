@@ -19,20 +19,13 @@ import traceback
 
 
 def train_with_faults(spec: dict) -> int:
-    from growth.config import load_config
-    from growth.distributed import agree_on_failure, init_distributed, watch_peers
-    from growth.train.run import USER_ERRORS, train
+    """``launch/pretrain.py``'s ``main`` (signals, errors and exit codes as the command has them) with
+    the fault callbacks added."""
+    from growth.train.run import main
     from tests import faults
 
     callbacks = [getattr(faults, name)(**kwargs) for name, kwargs in spec.get("faults", [])]
-    world = init_distributed()
-    watch_peers(world)
-    try:
-        train(load_config(overrides=spec["overrides"]), world, callbacks=callbacks)
-    except USER_ERRORS as err:
-        agree_on_failure(world, f"error: {err}")
-        return 2
-    return 0
+    return main(spec["overrides"], callbacks=callbacks)
 
 
 def many_cases(spec: dict) -> int:

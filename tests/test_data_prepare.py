@@ -154,12 +154,35 @@ def test_one_and_two_workers_write_identical_shards(tmp_path, tokenizer):
 
 def test_validation_documents_never_appear_in_training_windows(tmp_path, tokenizer):
     """Each document repeats its own marker; every window of a whole epoch is decoded and searched."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    check_validation_held_out(corpus, tmp_path / "cache", tokenizer)
+
+
+def test_validation_documents_never_appear_in_training_windows_when_the_directory_holds_links(
+    tmp_path, tokenizer
+):
+    """Issue 26: a symlink cycle (``ln -s . corpus/sub``), a second link to the file and a hard link
+    made the search read the corpus 40 times over, so copies of held-out documents were trained on.
+    Each file is read once: the same 200 documents, the same 20 held out, none of them in training."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "sub").symlink_to(".")
+    (corpus / "copy.jsonl").symlink_to("docs.jsonl")
+    check_validation_held_out(
+        corpus,
+        tmp_path / "cache",
+        tokenizer,
+        then=lambda: os.link(corpus / "docs.jsonl", corpus / "hard.jsonl"),
+    )
+
+
+def check_validation_held_out(corpus: Path, cache: Path, tokenizer, then=lambda: None) -> None:
     from growth.data.batches import BatchMaker
 
-    corpus = tmp_path / "corpus"
     texts = [" ".join([f"mark{chr(97 + i // 26)}{chr(97 + i % 26)}"] * 30) for i in range(200)]
-    (corpus).mkdir()
     (corpus / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    then()
     config = load_config(
         overrides=[
             f"data.corpus={corpus}",
@@ -168,9 +191,10 @@ def test_validation_documents_never_appear_in_training_windows(tmp_path, tokeniz
             "model.max_seq_len=16",
         ]
     )
-    data = load_token_corpus(prepare_tokens(config.data, tokenizer, tmp_path / "cache"), 16)
+    data = load_token_corpus(prepare_tokens(config.data, tokenizer, cache), 16)
     val_markers = {tokenizer.decode(list(d)).split()[0] for d in split_documents(data.directory, "val")}
     assert len(val_markers) == 20
+    assert len(split_documents(data.directory, "train")) + len(split_documents(data.directory, "val")) == 200
     sampler = data.sampler(16, seed=0)
     maker = BatchMaker(data.train, 16, "clm", tokenizer.vocab_size)
     seen = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 from pathlib import Path
 
@@ -65,6 +66,47 @@ def test_glob_list_and_bundled(tree, monkeypatch):
     files = resolve_files(["b/*.jsonl", "a.txt", str(tree / "b"), "README.md"])
     assert names(files, tree) == ["b/c.jsonl", "a.txt", "b/d.jsonl.gz", "README.md"]
     assert resolve_files("bundled:tinyshakespeare")[0].name == "tinyshakespeare.txt"
+
+
+def test_links_and_cycles_give_each_regular_file_once(tree, monkeypatch):
+    """Issue 26: a symlink cycle, a second link to a file, a hard link and a linked directory: the
+    search ends, and every file is read once, under its first path in sorted order."""
+    (tree / "loop").symlink_to(".")
+    (tree / "alias.txt").symlink_to("a.txt")
+    os.link(tree / "a.txt", tree / "b" / "hard.txt")
+    (tree / "z_b_again").symlink_to("b")
+    assert names(resolve_files(str(tree)), tree) == ["a.txt", "b/c.jsonl", "b/d.jsonl.gz"]
+    monkeypatch.chdir(tree)
+    assert names(resolve_files("**/*.txt"), tree) == ["a.txt"]
+    assert names(resolve_files(["alias.txt", "a.txt", "loop/b"]), tree) == [
+        "alias.txt",  # a.txt and b/hard.txt are this file again
+        "loop/b/c.jsonl",
+        "loop/b/d.jsonl.gz",
+    ]
+
+
+def test_fifos_and_sockets_are_skipped_with_a_warning_and_refused_when_named(tree, capsys):
+    """Issue 26: a FIFO named ``*.txt`` hung the run forever (opening it waits for a writer)."""
+    import socket
+
+    os.mkfifo(tree / "pipe.txt")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tree / "b" / "sock.jsonl"))
+    try:
+        assert names(resolve_files(str(tree)), tree) == ["a.txt", "b/c.jsonl", "b/d.jsonl.gz"]
+        assert names(resolve_files(str(tree / "*.txt")), tree) == ["a.txt"]
+        warnings = capsys.readouterr().err.splitlines()
+        assert warnings == [
+            f"warning: data.corpus: skipped {tree / 'pipe.txt'} (a FIFO, not a regular file)",
+            f"warning: data.corpus: skipped {tree / 'b' / 'sock.jsonl'} (a socket, not a regular file)",
+        ]
+        with pytest.raises(DataError, match=r"^data\.corpus=\S+pipe\.txt is a FIFO, not a regular file"):
+            resolve_files(str(tree / "pipe.txt"))
+        if Path("/dev/null").exists():
+            with pytest.raises(DataError, match=r"^data\.corpus=/dev/null is a device, not a regular file"):
+                resolve_files("/dev/null")
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize(

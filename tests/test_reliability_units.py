@@ -20,7 +20,7 @@ from growth.checkpoint.atomic import atomic_path, write_atomic
 from growth.checkpoint.run_checkpoint import _make_room
 from growth.checkpoint.run_lock import LOCK_FILE, RunDirInUse, lock_run_dir, release_run_dir
 from growth.checkpoint.verify import manifest
-from growth.config import ConfigError, load_config
+from growth.config import ConfigError, GrowthStage, load_config
 from growth.data.contrastive_batches import ContrastiveExamples
 from growth.data.errors import DataError
 from growth.distributed import World, agree_on_failure, run_on_main
@@ -290,3 +290,171 @@ def test_manifest_lists_every_file_with_size_and_checksum(tmp_path):
     files = json.loads((folder / ckpt.COMPLETE).read_text())["files"]
     assert set(files) == {ckpt.RUN_STATE, "mp_rank_00_model_states.pt", ckpt.WEIGHTS, "rng_rank0.pt"}
     assert files[ckpt.WEIGHTS][0] == 500
+
+
+# -- issue 26: every error names the setting and the cause -----------------------------------------
+def test_a_vocab_size_below_the_reserved_ids_names_model_vocab_size(tmp_path):
+    from growth.data.tokenizer import RESERVED_IDS, train_on_sentences
+
+    with pytest.raises(DataError) as raised:
+        train_on_sentences(["to be or not to be"] * 200, tmp_path / "t.model", 3)
+    assert str(raised.value).startswith(
+        f"model.vocab_size=3 is below the {RESERVED_IDS} ids a trained tokenizer"
+    )
+    assert not (tmp_path / "t.model").exists()
+
+
+def test_a_corpus_too_small_for_the_vocabulary_names_both_settings_and_the_limit(tmp_path):
+    """A 1-byte corpus was sentencepiece's raw assertion ``input_sentence_size() <= 0 || > 100``."""
+    from growth.data.pipeline import train_corpus_tokenizer
+
+    for text, words in (
+        ("a", "is too small to train a tokenizer of model.vocab_size=384 pieces: its text yields at most "),
+        (
+            "hello world " * 300,
+            "is too small to train a tokenizer of model.vocab_size=384 pieces: its text yields at most ",
+        ),
+    ):
+        corpus = tmp_path / "tiny.txt"
+        corpus.write_text(text)
+        config = load_config(overrides=[f"data.corpus={corpus}", "model.vocab_size=384"])
+        with pytest.raises(DataError) as raised:
+            train_corpus_tokenizer(config.data, 384, tmp_path / "t.model")
+        message = str(raised.value)
+        assert message.startswith(f"data.corpus={corpus} {words}"), message
+        most = int(message.split("yields at most ")[1].split(";")[0])
+        assert 0 < most < 384 and "sentencepiece" not in message and "\n" not in message
+
+
+def test_too_few_pieces_for_the_corpus_characters_names_the_minimum(tmp_path):
+    from growth.data.tokenizer import train_on_sentences
+
+    with pytest.raises(DataError) as raised:
+        train_on_sentences(
+            ["".join(chr(0x4E00 + i) for i in range(60))] * 200,
+            tmp_path / "t.model",
+            262,
+            corpus="data.corpus=x",
+        )
+    message = str(raised.value)
+    assert message.startswith(
+        "model.vocab_size=262 is too small for the characters of data.corpus=x: a tokenizer of it needs at least "
+    )
+    needed = int(message.split("needs at least ")[1].split(" ")[0])
+    assert needed > 262
+
+
+@pytest.mark.parametrize(
+    "override", ["train.max_steps=1e100", "train.seed=99999999999999999999", "data.workers=-1e30"]
+)
+def test_integer_keys_are_bounded(override, capsys):
+    from growth.train.run import main
+
+    key = override.split("=")[0]
+    with pytest.raises(
+        ConfigError, match=f"^{key}=\\S+ is out of range: integer keys hold at most 9,223,372,036,854,775,807"
+    ):
+        load_config(overrides=[override])
+    assert main([override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {key}=") and "out of range" in err[0]
+
+
+def test_a_short_write_is_a_full_disk_naming_the_settings_folder_and_the_bytes_needed(tmp_path):
+    """numpy's ``tofile`` on a full disk says only ``515963 requested and 204800 written``."""
+    from growth.train.os_errors import os_error_line
+
+    folders = [("data.cache_dir", tmp_path / "cache"), ("train.out_dir", tmp_path / "run")]
+    line = os_error_line(OSError("515963 requested and 204800 written"), folders)
+    assert line.startswith(f"error: data.cache_dir={tmp_path / 'cache'}: no space left on the device ("), line
+    assert "MB free; the write that failed needed 311,163 bytes more)" in line
+    assert "or choose another data.cache_dir" in line and "a file" not in line
+    full = OSError(28, "No space left on device", str(tmp_path / "run" / "checkpoints" / "step_2" / "x.pt"))
+    line = os_error_line(full, folders)
+    assert line.startswith(
+        f"error: train.out_dir={tmp_path / 'run'}: {full.filename}: no space left on the device"
+    ), line
+
+
+def test_a_full_token_cache_is_one_line_naming_data_cache_dir(tmp_path):
+    """A real full disk: a 256 KB tmpfs as ``data.cache_dir`` (root only) and a 1 MB corpus."""
+    from growth.data.pipeline import prepare_tokens
+    from growth.data.tokenizer import Tokenizer, sample_sentences, train_on_sentences
+    from growth.train.os_errors import os_error_line
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(cache)]).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text())
+        tokenizer = Tokenizer.load(
+            train_on_sentences(sample_sentences([(corpus, "text")], 5000, 0), tmp_path / "t.model", 400)
+        )
+        config = load_config(overrides=[f"data.corpus={corpus}", f"data.cache_dir={cache}"])
+        with pytest.raises(OSError) as raised:
+            prepare_tokens(config.data, tokenizer, cache, workers=1)
+        line = os_error_line(raised.value, [("data.cache_dir", cache), ("train.out_dir", tmp_path / "run")])
+        assert line.startswith(f"error: data.cache_dir={cache}") and "no space left on the device" in line, (
+            line
+        )
+        assert "MB free" in line and "\n" not in line
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
+
+
+# -- issue 26, the smaller items -------------------------------------------------------------------
+def test_growth_point_checkpoints_are_exempt_from_keep_checkpoints(tmp_path):
+    """``train.keep_checkpoints=1`` deleted the small model's checkpoint the README says is kept."""
+    from growth.train.callbacks import Checkpointer
+
+    folders = [fake_checkpoint(tmp_path, step) for step in (2, 4, 6, 8)]
+    (tmp_path / "latest").write_text("step_00000008")
+    assert ckpt.prune_checkpoints(tmp_path, keep=1, keep_steps=[4]) == [folders[0], folders[2]]
+    assert folders[1].is_dir() and folders[3].is_dir()
+    config = load_config(overrides=["train.keep_checkpoints=1", "train.max_steps=20"])
+    config.train.growth = [
+        GrowthStage(at_step=4, model={"n_layers": 6}),
+        GrowthStage(at_step=9, model={"n_layers": 8}),
+    ]
+    assert Checkpointer(tmp_path, 2, config).growth_points == [4, 9]
+
+
+def test_the_entry_point_runs_as_the_readme_writes_it():
+    """``launch/pretrain.py --help`` (README) was rc 126: the file was not executable."""
+    path = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        ["launch/pretrain.py", "--help"], cwd=ROOT, env=path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "config keys" in result.stdout and "train.max_steps=" in result.stdout
+
+
+def test_compare_runs_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    spec = importlib.util.spec_from_file_location("compare_runs_tool", ROOT / "tools/compare_runs.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    run = tmp_path / "run"
+    with SummaryWriter(str(run / "tensorboard")) as writer:
+        for step in (1, 2, 3):
+            writer.add_scalar("val/loss", 5.0 - step, step)
+    (tmp_path / "a_file").write_text("")
+    for out in ("/proc/compare_runs.png", str(tmp_path / "a_file" / "plot.png")):
+        assert tool.main([str(run), "--x", "steps", "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert (
+            len(err) == 1 and err[0].startswith("error: ") and f"nothing was written to --out {out}" in err[0]
+        ), err
+        assert "Traceback" not in "\n".join(err)
+    assert tool.main([str(run), "--x", "steps", "--out", str(tmp_path / "ok.png")]) == 0
+    assert (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob("ok.png.tmp*"))

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from growth.cli import run_reporting_errors
 from growth.config import ConfigError
 from growth.eval.run_curves import AXES, plot_runs, read_run
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
-    plot_runs(curves, args.x, args.out)
+    if run_reporting_errors(lambda: plot_runs(curves, args.x, args.out) or True, args.out) is None:
+        return 2  # a read-only or full --out: one line, nothing written there
     for run in curves:
         print(
             f"{run.name}: {len(run.val)} evaluations, last val/loss {run.val[-1][1]:.4f}, {len(run.growth)} growth events"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -59,10 +59,12 @@ def save_checkpoint(
     extra_weights: Mapping[str, torch.Tensor] | None = None,
     before_publish: Callable[[Path], None] | None = None,
     keep: int = 0,
+    keep_steps: Collection[int] = (),
 ) -> Path:
     """Collective. ``extra_weights``: tensors outside the engine that belong in ``model.safetensors``;
     ``before_publish(folder)`` runs when every file is written, before ``complete`` and ``latest``;
-    ``keep`` > 0: afterwards, delete all but the newest ``keep`` complete checkpoints."""
+    ``keep`` > 0: afterwards, delete all but the newest ``keep`` complete checkpoints and those of
+    ``keep_steps`` (the growth points)."""
     tag = tag_for(state.step)
     folder = root / tag
     run_on_main(world, lambda: _make_room(folder))
@@ -98,7 +100,7 @@ def save_checkpoint(
             ) from None
         raise
     if world.is_main and keep > 0:
-        prune_checkpoints(root, keep)
+        prune_checkpoints(root, keep, keep_steps)
     return folder
 
 
@@ -122,15 +124,17 @@ def _make_room(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def prune_checkpoints(root: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` complete checkpoints (never the one ``latest`` names), each
+def prune_checkpoints(root: Path, keep: int, keep_steps: Collection[int] = ()) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints (never the one ``latest`` names, nor one
+    of ``keep_steps``: the small model of a growth stage, which a user can go back to), each
     with its universal conversion; ``complete`` goes first, so a deletion cut short leaves a folder
     that is never taken for a checkpoint, and the next prune removes it with any other incomplete
     folder older than the newest complete one (no resume writes there: a save at its step would replace
     it). Returns what was deleted, oldest first."""
     latest = read_latest(root)
     complete = complete_folders(root)
-    doomed = [folder for folder in complete[:-keep] if folder.name != latest]
+    kept = {tag_for(step) for step in keep_steps} | {latest}
+    doomed = [folder for folder in complete[:-keep] if folder.name not in kept]
     newest = int(complete[-1].name[5:]) if complete else -1
     doomed += [
         folder for folder in step_folders(root) if not is_complete(folder) and int(folder.name[5:]) < newest

@@ -74,7 +74,8 @@ def train_corpus_tokenizer(data: DataConfig, vocab_size: int, path: Path) -> Pat
         raise DataError(
             f"{where}: the file is empty (no text to train a tokenizer on); use a corpus with text in it"
         )
-    return train_on_sentences(sample, path, vocab_size, seed=data.seed)
+    corpus = f"data.corpus={files[0][0]}" if len(files) == 1 else f"data.corpus ({len(files)} files)"
+    return train_on_sentences(sample, path, vocab_size, seed=data.seed, corpus=corpus)
 
 
 def corpus_tokenizer(data: DataConfig, vocab_size: int, cache: Path) -> Tokenizer:

@@ -5,6 +5,14 @@ skipped), a glob (``corpus/**/*.jsonl.gz``, ``**`` recursive), ``bundled:<name>`
 Files are taken in sorted order (each entry's matches sorted, entries in list order, repeats
 dropped), so a spec means the same documents in the same order on every machine.
 
+Only regular files are read, each once: a file reached through two paths (a symlink, a hard link, a
+linked directory) counts once, by its identity on disk (device and inode), under the first path in
+that order; a directory search follows links into directories but never enters one twice, so a
+symlink cycle (``ln -s . corpus/sub``) ends the walk instead of repeating the corpus (which would put
+copies of held-out documents into training). FIFOs, sockets and devices found by a search are
+skipped with a warning naming them (reading a FIFO waits forever for a writer); one named directly
+is refused.
+
 Formats, by suffix:
   ``.jsonl`` ``.jsonl.gz`` ``.jsonl.zst``  one JSON object a line, the text in ``text_field``
   ``.parquet``                             the text in the column ``text_field``
@@ -17,10 +25,13 @@ the file, as ``FILE:LINE: ...`` for JSONL.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import os
+import stat
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +72,27 @@ def describe(spec: str | Sequence[str]) -> str:
 
 
 def resolve_files(spec: str | Sequence[str], key: str = "data.corpus") -> list[Path]:
-    """The files of a corpus spec, in their canonical order (absolute paths, symlinks kept)."""
+    """The files of a corpus spec, in their canonical order (absolute paths, symlinks kept), each
+    regular file once (by device and inode)."""
     items = _specs(spec)
     if not items or not all(item.strip() for item in items):
         raise DataError(
             f"{key}={describe(spec)}: empty corpus spec; give a file, a directory, a glob or a list of these"
         )
     files: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
     for item in items:
         for path in _resolve_one(item, key):
-            if path not in seen:
-                seen.add(path)
+            identity = _identity(path)
+            if identity not in seen:
+                seen.add(identity)
                 files.append(path)
     return files
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
 
 
 def _absolute(path: str | Path) -> Path:
@@ -85,22 +103,86 @@ def _sorted(paths) -> list[Path]:
     return sorted((_absolute(p) for p in paths), key=lambda p: p.as_posix())
 
 
+def _kind(path: str | Path) -> str:
+    """``file`` for a regular file (through links), ``directory``, ``cycle`` (a path that goes round a
+    symlink cycle too often to resolve: a glob's ``**`` walks into one), else what it is, as the
+    warnings name it: ``a FIFO``, ``a socket``, ``a device``, ``a broken link``, ``missing``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else "missing"
+    except OSError as err:
+        return "cycle" if err.errno == errno.ELOOP else f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+
+
+_WARNED: set[str] = set()
+
+
+def _skip(path: str | Path, kind: str, key: str) -> None:
+    """Warn once per process (and on rank 0 only: every rank resolves the spec) about a skipped entry;
+    a path round a cycle is only another name of a file the search finds anyway."""
+    if kind in ("cycle", "directory"):
+        return
+    line = f"warning: {key}: skipped {path} ({kind}, not a regular file)"
+    if line not in _WARNED and os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
+    _WARNED.add(line)
+
+
+def _walk(top: Path, key: str) -> list[Path]:
+    """The corpus files under ``top``: links into directories followed, each directory entered once."""
+    found, entered = [], set()
+    for root, dirs, names in os.walk(top, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in entered:  # a cycle, or a second way into a directory
+            dirs[:] = []
+            continue
+        entered.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if name.startswith(".") or not name.lower().endswith(FORMATS):
+                continue
+            kind = _kind(Path(root) / name)
+            if kind == "file":
+                found.append(Path(root) / name)
+            else:
+                _skip(Path(root) / name, kind, key)
+    return found
+
+
 def _resolve_one(item: str, key: str) -> list[Path]:
     if item.startswith("bundled:"):
         return [_absolute(corpus_path(item, key))]
     path = Path(item).expanduser()
-    if path.is_file():
+    kind = _kind(path)
+    if kind == "file":
         return [_absolute(path)]
-    if path.is_dir():
-        found = []
-        for root, dirs, names in os.walk(path, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [Path(root) / n for n in names if not n.startswith(".") and n.lower().endswith(FORMATS)]
+    if kind == "directory":
+        found = _walk(path, key)
         if not found:
             raise DataError(f"{key}={item}: the directory holds no corpus files ({', '.join(FORMATS)})")
         return _sorted(found)
+    if kind not in ("missing", "a broken link"):
+        raise DataError(
+            f"{key}={item} is {kind}, not a regular file; point it at a file, a directory or a glob"
+        )
     if GLOB_CHARS & set(item):
-        matches = [m for m in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(m)]
+        matches = []
+        for match in glob.glob(os.path.expanduser(item), recursive=True):
+            kind = _kind(match)
+            if kind == "file":
+                matches.append(match)
+            else:
+                _skip(match, kind, key)
         if not matches:
             raise DataError(f"{key}={item}: the glob matches no files")
         return _sorted(matches)

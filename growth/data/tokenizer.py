@@ -10,6 +10,7 @@ import io
 import math
 import os
 import random
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -131,9 +132,31 @@ def train_tokenizer(
     return train_on_sentences(sample, out_path, vocab_size, model_type, seed)
 
 
+# Ids every trained tokenizer holds before any learned piece: one per byte (byte fallback), <pad>,
+# <unk>, <s>, </s> and <mask>; model.vocab_size must leave room for them.
+RESERVED_IDS = 256 + 5
+# sentencepiece's own limits, as it words them: the corpus has fewer distinct pieces than asked for,
+# or more characters to cover than there are free ids.
+TOO_MANY_PIECES = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+TOO_FEW_FOR_CHARACTERS = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
+
+
 def train_on_sentences(
-    sample: list[str], out_path: str | Path, vocab_size: int, model_type: str = "bpe", seed: int = 0
+    sample: list[str],
+    out_path: str | Path,
+    vocab_size: int,
+    model_type: str = "bpe",
+    seed: int = 0,
+    corpus: str = "the corpus",
 ) -> Path:
+    """Train a sentencepiece tokenizer of ``vocab_size`` pieces on ``sample``; a size the corpus
+    cannot give is a one-line DataError naming ``model.vocab_size``, the limit and ``corpus``."""
+    if vocab_size < RESERVED_IDS:
+        raise DataError(
+            f"model.vocab_size={vocab_size} is below the {RESERVED_IDS} ids a trained tokenizer reserves "
+            f"(256 byte-fallback pieces, <pad>, <unk>, <s>, </s>, <mask>); set model.vocab_size to at "
+            f"least {RESERVED_IDS} (a few hundred more leave room for learned pieces)"
+        )
     proto = io.BytesIO()
     spm.set_random_generator_seed(seed)
     try:
@@ -142,7 +165,8 @@ def train_on_sentences(
             model_writer=proto,
             vocab_size=vocab_size,
             model_type=model_type,
-            input_sentence_size=len(sample),
+            # sentencepiece refuses a sample size of 1..100 (0: take every sentence, which it is)
+            input_sentence_size=len(sample) if len(sample) > 100 else 0,
             shuffle_input_sentence=False,  # the sample is shuffled already, by the seeded reservoir
             max_sentence_length=4 * MAX_SENTENCE_CHARS,
             pad_id=PAD_ID,
@@ -160,15 +184,35 @@ def train_on_sentences(
             minloglevel=2,
         )
     except RuntimeError as err:
-        raise DataError(
-            f"sentencepiece could not train a {vocab_size}-piece tokenizer: {str(err).splitlines()[0]}"
-        ) from None
+        raise tokenizer_error(str(err), vocab_size, corpus) from None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
     tmp.write_bytes(proto.getvalue())
     tmp.replace(out_path)
     return out_path
+
+
+def tokenizer_error(message: str, vocab_size: int, corpus: str) -> DataError:
+    """sentencepiece's failure as one line that names the setting and the limit."""
+    too_many = TOO_MANY_PIECES.search(message)
+    if too_many:
+        most = int(too_many.group(2))
+        fix = f"set model.vocab_size={most} or less, or " if most >= RESERVED_IDS else ""
+        return DataError(
+            f"{corpus} is too small to train a tokenizer of model.vocab_size={vocab_size} pieces: its text "
+            f"yields at most {most}; {fix}use a larger corpus (or a trained tokenizer: data.tokenizer=...)"
+        )
+    too_few = TOO_FEW_FOR_CHARACTERS.search(message)
+    if too_few:
+        return DataError(
+            f"model.vocab_size={vocab_size} is too small for the characters of {corpus}: a tokenizer of it "
+            f"needs at least {too_few.group(2)} pieces; set model.vocab_size={too_few.group(2)} or more"
+        )
+    return DataError(
+        f"sentencepiece could not train a tokenizer of model.vocab_size={vocab_size} pieces on {corpus}: "
+        f"{message.splitlines()[0]}"
+    )
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Process groups and the DeepSpeed seams, below checkpoint/, expand/, eval/ and train/ (docs/design.md Sec. 1)."""
 
+from growth.distributed import stop_request
 from growth.distributed.deepspeed_adapter import configure_environment
 from growth.distributed.world import (
     World,
@@ -7,6 +8,7 @@ from growth.distributed.world import (
     all_reduce_sum,
     barrier,
     init_distributed,
+    lost_peer,
     run_on_main,
     stop_watching_peers,
     watch_peers,
@@ -20,7 +22,9 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "init_distributed",
+    "lost_peer",
     "run_on_main",
+    "stop_request",
     "stop_watching_peers",
     "watch_peers",
 ]

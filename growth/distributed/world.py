@@ -235,5 +235,25 @@ def agree_on_failure(world: World | None, line: str | None, wait_s: float = 10.0
         if not quiet:
             say()
         watch.done()
-    except Exception:  # noqa: BLE001 - the store is gone: say it here
-        say()
+    except Exception:  # noqa: BLE001 - the store is gone with rank 0, its host: rank 1 says it
+        if world.rank <= 1:
+            say()
+
+
+# What a collective raises when a peer process is gone (gloo: "Connection closed by peer" / "reset
+# by peer"; NCCL: an aborted communicator); checked by message, as gloo raises a bare RuntimeError.
+PEER_LOSS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
+
+
+def lost_peer(error: BaseException, world: World | None) -> str:
+    """The cause (one short phrase) if ``error`` says another rank's process is gone, else ""."""
+    if world is None or world.size == 1 or not isinstance(error, RuntimeError):
+        return ""
+    text = str(error)
+    return next((phrase for phrase in PEER_LOSS if phrase in text), "")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from growth.checkpoint.atomic import atomic_path
 from growth.config import ConfigError
 
 AXES = {"steps": None, "tokens": "train/tokens_seen", "flops": "train/flops_seen"}
@@ -92,6 +93,9 @@ def plot_runs(curves: list[RunCurves], axis: str, out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("validation loss (growth events dotted)")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:  # a failed write (read-only, full) leaves nothing at ``out``
+            fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)

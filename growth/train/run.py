@@ -37,7 +37,9 @@ from growth.distributed import (
     World,
     agree_on_failure,
     init_distributed,
+    lost_peer,
     run_on_main,
+    stop_request,
     stop_watching_peers,
     watch_peers,
 )
@@ -47,6 +49,7 @@ from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEventLogger, TensorBoardLogger
 from growth.train.callbacks.depth_ramp import DepthRamp
+from growth.train.callbacks.graceful_stop import GracefulStop
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
@@ -62,6 +65,7 @@ from growth.train.growth_schedule import (
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
 from growth.train.module import TrainModule
+from growth.train.os_errors import os_error_line as failed_io_line
 from growth.train.trainer import Trainer, TrainingDiverged
 
 USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
@@ -104,20 +108,22 @@ def prepare_run_dir(config: Config, out_dir: Path, world: World) -> None:
     ``step_*`` folder, with or without ``latest``) and a different model in them."""
 
     def create_and_lock() -> None:
-        probe = out_dir / f".write_probe{world.rank}"
+        # The lock file is the writability probe: nothing is written before the lock is held, so two
+        # launches racing on one directory see only "in use by pid ..." (no shared probe file to trip on).
         try:
-            (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            probe.write_text("")
-            probe.unlink()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.lock_run_dir(out_dir)
+            (out_dir / "checkpoints").mkdir(exist_ok=True)
         except OSError as err:
-            try:
-                probe.unlink(missing_ok=True)
-            except OSError:
-                pass
             raise ConfigError(
                 f"train.out_dir={out_dir} is not writable ({err.strerror}); choose another train.out_dir"
             ) from None
-        ckpt.lock_run_dir(out_dir)
+        latest = out_dir / "checkpoints" / ckpt.LATEST
+        if latest.exists() and not latest.is_file():  # else found only when the first save publishes
+            raise ConfigError(
+                f"{latest} is a {'directory' if latest.is_dir() else 'special file'}, not the file naming "
+                "the newest checkpoint; move it out of the way (a run writes that file when it saves)"
+            )
 
     run_on_main(world, create_and_lock)  # rank 0's failure is every rank's (and this is the barrier)
     found = ckpt.step_folders(out_dir / "checkpoints")
@@ -446,6 +452,7 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     state.world_size, state.zero_stage = world.size, zero_stage(ds_config)
     record_run(config, out_dir, tokenizer, world)
 
+    resume_command = continue_command(config, out_dir, world)
     trainer = Trainer(
         engine,
         module,
@@ -453,15 +460,30 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
         world,
         config.train.max_steps,
         config.train.max_bad_steps,
-        build_callbacks(config, out_dir, ema, callbacks),
+        [*build_callbacks(config, out_dir, ema, callbacks), GracefulStop(resume_command)],
     )
     trainer.load_callback_states(state.callbacks)
-    started = time.perf_counter()
+    started, first_step = time.perf_counter(), state.step
     trainer.fit()
     ckpt.release_run_dir(out_dir)
-    if world.is_main:
+    if world.is_main and trainer.stopped is not None:
+        print(trainer.stopped.line(resume_command), file=sys.stderr, flush=True)
+    elif world.is_main and first_step >= config.train.max_steps:  # a relaunch of a finished run
+        print(
+            f"already complete at step {first_step} (train.max_steps={config.train.max_steps}): nothing "
+            f"to train; raise train.max_steps to continue ({out_dir / 'checkpoints'})",
+            flush=True,
+        )
+    elif world.is_main:
         print(summary(trainer, config, out_dir, time.perf_counter() - started), flush=True)
     return trainer
+
+
+def continue_command(config: Config, out_dir: Path, world: World) -> str:
+    """How to continue this run from its newest checkpoint (the config the run recorded in ``out_dir``)."""
+    launcher = "python" if world.size == 1 else f"deepspeed --num_gpus {world.size}"
+    resume = "" if config.train.resume == "auto" else " train.resume=auto"
+    return f"{launcher} launch/pretrain.py --config {out_dir / ckpt.CONFIG}{resume}"
 
 
 def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> str:
@@ -484,32 +506,22 @@ def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> 
 
 def os_error_line(err: OSError, config: Config | None) -> str:
     """One line for a failed read or write (a full disk, a read-only cache), naming the setting."""
-    import errno
-
-    where, what = err.filename or "a file", err.strerror or str(err)
-    if config is not None and err.filename:
-        for key, folder in (
-            ("data.cache_dir", default_cache_dir(config.data.cache_dir)),
-            ("train.out_dir", run_dir(config)),
-        ):
-            if Path(err.filename).resolve().is_relative_to(folder.resolve()):
-                where = f"{key}={folder}: {err.filename}"
-                break
-    if err.errno == errno.ENOSPC:
-        return (
-            f"error: {where}: no space left on the device; free some space and launch again (train.resume=auto "
-            "continues from the last complete checkpoint, which is intact)"
-        )
-    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return f"error: {where}: {what}; make it writable or choose another location"
-    return f"error: {where}: {what}"
+    folders = (
+        [("data.cache_dir", default_cache_dir(config.data.cache_dir)), ("train.out_dir", run_dir(config))]
+        if config is not None
+        else []
+    )
+    return failed_io_line(err, folders)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
     """The command line: one ``error:`` line and exit code 2 for bad input, printed once (by rank 0,
-    or by the rank that found it) while the other ranks stop quietly with exit code 2."""
+    or by the rank that found it) while the other ranks stop quietly with exit code 2. SIGTERM and
+    SIGINT stop the run after the current step with a checkpoint and exit code 128 + the signal
+    (``growth/distributed/stop_request.py``); a rank whose peer died stops with one line and 2."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     world, config = None, None
+    stop_request.install()
     try:
         config = load_config(args.config, args.overrides)
         if args.print_config:
@@ -517,17 +529,52 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         world = init_distributed()
         watch_peers(world)
-        train(config, world)
+        trainer = train(config, world, callbacks)
         stop_watching_peers()
+        if trainer.stopped is not None:
+            return trainer.stopped.request.exit_code
+    except stop_request.StopRequested as stop:
+        agree_on_failure(world, stopped_early_line(stop.request, config, world))
+        return stop.request.exit_code
     except USER_ERRORS as err:
         agree_on_failure(world, f"error: {err}")
         return 2
     except OSError as err:
         agree_on_failure(world, os_error_line(err, config))
         return 2
-    except BaseException:
+    except BaseException as err:
+        cause = lost_peer(err, world)
+        if cause:
+            agree_on_failure(world, lost_peer_line(cause, config))
+            return 2
         agree_on_failure(world, None)  # this rank's traceback says why; the others stop quietly
         raise
     finally:
         ckpt.release_all()
+        stop_request.uninstall()
     return 0
+
+
+def stopped_early_line(request: stop_request.StopRequest, config: Config | None, world: World | None) -> str:
+    """A stop before the loop began: nothing trained in this launch, so nothing to save."""
+    where = "before training began; nothing new to save"
+    if config is None or world is None:
+        return f"stopped by {request.reason} {where}"
+    return f"stopped by {request.reason} {where}; continue with: {continue_command(config, run_dir(config), world)}"
+
+
+def lost_peer_line(cause: str, config: Config | None) -> str:
+    """Another rank died (killed, out of memory): this one cannot go on alone."""
+    folder = None
+    if config is not None:
+        try:
+            folder = ckpt.resume_checkpoint(run_dir(config) / "checkpoints")[0]
+        except (ConfigError, OSError):
+            folder = None
+    saved = (
+        f"the last complete checkpoint, {folder}, is intact" if folder else "no checkpoint was written yet"
+    )
+    return (
+        f"error: another rank of this run ended ({cause}), so this one stopped too; {saved}; relaunch the "
+        "same command to continue (train.resume=auto)"
+    )

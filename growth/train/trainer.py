@@ -38,6 +38,7 @@ class Trainer:
         self.losses: list[float] = []  # every applied step's global loss, for summaries and tests
         self.bad_in_a_row = 0
         self.recovery_note = ""  # what a user can go back to (the checkpointer keeps it true); "" = nothing
+        self.stopped = None  # set by GracefulStop (callbacks/graceful_stop.py) to end the loop after a step
 
     # -- callbacks ------------------------------------------------------------------------------
     def call(self, hook: str, *args) -> None:
@@ -87,7 +88,7 @@ class Trainer:
     def fit(self) -> RunState:
         self.call("pre_train")
         try:
-            while self.state.step < self.max_steps:
+            while self.state.step < self.max_steps and self.stopped is None:
                 self.step()
         except BaseException as error:
             self.call("on_error", error)

@@ -7,7 +7,8 @@ the evaluator's when it has just run, else one more evaluation). An update can l
 are finite but so large that the next forward overflows (``train.lr=1e9``): such a checkpoint would
 make a resume diverge at once, so it is not written, and ``latest`` stays on the last good one.
 ``val/loss`` counts only if it was finite at the start of the run (a validation split too small
-for a loss gives NaN there from the start). ``train.keep_checkpoints`` > 0 keeps the newest N.
+for a loss gives NaN there from the start). ``train.keep_checkpoints`` > 0 keeps the newest N, and
+the checkpoints of the growth points (``train.growth[i].at_step``: the small models) besides.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Checkpointer(Callback):
     def __init__(self, root: Path, interval: int, config: Config):
         self.root, self.interval, self.config = root, interval, config
         self.keep = config.train.keep_checkpoints
+        self.growth_points = [stage.at_step for stage in config.train.growth]  # exempt from ``keep``
         self.probe_counts: bool | None = None  # whether PROBE was finite for the weights the run started from
         self.evaluated: tuple[int, dict[str, float]] | None = None  # the evaluator's latest (step, scalars)
 
@@ -105,6 +107,7 @@ class Checkpointer(Callback):
             trainer.module.extra_weights(),
             before_publish=lambda f: trainer.call("pre_publish_checkpoint", f),
             keep=self.keep,
+            keep_steps=self.growth_points,
         )
         trainer.recovery_note = self.note(folder)
         trainer.call("post_checkpoint", folder)
