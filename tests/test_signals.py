@@ -121,7 +121,9 @@ def check_stopped(run_dir: Path, rc: int, text: str, reason: str, code: int) -> 
     that ``latest`` names, and no lock or temporary left. Returns N."""
     lines = stop_lines(text)
     assert rc == code, text[-3000:]
-    assert len(lines) == 1 and lines[0].startswith(f"stopped by {reason}") and " at step " in lines[0], text[-3000:]
+    assert len(lines) == 1 and lines[0].startswith(f"stopped by {reason}") and " at step " in lines[0], text[
+        -3000:
+    ]
     assert "Traceback" not in text, text[-3000:]
     step = int(lines[0].split(" at step ")[1].split(";")[0])
     folder = run_dir / "checkpoints" / ckpt.tag_for(step)

@@ -14,9 +14,7 @@ def _interval(stats: dict, percent: bool = True) -> str:
 
 
 def summary_lines(result: dict) -> list[str]:
-    lines = [
-        "LR sweeps: " + "; ".join(f"{size} -> {s['best']:g}" for size, s in result["lr_sweeps"].items())
-    ]
+    lines = ["LR sweeps: " + "; ".join(f"{size} -> {s['best']:g}" for size, s in result["lr_sweeps"].items())]
     for seed, data in result["seeds"].items():
         envelope = ", ".join(f"{flops:.2e} {loss:.4f}" for flops, loss in data["envelope"])
         lines.append(f"seed {seed}: envelope (FLOPs loss): {envelope}")
