@@ -157,12 +157,16 @@ class GrowthSchedule(Callback):
                 print(f"auto growth: growing after step {state.step}: {decision.reason}", flush=True)
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "decided": self.decided} if self.auto is not None else {}
+        """An auto stage's evaluations and decision, in every checkpoint from then on (a resume reads it back
+        through ``resolve_auto_stage`` before building the model)."""
+        if self.auto is None and self.decided is None:
+            return {}
+        return {"history": self.history, "decided": self.decided}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = [tuple(point) for point in state.get("history", [])]
         self.decided = state.get("decided")
-        if self.decided is not None:
+        if self.decided is not None and self.auto is not None:
             self.auto.at_step = self.decided
 
     def grow(self, trainer, index: int, stage: GrowthStage) -> None:
