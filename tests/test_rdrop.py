@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from growth.bench.blocks.common import seed_stats
 from growth.config import ConfigError, load_config
 from growth.data.mlm import IGNORE_INDEX
 from growth.model import build_model
@@ -216,3 +217,32 @@ def test_bad_settings_on_the_command_line_are_one_error_line(case, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def bench_record(first_losses: tuple[float, float], spearman: tuple[list, list], flops=(1.0, 2.0)) -> dict:
+    def arm(loss: float, values: list, flops_seen: float) -> dict:
+        runs = [{"train_loss": [(1, loss)], "flops_seen": [(1, flops_seen / 2), (2, flops_seen)]}]
+        return {"runs": runs, "spearman": seed_stats(values)}
+
+    return {
+        "pretrained": {"raw": 0.5},
+        "arms": {
+            "without": arm(first_losses[0], spearman[0], flops[0]),
+            "with": arm(first_losses[1], spearman[1], flops[1]),
+        },
+    }
+
+
+def test_bench_verdict_flops_ratio_and_honoured_flag():
+    from growth.bench.blocks import rdrop
+
+    def verdict(without: list, with_: list, losses=(1.8, 2.1)) -> object:
+        record = bench_record(losses, (without, with_))
+        record["flag_honoured"], record["flops_ratio"] = rdrop.honoured(record), rdrop.flops_ratio(record)
+        return rdrop.judge(record)["reproduced"]
+
+    assert rdrop.flops_ratio(bench_record((1.8, 2.1), ([0.5], [0.5]), flops=(3.0, 6.0))) == 2.0
+    assert verdict([0.58, 0.59], [0.61, 0.62]) is True  # +0.03 > max(0.01, std)
+    assert verdict([0.58, 0.59], [0.585, 0.595]) == "partly"  # higher, within the noise
+    assert verdict([0.58, 0.59], [0.57, 0.58]) is False
+    assert verdict([0.58], [0.62], losses=(1.8, 1.8)) is None  # the flag was ignored: undecidable
