@@ -221,7 +221,8 @@ def test_bad_settings_on_the_command_line_are_one_error_line(case, tmp_path):
 
 def bench_record(first_losses: tuple[float, float], spearman: tuple[list, list], flops=(1.0, 2.0)) -> dict:
     def arm(loss: float, values: list, flops_seen: float) -> dict:
-        runs = [{"train_loss": [(1, loss)], "flops_seen": [(1, flops_seen / 2), (2, flops_seen)]}]
+        # flops_seen starts from the pretrained run's count (100): only the growth is compared
+        runs = [{"train_loss": [(1, loss)], "flops_seen": [(1, 100 + flops_seen), (3, 100 + 3 * flops_seen)]}]
         return {"runs": runs, "spearman": seed_stats(values)}
 
     return {

@@ -106,9 +106,14 @@ def honoured(record: dict[str, Any]) -> bool:
 
 
 def flops_ratio(record: dict[str, Any]) -> float:
-    """Training FLOPs of the R-Drop arm over the plain arm's, same steps and data (2 if counted)."""
-    final = [record["arms"][arm]["runs"][0]["flops_seen"][-1:] for arm in ARMS]
-    return final[1][0][1] / final[0][0][1] if all(final) and final[0][0][1] else math.nan
+    """Fine-tuning FLOPs of the R-Drop arm over the plain arm's, same steps and data (2 if counted).
+    ``flops_seen`` starts from the pretrained run's count (init_from carries it): compare the growth
+    from the first logged step to the last."""
+    spent = []
+    for arm in ARMS:
+        seen = record["arms"][arm]["runs"][0]["flops_seen"]
+        spent.append(seen[-1][1] - seen[0][1] if len(seen) > 1 else math.nan)
+    return spent[1] / spent[0] if spent[0] else math.nan
 
 
 def judge(record: dict[str, Any]) -> dict[str, Any]:
