@@ -11,7 +11,8 @@ the one formula instead: the reference forwards every micro-batch as [x; x] in t
 the ranks' seeds (drawing the masks the ranks drew) and back-propagates the whole batch's loss once.
 That is the exactness that matters (the update is the gradient of the global-batch objective), and the
 alpha = 0 control shows the KL term moves the gradient by far more than the tolerance.
-Tolerance: 1e-5 of the largest gradient entry (fp32; measured ~1e-7).
+Tolerance: 1e-5 of the largest gradient entry (fp32; measured on 1 rank: 9e-8 token, 8e-7 SimCSE,
+2e-7 InfoNCE; the KL term moves the gradient by 1.2e-2).
 """
 
 from __future__ import annotations
