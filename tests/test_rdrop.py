@@ -204,6 +204,7 @@ def test_good_settings_load():
 
 
 @pytest.mark.slow
+@pytest.mark.distributed  # it starts launch/pretrain.py
 @pytest.mark.parametrize("case", BAD)
 def test_bad_settings_on_the_command_line_are_one_error_line(case, tmp_path):
     overrides, message = BAD[case]
