@@ -239,6 +239,9 @@ class TrainConfig:
     compile: bool = (
         False  # torch.compile the model under the DeepSpeed engine (engine.compile(); growth/train/engine.py)
     )
+    # R-Drop (Liang et al. 2021): each example runs twice under independent dropout; alpha weighs the
+    # symmetric KL between the two passes (growth/objectives/rdrop.py; docs/rdrop.md). 0: off.
+    rdrop_alpha: float = 0.0
 
 
 @dataclass
@@ -567,6 +570,7 @@ def validate(config: Config) -> None:
     _validate_data(config.data, config.model)
     _validate_train(config.train)
     _validate_contrastive(config)
+    _validate_rdrop(config)
 
 
 def _validate_choices(config: Config, section: str) -> None:
@@ -790,4 +794,29 @@ def _validate_contrastive(config: Config) -> None:
     if c.objective == "infonce" and c.format == "text":
         raise ConfigError(
             "contrastive.objective=infonce needs sentence pairs: set contrastive.format=pairs or sts"
+        )
+
+
+def _validate_rdrop(config: Config) -> None:
+    """R-Drop needs dropout (two passes without it are identical: nothing to regularise) and, for a
+    contrastive objective, a distribution per row of its similarity matrix."""
+    alpha, objective = config.train.rdrop_alpha, config.contrastive.objective
+    if alpha < 0:
+        raise ConfigError(f"train.rdrop_alpha must be >= 0 (0 turns R-Drop off), got {alpha}")
+    if alpha == 0:
+        return
+    if config.model.dropout == 0:
+        raise ConfigError(
+            f"train.rdrop_alpha={alpha} needs model.dropout > 0: without dropout the two passes are "
+            "identical and there is nothing to regularise (R-Drop used 0.1); set model.dropout or "
+            "train.rdrop_alpha=0"
+        )
+    # Imported here, not at the top: the objectives import this module (as ``_registry`` does).
+    from growth.objectives.contrastive_losses import similarity_logits
+
+    if objective != "none" and similarity_logits(objective) is None:
+        raise ConfigError(
+            f"train.rdrop_alpha={alpha} with contrastive.objective={objective}: R-Drop compares the two "
+            "passes' similarity distributions, and CoSENT ranks pair cosines without one; use simcse or "
+            "infonce, or train.rdrop_alpha=0"
         )

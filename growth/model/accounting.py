@@ -9,6 +9,9 @@ Attention terms per layer (forward is 1/3 of these; causal masking is not discou
   FLASH:      6 * c * (s + e) + 12 * s * e  (in-chunk quadratic + linear k^T v and q.(kv))
 Each layer kind states its own per-layer terms (``matmul_params``, ``attention_flops`` on the block
 classes in ``transformer.py``); this module sums them over the stack.
+A step that runs an example through the network more than once multiplies these in its TrainModule:
+R-Drop's second pass x2 (``growth/objectives/rdrop.py: forward_copies``), the contrastive cached
+accumulation's extra no-graph forward x4/3 (``growth/train/contrastive_module.py``).
 """
 
 from __future__ import annotations

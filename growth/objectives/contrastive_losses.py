@@ -26,12 +26,20 @@ def simcse_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
     version: rows 2i, 2i+1 are two dropout views of sentence i; each view's positive is its twin and
     the other 2N - 2 views are its negatives. Mean over the 2N rows of
         -log exp(cos(h, h+)/tau) / sum_{h' != h} exp(cos(h, h')/tau)."""
-    rows = embeddings.shape[0]
+    twin = torch.arange(embeddings.shape[0], device=embeddings.device) ^ 1  # 0 <-> 1, 2 <-> 3, ...
+    return F.cross_entropy(simcse_logits(embeddings, temperature), twin)
+
+
+def simcse_logits(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(2N, 2N) cos(h, h')/tau of every view against every other; a view against itself is -inf."""
     logits = cosine_matrix(embeddings, embeddings) / temperature
-    self_mask = torch.eye(rows, dtype=torch.bool, device=embeddings.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    twin = torch.arange(rows, device=embeddings.device) ^ 1  # 0 <-> 1, 2 <-> 3, ...
-    return F.cross_entropy(logits, twin)
+    self_mask = torch.eye(embeddings.shape[0], dtype=torch.bool, device=embeddings.device)
+    return logits.masked_fill(self_mask, float("-inf"))
+
+
+def pair_logits(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(N, N) cos(a_i, b_j)/tau of the first sentences (rows 2i) against the second ones (rows 2j+1)."""
+    return cosine_matrix(embeddings[0::2], embeddings[1::2]) / temperature
 
 
 def simcse_paper_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -39,9 +47,8 @@ def simcse_paper_loss(embeddings: torch.Tensor, temperature: float) -> torch.Ten
     the anchors, the N second views h_j+ (rows 2j+1) the candidates, one direction. Mean over N of
         -log exp(cos(h_i, h_i+)/tau) / sum_j exp(cos(h_i, h_j+)/tau).
     (The same arithmetic as InfoNCE over pairs; here the pair is one sentence under two dropout masks.)"""
-    anchors, views = embeddings[0::2], embeddings[1::2]
-    logits = cosine_matrix(anchors, views) / temperature
-    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=embeddings.device))
+    logits = pair_logits(embeddings, temperature)
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=embeddings.device))
 
 
 # ``contrastive.simcse_variant``: symmetric (the default, Su's 2N-view form above) | paper (Eq. 1).
@@ -49,15 +56,19 @@ SIMCSE_VARIANTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "symmetric": simcse_loss,
     "paper": simcse_paper_loss,
 }
+# The similarity logits whose row softmax each form's cross-entropy reads (R-Drop compares them).
+SIMCSE_LOGITS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "symmetric": simcse_logits,
+    "paper": pair_logits,
+}
 
 
 def infonce_loss(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised InfoNCE with in-batch negatives (van den Oord et al. 2018; the paired form of
     supervised SimCSE without hard negatives): anchor a_i against all b_j, positive b_i. Mean over N of
         -log exp(cos(a_i, b_i)/tau) / sum_j exp(cos(a_i, b_j)/tau)."""
-    anchors, positives = embeddings[0::2], embeddings[1::2]
-    logits = cosine_matrix(anchors, positives) / temperature
-    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=embeddings.device))
+    logits = pair_logits(embeddings, temperature)
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=embeddings.device))
 
 
 def cosent_loss(embeddings: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
@@ -103,3 +114,18 @@ def contrastive_loss(
             f"simcse_variant must be one of {' | '.join(SIMCSE_VARIANTS)}, got {simcse_variant!r}"
         )
     return CONTRASTIVE_LOSSES.get(objective)(temperature, cosent_scale, simcse_variant)
+
+
+def similarity_logits(
+    objective: str, temperature: float = 0.05, simcse_variant: str = "symmetric"
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``logits(embeddings)``: the rows of candidates' similarity logits whose softmax the objective's
+    cross-entropy reads (R-Drop's KL compares them, ``rdrop.py``). None for CoSENT: it ranks pair
+    cosines against each other and has no distribution per sentence."""
+    if objective == "simcse":
+        form = SIMCSE_LOGITS[simcse_variant]
+    elif objective == "infonce":
+        form = pair_logits
+    else:
+        return None
+    return lambda embeddings: form(embeddings, temperature)

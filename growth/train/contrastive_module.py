@@ -7,6 +7,9 @@ docs/design.md Sec. 5) through the DeepSpeed engine: each micro-batch back-propa
 ``world · ⟨e_m, g_m⟩`` with ``engine.backward(scale_wrt_gas=False)``, then ``engine.step()``
 (DeepSpeed updates at the boundary). The factor ``world`` undoes DeepSpeed's averaging over ranks and
 its 1/grad_accum is not applied, so the update uses exactly d(global batch loss)/dθ.
+With R-Drop (``train.rdrop_alpha`` > 0) each micro-batch is embedded as ``[x; x]`` (pass 2 replays
+that doubled forward's masks too) and its rows are returned as (rows, 2, d) so the loss of the whole
+batch, ``growth/objectives/rdrop.py``, sees both passes of every example.
 
 A step takes ``contrastive.batch_size`` examples from the global example stream (default
 ``train.micro_batch_size · train.grad_accum · world``): rank r takes the r-th equal share, cut into
@@ -34,7 +37,8 @@ from growth.data.tokenizer import Tokenizer
 from growth.distributed import World, all_reduce_sum
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.objectives.cached_accumulation import Batch, cached_step
-from growth.objectives.contrastive_losses import LossFn, contrastive_loss
+from growth.objectives.contrastive_losses import LossFn, contrastive_loss, similarity_logits
+from growth.objectives.rdrop import doubled, forward_copies, rdrop_contrastive_loss
 from growth.objectives.spearman import sts_spearman
 from growth.train.module import StepResult
 
@@ -42,14 +46,23 @@ EVAL_SEED = 4242  # SimCSE's validation loss needs dropout: a fixed stream, outs
 
 
 def engine_cached_step(
-    engine, micro_batches: Sequence[Batch], loss_fn: LossFn, world_size: int, replay_rng: bool = True
+    engine,
+    micro_batches: Sequence[Batch],
+    loss_fn: LossFn,
+    world_size: int,
+    replay_rng: bool = True,
+    rdrop: bool = False,
 ) -> float:
     """One optimizer step of cached accumulation through ``engine`` (whose module returns pooled
     embeddings); the micro-batch count must be the engine's gradient_accumulation_steps. Returns the
-    global batch loss."""
+    global batch loss. ``rdrop``: every row is embedded twice, ``loss_fn`` gets (rows, 2, d)."""
 
     def embed(batch: Batch) -> torch.Tensor:
-        return engine(batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device))
+        ids, mask = batch["input_ids"].to(engine.device), batch["attention_mask"].to(engine.device)
+        if not rdrop:
+            return engine(ids, mask)
+        first, second = engine(doubled(ids), doubled(mask)).chunk(2)
+        return torch.stack([first, second], dim=1)
 
     return cached_step(
         micro_batches,
@@ -138,6 +151,11 @@ class ContrastiveModule:
             self.global_batch // world.size, t.micro_batch_size, t.grad_accum
         )
         self.loss_fn = contrastive_loss(c.objective, c.temperature, c.cosent_scale, c.simcse_variant)
+        self.rdrop_alpha = t.rdrop_alpha
+        self.train_loss_fn = self.loss_fn  # validation keeps the plain loss (one pass)
+        if self.rdrop_alpha > 0:  # the config refused objectives without a similarity distribution
+            similarity = similarity_logits(c.objective, c.temperature, c.simcse_variant)
+            self.train_loss_fn = rdrop_contrastive_loss(self.loss_fn, similarity, self.rdrop_alpha)
         self.simcse, self.max_len = c.objective == "simcse", c.max_len
 
     def micro_batches(self) -> list[Batch]:
@@ -151,12 +169,16 @@ class ContrastiveModule:
 
     def train_batch(self, engine, micro_batches: list[Batch]) -> StepResult:
         engine.train()
-        loss = engine_cached_step(engine, micro_batches, self.loss_fn, self.world.size)
+        loss = engine_cached_step(
+            engine, micro_batches, self.train_loss_fn, self.world.size, rdrop=self.rdrop_alpha > 0
+        )
         applied = engine.was_step_applied() and math.isfinite(loss)
-        # Real (unpadded) tokens of both sentences; FLOPs include pass 1's extra forward (+1/3).
+        # Real (unpadded) tokens of both sentences; FLOPs include pass 1's extra forward (+1/3), and
+        # R-Drop's second copy of every forward and backward (x2).
         local = sum(int(b["attention_mask"].sum()) for b in micro_batches)
         tokens = int(all_reduce_sum(torch.tensor(float(local))).item())
-        return StepResult(loss, tokens, tokens * engine.module.flops_per_token(self.max_len) * 4 / 3, applied)
+        per_token = engine.module.flops_per_token(self.max_len) * 4 / 3 * forward_copies(self.rdrop_alpha)
+        return StepResult(loss, tokens, tokens * per_token, applied)
 
     # -- evaluation: identical work on every rank (ZeRO-3 gathers), nothing gathered ---------------
     @staticmethod

@@ -4,7 +4,9 @@ One optimizer step = ``grad_accum`` micro-batches per rank. Before the first bac
 target tokens in the whole global batch is all-reduced, so every micro-batch back-propagates its
 loss *sum* scaled by world / N (``growth/objectives/token_loss.py``; docs/design.md Sec. 5): the
 gradient is exactly that of the token-mean loss over the global batch, whatever the micro-batch
-split and world size.
+split and world size. With R-Drop (``train.rdrop_alpha`` > 0) each micro-batch is forwarded once as
+``[x; x]`` and its sum is ``growth/objectives/rdrop.py``'s (both passes' CE and α·KL, summed over the
+same target tokens), so the same normalisation keeps it exact.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from growth.data.batches import BatchMaker
 from growth.data.sampler import WindowSampler
 from growth.distributed import World, all_reduce_sum
 from growth.model import GrowthLM
+from growth.objectives.rdrop import doubled, forward_copies, rdrop_token_loss_sum
 from growth.objectives.token_loss import (
     backward_scale,
     standard_error,
@@ -26,6 +29,32 @@ from growth.objectives.token_loss import (
     window_loss_means,
 )
 from growth.train.module import Batch, StepResult
+
+
+def micro_batch_loss_sum(engine, batch: Batch, rdrop_alpha: float) -> torch.Tensor:
+    """The micro-batch's loss summed over its target tokens: plain CE, or R-Drop's on ``[x; x]``."""
+    input_ids, labels = batch["input_ids"].to(engine.device), batch["labels"].to(engine.device)
+    if rdrop_alpha > 0:
+        return rdrop_token_loss_sum(engine(doubled(input_ids)), labels, rdrop_alpha)
+    return token_loss_sum(engine(input_ids), labels)
+
+
+def engine_token_step(
+    engine, micro_batches: list[Batch], world_size: int, rdrop_alpha: float = 0.0
+) -> tuple[torch.Tensor, int]:
+    """One optimizer step through ``engine`` (micro-batch count = its gradient_accumulation_steps):
+    each micro-batch back-propagates its loss sum x world / N (N: target tokens of the global batch).
+    Returns (this rank's loss sum, N)."""
+    local_targets = sum(target_count(b["labels"]) for b in micro_batches)
+    global_targets = int(all_reduce_sum(torch.tensor(float(local_targets))).item())
+    scale = backward_scale(world_size, global_targets)
+    loss_sum = torch.zeros(())
+    for batch in micro_batches:
+        micro_sum = micro_batch_loss_sum(engine, batch, rdrop_alpha)
+        engine.backward(micro_sum * scale, scale_wrt_gas=False)
+        engine.step()  # DeepSpeed applies the update at the accumulation boundary only
+        loss_sum += micro_sum.detach().float().cpu()
+    return loss_sum, global_targets
 
 
 class TokenLMModule:
@@ -39,6 +68,7 @@ class TokenLMModule:
         micro_batch_size: int,
         grad_accum: int,
         eval_batches: int,
+        rdrop_alpha: float = 0.0,
     ):
         self.network, self.train_batches, self.val_batches, self.sampler = (
             network,
@@ -53,6 +83,7 @@ class TokenLMModule:
             eval_batches,
         )
         self.seq_len = train_batches.seq_len
+        self.rdrop_alpha = rdrop_alpha
         self.global_batch = micro_batch_size * grad_accum * world.size
 
     def micro_batches(self) -> list[Batch]:
@@ -69,20 +100,13 @@ class TokenLMModule:
 
     def train_batch(self, engine, micro_batches: list[Batch]) -> StepResult:
         engine.train()
-        local_targets = sum(target_count(b["labels"]) for b in micro_batches)
-        global_targets = int(all_reduce_sum(torch.tensor(float(local_targets))).item())
-        scale = backward_scale(self.world.size, global_targets)
-        loss_sum = torch.zeros(())
-        for batch in micro_batches:
-            logits = engine(batch["input_ids"].to(engine.device))
-            micro_sum = token_loss_sum(logits, batch["labels"].to(logits.device))
-            engine.backward(micro_sum * scale, scale_wrt_gas=False)
-            engine.step()  # DeepSpeed applies the update at the accumulation boundary only
-            loss_sum += micro_sum.detach().float().cpu()
+        loss_sum, global_targets = engine_token_step(engine, micro_batches, self.world.size, self.rdrop_alpha)
         loss = all_reduce_sum(loss_sum).item() / max(global_targets, 1)
         tokens = self.global_batch * self.seq_len
         applied = engine.was_step_applied() and math.isfinite(loss)
-        return StepResult(loss, tokens, tokens * engine.module.flops_per_token(self.seq_len), applied)
+        # R-Drop forwards every token twice: twice the training FLOPs of the step.
+        flops = tokens * engine.module.flops_per_token(self.seq_len) * forward_copies(self.rdrop_alpha)
+        return StepResult(loss, tokens, flops, applied)
 
     @torch.no_grad()
     def eval_metrics(self, engine) -> dict[str, float]:

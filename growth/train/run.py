@@ -216,7 +216,15 @@ def token_lm_module(
     sampler = corpus.sampler(config.data.seq_len, config.train.seed)  # one corpus, or a weighted mixture
     t = config.train
     return TokenLMModule(
-        lm, train_batches, val_batches, sampler, world, t.micro_batch_size, t.grad_accum, t.eval_batches
+        lm,
+        train_batches,
+        val_batches,
+        sampler,
+        world,
+        t.micro_batch_size,
+        t.grad_accum,
+        t.eval_batches,
+        rdrop_alpha=t.rdrop_alpha,
     )
 
 
