@@ -40,6 +40,7 @@ from growth.model.mask import Visibility
 
 BIDIRECTIONAL_EPS = 1e-4  # the reference's kernel epsilon (performer-pytorch ``softmax_kernel``)
 CAUSAL_CHUNK = 64  # tokens per chunk of the causal prefix sums
+CAUSAL_SEGMENT = 512  # tokens per pass of the causal path (a multiple of CAUSAL_CHUNK)
 
 
 def default_features(head_dim: int) -> int:
@@ -94,26 +95,35 @@ def linear_attention(q_features: torch.Tensor, k_features: torch.Tensor, v: torc
 
 
 def causal_linear_attention(
-    q_features: torch.Tensor, k_features: torch.Tensor, v: torch.Tensor, chunk: int = CAUSAL_CHUNK
-) -> torch.Tensor:
+    q_features: torch.Tensor,
+    k_features: torch.Tensor,
+    v: torch.Tensor,
+    chunk: int = CAUSAL_CHUNK,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal: the sums run over j <= i. In chunks of ``chunk`` tokens: inside a chunk the masked product
-    (phi(q) phi(k)^T * tril) v, plus phi(q) times the carried sums of all earlier chunks."""
+    (phi(q) phi(k)^T * tril) v, plus phi(q) times the carried sums of all earlier chunks and ``state`` (the
+    sums sum_j phi(k_j) [v_j, 1] of earlier tokens, (B, H, m, d + 1)). Returns the output and the state
+    after these tokens."""
     length = q_features.shape[-2]
     pad = -length % chunk
-    ones = torch.ones_like(v[..., :1])
-    values = torch.cat([v, ones], -1)  # the last column carries the normaliser sum_j phi(k_j)
+    values = torch.cat([v, torch.ones_like(v[..., :1])], -1)  # the last column carries the normaliser
     q, k, values = (F.pad(t, (0, 0, 0, pad)) for t in (q_features, k_features, values))
     *batch, padded, _ = q.shape
     n = padded // chunk
     q, k, values = (t.reshape(*batch, n, chunk, t.shape[-1]) for t in (q, k, values))
     chunk_sums = k.transpose(-1, -2) @ values  # (B, H, n, m, d + 1)
     carried = chunk_sums.cumsum(2) - chunk_sums  # sums over the chunks strictly before
+    if state is not None:
+        carried = carried + state.unsqueeze(2)
     tril = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
     inside = ((q @ k.transpose(-1, -2)) * tril) @ values
     out = (inside + q @ carried).reshape(*batch, padded, -1)[..., :length, :]
     numerator, normalizer = out[..., :-1], out[..., -1:]
     # all of a row's visible key features underflowed (keys far from every w): the row reads nothing
-    return torch.where(normalizer > 0, numerator / normalizer.clamp(min=torch.finfo(out.dtype).tiny), 0.0)
+    tiny = torch.finfo(out.dtype).tiny
+    out = torch.where(normalizer > 0, numerator / normalizer.clamp(min=tiny), 0.0)
+    return out, carried[:, :, -1] + chunk_sums[:, :, -1]
 
 
 @ATTENTIONS.register("performer")
@@ -189,10 +199,26 @@ def favor_attention(
 ) -> torch.Tensor:
     """FAVOR+ for q, k, v (B, H, T, d) with random features ``projection`` (m, d); ``key_real`` (B, T) marks
     real (unpadded) keys."""
+    if causal:
+        return causal_favor(q, k, v, projection, key_real)
     q_features = positive_features(q, projection, True, causal, key_real)
     k_features = positive_features(k, projection, False, causal, key_real)
-    if causal:
-        if key_real is not None:
-            k_features = k_features * key_real[:, None, :, None]
-        return causal_linear_attention(q_features, k_features, v)
     return linear_attention(q_features, k_features, v)
+
+
+def causal_favor(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor, key_real: torch.Tensor | None
+) -> torch.Tensor:
+    """Causal FAVOR+ over segments of ``CAUSAL_SEGMENT`` tokens, the prefix sums carried from one to the next:
+    the same numbers as one pass (the causal features are per token), with a working set that does not
+    grow with the sequence, so the cost per token stays flat once the sequence outgrows the CPU caches."""
+    outputs, state = [], None
+    for start in range(0, q.shape[-2], CAUSAL_SEGMENT):
+        part = slice(start, start + CAUSAL_SEGMENT)
+        q_features = positive_features(q[..., part, :], projection, True, True, None)
+        k_features = positive_features(k[..., part, :], projection, False, True, None)
+        if key_real is not None:
+            k_features = k_features * key_real[:, None, part, None]
+        out, state = causal_linear_attention(q_features, k_features, v[..., part, :], state=state)
+        outputs.append(out)
+    return torch.cat(outputs, -2)
