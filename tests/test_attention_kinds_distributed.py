@@ -58,9 +58,8 @@ def test_trains_grows_in_run_and_resumes_exactly(corpus, tmp_path, kind):
     a, b = result["full_weights"], result["resumed_weights"]
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     event = result["events"][0]
-    assert event["function_preserving"] and event["max_abs_logit_diff"] <= 1e-5 * max(
-        1.0, event["logit_scale"]
-    )
+    assert event["function_preserving"] and event["max_abs_logit_diff"] <= 1e-5 * 10  # logits are O(1-10)
+    assert abs(event["loss_after"] - event["loss_before"]) <= 1e-5
     assert a["layers.0.attention.sublayer.q_proj.weight"].shape == (64, 64)  # grown
     if kind == "performer":  # the checkpoints hold the redrawn features: step s+1 ran with the draw of step s
         for step, weights in ((2, result["step2_weights"]), (4, a)):

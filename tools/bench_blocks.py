@@ -1,8 +1,9 @@
-"""What each block buys: `python tools/bench_blocks.py [--quick] [--only deepnet,logn,gau_flash,ema,simcse]`.
+"""What each block buys: `python tools/bench_blocks.py [--quick] [--only deepnet,logn,...,performer,nystrom]`.
 
 One sub-benchmark per paper claim, each through the trainer's real path on the bundled corpus, the
 same data order and budget for every arm: DeepNet depth (Post-LN / DeepNorm / Pre-LN), log-n length
-extrapolation, GAU/FLASH quality, EMA, and SimCSE's paper vs symmetric form. Writes
+extrapolation, GAU/FLASH quality, EMA, and SimCSE's paper vs symmetric form; Performer's and Nystromformer's
+approximation error and cost, measured on the attention kernels themselves. Writes
 OUT/bench_blocks_<name>.json and .png per sub-benchmark and OUT/bench_blocks.json (all of them).
 """
 
