@@ -85,6 +85,7 @@ class AttentionKind(nn.Module):
     query_key: dict[str, str] = {}
     fresh_rows: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
+    growth_tensors: dict[str, list[tuple[int, str, str]]] = {}  # other tensors: {name: [(axis, map, role)]}
     grows_head_size = False
 
     @classmethod
