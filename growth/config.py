@@ -69,6 +69,12 @@ class ModelConfig:
     head_dim: int = _growable(32)
     d_ff: int = _growable(384)
     ffn: str = _fixed("swiglu")  # gelu | swiglu
+    # softmax (exact) | performer (FAVOR+, growth/model/performer.py) | nystrom (growth/model/nystrom.py)
+    attention: str = _fixed("softmax")
+    performer_features: int = _fixed(0)  # m random features per head; 0 means floor(head_dim * ln head_dim)
+    performer_redraw_interval: int = _free(0)  # redraw the features every N optimizer steps; 0 = fixed
+    nystrom_landmarks: int = _fixed(64)  # landmarks (segment means) per sequence
+    nystrom_conv_kernel: int = _fixed(0)  # depthwise conv residual on V over this many tokens; 0 = off
     # GAU layers (Hua et al. 2022, "Transformer Quality in Linear Time")
     gau_expansion: int = _growable(0)  # e; 0 means 2 * d_model (the paper's default)
     gau_key_size: int = _growable(128)  # s
@@ -291,6 +297,7 @@ class Config:
 # components are defined (growth/registry.py), so adding a kind never means editing a list here.
 COMPONENT_KEYS = (
     "model.layer",
+    "model.attention",
     "model.ffn",
     "model.gau_attention",
     "model.position",
@@ -612,34 +619,11 @@ def _validate_model(m: ModelConfig) -> None:
 
 
 def _validate_layer(m: ModelConfig) -> tuple[int, str]:
-    """Checks of the fields one layer kind owns; returns the per-head width RoPE rotates, and its key."""
-    if m.layer == "transformer":
-        _positive("model", m, "n_heads", "head_dim", "d_ff")
-        if m.n_heads * m.head_dim != m.d_model:
-            raise ConfigError(
-                "model.n_heads * model.head_dim must equal model.d_model "
-                f"({m.n_heads} * {m.head_dim} != {m.d_model})"
-            )
-        if m.n_kv_heads < 0 or m.n_heads % (m.n_kv_heads or m.n_heads):
-            raise ConfigError(
-                f"model.n_kv_heads must divide model.n_heads ({m.n_heads}), got {m.n_kv_heads} "
-                "(0: one key/value head per query head)"
-            )
-        if m.chunk_size:
-            raise ConfigError("model.chunk_size (FLASH) needs model.layer=gau; set model.chunk_size=0")
-        return m.head_dim, "model.head_dim"
-    if m.layer == "gau":
-        _positive("model", m, "gau_expansion", "gau_key_size")
-        if m.gau_attention == "relu2" and m.attention_scale == "logn":
-            raise ConfigError(
-                "model.attention_scale=logn only applies to softmax attention; "
-                "use model.gau_attention=softmax (GAU-alpha) or model.attention_scale=sqrt"
-            )
-        return m.gau_key_size, "model.gau_key_size"
-    # The name passed the registry, but a kind nobody taught the validator would build unchecked.
-    raise ConfigError(
-        f"model.layer={m.layer} is registered but has no checks in growth/config.py:_validate_layer"
-    )
+    """The layer kind checks the fields it owns (growth/model/layer_kind.py); returns the per-head width
+    RoPE rotates, and its key."""
+    kind = _registry("model.layer").get(m.layer)
+    kind.validate(m)
+    return getattr(m, kind.rope_width_field), f"model.{kind.rope_width_field}"
 
 
 def _validate_data(d: DataConfig, m: ModelConfig) -> None:

@@ -248,7 +248,16 @@ def test_cli_writes_json_and_png_per_sub_benchmark(tmp_path, monkeypatch):
 def test_cli_rejects_an_unknown_sub_benchmark():
     cli = _cli()
     assert cli.selected(["deepnet,ema", "ema"]) == ["deepnet", "ema"]
-    assert cli.selected([]) == ["deepnet", "logn", "gau_flash", "ema", "simcse", "rdrop"]
+    assert cli.selected([]) == [
+        "deepnet",
+        "logn",
+        "gau_flash",
+        "ema",
+        "simcse",
+        "rdrop",
+        "performer",
+        "nystrom",
+    ]
     with pytest.raises(ValueError, match="--only flash: no such sub-benchmark; choose from"):
         cli.selected(["flash"])
 
@@ -258,7 +267,8 @@ def test_cli_answers_an_unknown_sub_benchmark_with_one_line_and_exit_2(monkeypat
     assert _cli().main() == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "error: --only flash: no such sub-benchmark; choose from deepnet, logn, gau_flash, ema, simcse, rdrop"
+        "error: --only flash: no such sub-benchmark; choose from deepnet, logn, gau_flash, ema, simcse, rdrop, "
+        "performer, nystrom"
     ]
     assert not (tmp_path / "out").exists()
 

@@ -147,7 +147,8 @@ def test_roles_of_representative_fields():
         "free",
     ]  # head_dim: head-size growth (issue 12)
     # growth/train/init_from.py lets exactly these differ; they change training, not the function.
-    assert fields_with_role("free") == ("dropout", "init_std")
+    # performer_redraw_interval: when the random features are redrawn (issue 25), not what they compute.
+    assert fields_with_role("free") == ("performer_redraw_interval", "dropout", "init_std")
     with pytest.raises(ConfigError, match="model.d_modl is not a model field"):
         model_field_role("d_modl")
     with pytest.raises(ValueError, match="unknown model field role 'frozen'"):

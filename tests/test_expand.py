@@ -191,7 +191,7 @@ def test_grown_adam_state_gives_each_copy_its_sources_update():
     worst = 0.0
     for name, update in small_update.items():
         expected = update
-        for axis, map_name, _ in rule_for(name) or [(0, "stream", "copy")]:
+        for axis, map_name, _ in rule_for(name, plan.new) or [(0, "stream", "copy")]:
             expected = remap(expected, axis, maps[map_name], "copy")
         worst = max(worst, (mapped[name] - expected).abs().max().item())
     assert worst <= 1e-6, worst

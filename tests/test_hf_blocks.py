@@ -291,7 +291,7 @@ def test_grown_adam_moments_of_grouped_attention_give_each_copy_its_sources_upda
     worst = 0.0
     for name, param in small.named_parameters():
         expected = param.detach() - before_small[name]
-        for axis, map_name, _ in rule_for(name) or [(0, "stream", "copy")]:
+        for axis, map_name, _ in rule_for(name, plan.new) or [(0, "stream", "copy")]:
             expected = remap(expected, axis, maps[map_name], "copy")
         worst = max(
             worst,

@@ -69,6 +69,8 @@ def test_existing_message_wording_is_kept():
 # Settings a kind needs to be exercised at all (gau_attention only acts inside GAU layers, logn only
 # with softmax), so every registered name really builds and runs.
 CONTEXT = {"model.gau_attention": ("model.layer=gau",), "model.attention_scale": ("model.layer=transformer",)}
+# ...and a name that needs one (Nystrom is bidirectional only).
+NAME_CONTEXT = {"model.attention=nystrom": ("model.objective=mlm",)}
 
 
 def model_cases():
@@ -80,7 +82,7 @@ def model_cases():
 
 @pytest.mark.parametrize("key, name", list(model_cases()))
 def test_every_registered_model_kind_builds_and_runs(key, name):
-    config = tiny_model_config(*CONTEXT.get(key, ()), f"{key}={name}")
+    config = tiny_model_config(*CONTEXT.get(key, ()), *NAME_CONTEXT.get(f"{key}={name}", ()), f"{key}={name}")
     assert getattr(config, key.split(".")[1]) == name
     model = build_model(config)
     ids = torch.randint(0, config.vocab_size, (2, 9))

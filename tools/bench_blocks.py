@@ -1,9 +1,10 @@
-"""What each block buys: `python tools/bench_blocks.py [--quick] [--only deepnet,logn,gau_flash,ema,simcse,rdrop]`.
+"""What each block buys: `python tools/bench_blocks.py [--quick] [--only deepnet,logn,...,rdrop,performer,nystrom]`.
 
 One sub-benchmark per paper claim, each through the trainer's real path on the bundled corpus, the
 same data order and budget for every arm: DeepNet depth (Post-LN / DeepNorm / Pre-LN), log-n length
-extrapolation, GAU/FLASH quality, EMA, SimCSE's paper vs symmetric form, and R-Drop on the STS
-fine-tune. Writes OUT/bench_blocks_<name>.json and .png per sub-benchmark and OUT/bench_blocks.json (all of them).
+extrapolation, GAU/FLASH quality, EMA, SimCSE's paper vs symmetric form, and R-Drop on the STS fine-tune;
+Performer's and Nystromformer's approximation error and cost, measured on the attention kernels themselves.
+Writes OUT/bench_blocks_<name>.json and .png per sub-benchmark and OUT/bench_blocks.json (all of them).
 """
 
 import argparse

@@ -28,7 +28,7 @@ The other operators use the same rows with other maps or factors (``GrowthOption
 
     operator             what changes in the table above                                      exact
     head size d_h -> d_h' heads: old dims kept, new dims empty; q x sqrt(d_h'/d_h)            yes
-                          (``query_key_factor``); new k/v rows from the grown init (``FRESH_ROWS``:
+                          (``query_key_factor``); new k/v rows from the grown init (``Role.fresh``:
                           q is 0 there, o_proj reads 0 there); rope_dim pinned to the old rotated width
     interleaved (Su)      every map repeats in place (x1 x1 x2 x2 ...); the stream holds h/sqrt(k):  yes, where
                           writers x 1/sqrt(k), readers x sqrt(k)/k, norms gamma, beta / sqrt(k),     allowed
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -58,32 +59,71 @@ from growth.expand.axes import (
     su_stream,
     tiled_map,
 )
+from growth.model.layer_kind import layer_kind
 
-# (pattern on the parameter name, [(axis, map name, role), ...])
-RULES: list[tuple[str, list[tuple[int, str, str]]]] = [
-    (r"embed\.weight$", [(1, "stream", "copy")]),
-    (r"head\.proj\.weight$", [(1, "stream", "divide")]),
-    (r"attention\.sublayer\.q_proj\.weight$", [(0, "heads", "copy"), (1, "stream", "divide")]),
-    # GQA: key/value heads follow their query groups' copy map (``kv_heads``), so every query head copy reads
-    # the copy of its source's key/value head; biases follow their rows (model.qkv_bias).
-    (r"attention\.sublayer\.[kv]_proj\.weight$", [(0, "kv_heads", "copy"), (1, "stream", "divide")]),
-    (r"attention\.sublayer\.q_proj\.bias$", [(0, "heads", "copy")]),
-    (r"attention\.sublayer\.[kv]_proj\.bias$", [(0, "kv_heads", "copy")]),
-    (r"attention\.sublayer\.o_proj\.weight$", [(0, "stream", "copy"), (1, "heads", "divide")]),
-    (r"ffn\.sublayer\.(gate|up)_proj\.weight$", [(0, "ffn", "copy"), (1, "stream", "divide")]),
-    (r"ffn\.sublayer\.down_proj\.weight$", [(0, "stream", "copy"), (1, "ffn", "divide")]),
-    (r"gau\.sublayer\.[uv]_proj\.weight$", [(0, "gau_e", "copy"), (1, "stream", "divide")]),
-    (r"gau\.sublayer\.z_proj\.weight$", [(0, "gau_s", "copy"), (1, "stream", "divide")]),
-    (r"gau\.sublayer\.o_proj\.weight$", [(0, "stream", "copy"), (1, "gau_e", "divide")]),
-]
 NORM = re.compile(r"(norm|final_norm)\.(weight|bias)$")
-SCALE_OFFSET = re.compile(r"gau\.sublayer\.(gamma|beta)$")
 SCALAR_BUFFER = re.compile(r"\.alpha$")  # DeepNorm's alpha: a constant of the checkpoint, kept as is
-# Head-size growth (tiled): the new head dimensions of these rows take the grown model's own init instead of 0,
-# so the new q.k and value dimensions can learn (q's new rows are 0, so k's add nothing to q.k; o_proj's new
-# columns are 0, so v's write nothing). Rows with no source (axis-0 residue) only.
-FRESH_ROWS = re.compile(r"attention\.sublayer\.[kv]_proj\.weight$")
-QUERY_KEY = re.compile(r"attention\.sublayer\.([qk])_proj\.(weight|bias)$")
+LAYER_PREFIX = re.compile(r"^layers\.\d+\.")
+Rule = list[tuple[int, str, str]]  # [(axis, map name, copy | divide), ...]
+STEM_RULES: dict[str, Rule] = {
+    "embed.weight": [(1, "stream", "copy")],
+    "head.proj.weight": [(1, "stream", "divide")],
+}
+
+
+@dataclass(frozen=True)
+class Role:
+    """What growth does to one parameter of a layer, from its sublayer's declarations (``layer_kind.py``)."""
+
+    rule: Rule | None = None  # the axes of a linear weight or bias
+    writer: bool = False  # writes the residual stream: zero in an identity layer (depth_operator=zero)
+    query_key: str = ""  # "q" | "k": head-size growth keeps q.k / sqrt(d_h) (``query_key_factor``)
+    fresh: bool = False  # head-size growth: new rows from the grown model's own init, so
+    # the new q.k and value dimensions can learn (q's new rows are 0, o_proj's new columns are 0)
+    scale_offset: bool = False  # GAU's gamma/beta over the key size (``gau_scale_offset``)
+    kept: bool = False  # a buffer copied as it is (Performer's random features)
+
+
+def layer_roles(config: ModelConfig) -> dict[str, Role]:
+    """{name inside a layer (e.g. ``attention.sublayer.q_proj.weight``): Role}, derived from each sublayer's
+    ``growth_axes`` and ``writers``: a writer copies the stream on its rows and divides its inner axis, a
+    reader copies its inner axis and divides the stream (the table above)."""
+    roles = {}
+    for branch, sublayer in layer_kind(config).sublayers(config).items():
+        prefix = f"{branch}.sublayer."
+        for child, axis in sublayer.growth_axes.items():
+            writer = child in sublayer.writers
+            rule = (
+                [(0, "stream", "copy"), (1, axis, "divide")]
+                if writer
+                else [(0, axis, "copy"), (1, "stream", "divide")]
+            )
+            extra = dict(query_key=getattr(sublayer, "query_key", {}).get(child, ""))
+            roles[f"{prefix}{child}.weight"] = Role(
+                rule, writer, fresh=child in getattr(sublayer, "fresh_rows", ()), **extra
+            )
+            if not writer:  # biases (model.qkv_bias) follow their rows
+                roles[f"{prefix}{child}.bias"] = Role([(0, axis, "copy")], **extra)
+        for name in getattr(sublayer, "scale_offsets", ()):
+            roles[prefix + name] = Role(scale_offset=True)
+        for name in getattr(sublayer, "kept", ()):
+            roles[prefix + name] = Role(kept=True)
+        for name, rule in getattr(sublayer, "growth_tensors", {}).items():
+            roles[prefix + name] = Role(rule)
+    return roles
+
+
+def rule_for(name: str, config: ModelConfig) -> Rule | None:
+    """The axes of a linear weight or bias (None for everything else)."""
+    role = role_for(name, config)
+    return role.rule if role is not None else None
+
+
+def role_for(name: str, config: ModelConfig) -> Role | None:
+    """The growth role of a model tensor (None for norms and DeepNorm's alpha, handled by name)."""
+    if name in STEM_RULES:
+        return Role(STEM_RULES[name])
+    return layer_roles(config).get(LAYER_PREFIX.sub("", name))
 
 
 def axis_maps(old: ModelConfig, new: ModelConfig, options=None) -> dict[str, AxisMap]:
@@ -101,6 +141,7 @@ def axis_maps(old: ModelConfig, new: ModelConfig, options=None) -> dict[str, Axi
             "ffn": cyclic_map(old.d_ff, new.d_ff),
             "gau_e": cyclic_map(old.gau_expansion, new.gau_expansion),
             "gau_s": cyclic_map(old.gau_key_size, new.gau_key_size),
+            "head_index": cyclic_map(old.n_heads, new.n_heads),  # one entry per head (Nystrom's conv)
         }
     if options is not None and options.split == "lemon":
         maps = {name: lemon_shares(m, options.split_alpha) for name, m in maps.items()}
@@ -128,12 +169,13 @@ def su_axis_maps(old: ModelConfig, new: ModelConfig) -> dict[str, AxisMap]:
         "ffn": interleaved_map(old.d_ff, new.d_ff),
         "gau_e": cyclic_map(old.gau_expansion, new.gau_expansion),
         "gau_s": cyclic_map(old.gau_key_size, new.gau_key_size),
+        "head_index": cyclic_map(old.n_heads, new.n_heads),
     }
 
 
 def su_refusal(old: ModelConfig, new: ModelConfig) -> str | None:
     """Why the interleaved operator is not exact (or not offered) for this growth, or None."""
-    if old.layer != "transformer":
+    if not layer_kind(old).interleaved_growth:
         return (
             f"width_operator=interleaved is derived for attention + FFN layers (Su); model.layer={old.layer} "
             "grows with width_operator=tiled"
@@ -163,23 +205,15 @@ def su_refusal(old: ModelConfig, new: ModelConfig) -> str | None:
     return None
 
 
-def query_key_factor(name: str, old: ModelConfig, new: ModelConfig, width_operator: str = "tiled") -> float:
+def query_key_factor(role: Role, old: ModelConfig, new: ModelConfig, width_operator: str = "tiled") -> float:
     """head_dim d -> d' must keep q.k / sqrt(d). Tiled (old dims kept, new ones 0 in q): q x sqrt(d'/d).
     Interleaved (every dim repeated r = d'/d times, so q.k x r): q and k x r^(-1/4) each (Su's choice)."""
-    match = QUERY_KEY.search(name)
-    if match is None or new.head_dim == old.head_dim:
+    if not role.query_key or new.head_dim == old.head_dim:
         return 1.0
     ratio = new.head_dim / old.head_dim
     if width_operator == "interleaved":
         return ratio**-0.25
-    return math.sqrt(ratio) if match.group(1) == "q" else 1.0
-
-
-def rule_for(name: str) -> list[tuple[int, str, str]] | None:
-    for pattern, axes in RULES:
-        if re.search(pattern, name):
-            return axes
-    return None
+    return math.sqrt(ratio) if role.query_key == "q" else 1.0
 
 
 def stream_norm_factor(old: ModelConfig, new: ModelConfig) -> float:

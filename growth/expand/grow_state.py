@@ -28,6 +28,7 @@ from growth.expand.optimizer_state import grow_optimizer_state
 from growth.expand.options import GrowthOptions
 from growth.expand.width import GrowthError, GrowthPlan, grow_state_dict, plan_growth
 from growth.model import build_model
+from growth.model.layer_kind import layer_kind
 from growth.model.transformer import GrowthLM, init_layer, set_depth_gate
 from growth.objectives.token_loss import token_loss_sum
 
@@ -70,7 +71,7 @@ def materialize(config: ModelConfig, weights: dict[str, torch.Tensor], ramp_laye
 
 def new_layer_init(plan: GrowthPlan, seed: int):
     """Initial tensors of layers of the grown model, built one layer at a time as layers of the deeper
-    stack (``init_layer``), seeded by their index: new layers, and the rows ``blocks.FRESH_ROWS`` takes."""
+    stack (``init_layer``), seeded by their index: new layers, and the rows ``Role.fresh`` takes."""
     cache: dict[str, torch.Tensor] = {}
 
     def fresh(name: str) -> torch.Tensor:
@@ -90,8 +91,10 @@ def needs_init(plan: GrowthPlan, name: str) -> bool:
     """A tensor that takes (some of) its values from the grown model's own init."""
     if plan.source_name(name) is None:
         return True
+    role = blocks.role_for(name, plan.new)
     return (
-        bool(blocks.FRESH_ROWS.search(name))
+        role is not None
+        and role.fresh
         and plan.new.head_dim != plan.old.head_dim
         and plan.options.width_operator == "tiled"
     )
@@ -223,26 +226,7 @@ def operators_applied(plan: GrowthPlan, noise_std: float, optimizer: str) -> lis
     elif new.d_model != old.d_model:
         k, r = divmod(new.d_model, old.d_model)
         ops.append(f"stream {old.d_model} -> {new.d_model} (k={k}, residue {r}); readers {split} + {noise}")
-    if new.layer == "transformer" and new.head_dim != old.head_dim:
-        how = (
-            "each dim repeated in place, q and k x r^(-1/4)"
-            if options.width_operator == "interleaved"
-            else f"new dims empty, q x sqrt({new.head_dim}/{old.head_dim}), rope_dim {new.rope_dim or new.head_dim}"
-        )
-        ops.append(f"head size {old.head_dim} -> {new.head_dim} ({how})")
-    if new.layer == "transformer" and new.n_heads != old.n_heads:
-        ops.append(
-            f"heads {old.n_heads} -> {new.n_heads} (head_dim {new.head_dim}"
-            + (" kept)" if new.head_dim == old.head_dim else ")")
-        )
-    if new.layer == "transformer" and new.d_ff != old.d_ff:
-        ops.append(
-            f"ffn {old.d_ff} -> {new.d_ff} ({new.ffn}; neurons copied cyclically, out-projection / copies)"
-        )
-    if new.layer == "gau" and new.gau_expansion != old.gau_expansion:
-        ops.append(f"gau expansion e {old.gau_expansion} -> {new.gau_expansion}")
-    if new.layer == "gau" and new.gau_key_size != old.gau_key_size:
-        ops.append(f"gau key size s {old.gau_key_size} -> {new.gau_key_size} (new dims gamma = beta = 0)")
+    ops += layer_kind(new).growth_notes(old, new, options.width_operator == "interleaved")
     if new.n_layers != old.n_layers:
         ops.append(
             f"depth {old.n_layers} -> {new.n_layers} "

@@ -45,12 +45,13 @@ def grow_moment(
     if blocks.NORM.search(name):
         stream = maps["stream"]
         return _gradient_map(value, 0, stream, "copy", power)
-    if blocks.SCALE_OFFSET.search(name):
+    growth_role = blocks.role_for(name, plan.new)
+    if growth_role.scale_offset:
         out = torch.zeros(value.shape[0], plan.new.gau_key_size, dtype=value.dtype)
         out[:, : plan.old.gau_key_size] = value
         return out
     out = value
-    for axis, map_name, role in blocks.rule_for(name):
+    for axis, map_name, role in growth_role.rule:
         out = _gradient_map(out, axis, maps[map_name], role, power)
     return out
 

@@ -30,6 +30,7 @@ from growth.expand import blocks
 from growth.expand.axes import remap
 from growth.expand.errors import GrowthError
 from growth.expand.options import GrowthOptions
+from growth.model.layer_kind import layer_kind
 from growth.model.residual import RESIDUALS
 
 # Which fields growth may change is each ModelConfig field's role (growth/config.py). Of the growable
@@ -37,7 +38,6 @@ from growth.model.residual import RESIDUALS
 DERIVED = ("norm_eps", "rope_dim", "n_kv_heads")
 # ...and the rest are the sizes the operators grow on request; none may shrink.
 SIZES = tuple(name for name in fields_with_role("growable") if name not in DERIVED)
-WRITERS = re.compile(r"(attention\.sublayer\.o_proj|ffn\.sublayer\.down_proj|gau\.sublayer\.o_proj)\.weight$")
 LAYER = re.compile(r"^layers\.(\d+)\.")
 
 
@@ -98,6 +98,8 @@ def plan_growth(old: ModelConfig, target: ModelConfig, options: GrowthOptions | 
                 f"model.{key}={getattr(target, key)} is smaller than the source's {getattr(old, key)}; "
                 "growth only makes models larger"
             )
+    if refusal := layer_kind(old).growth_refusal(old, target):
+        raise GrowthError(refusal)
     interleaved = options.width_operator == "interleaved" and _width_changes(old, target)
     if interleaved and (refusal := blocks.su_refusal(old, target)):
         raise GrowthError(refusal)
@@ -148,7 +150,7 @@ def _kv_heads(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
     """Grouped-query attention keeps its query group size g = n_heads / n_kv_heads: key/value heads are copied
     with their groups (``blocks.axis_maps``: ``kv_heads``), so n_kv_heads' = n_heads' / g. The target may
     carry the source's value or that one; 0 (one per query head) stays 0."""
-    if old.layer != "transformer":
+    if "n_kv_heads" not in layer_kind(old).sizes:
         return {"n_kv_heads": old.n_kv_heads}
     group = old.n_heads // (old.n_kv_heads or old.n_heads)
     if target.n_heads % group:
@@ -171,32 +173,19 @@ def _rope_dim(old: ModelConfig, target: ModelConfig, notes: list[str]) -> dict:
     """RoPE keeps its rotated dimensions; growing the GAU key size leaves the new ones unrotated."""
     if old.position != "rope":
         return {}
-    rotated = old.rope_dim or _key_width(old)
-    if old.layer == "gau" and target.gau_key_size != old.gau_key_size:
-        notes.append(f"rope_dim={rotated}: new key dimensions are not rotated (old frequencies kept)")
-        return {"rope_dim": rotated}
-    if old.layer == "transformer" and target.head_dim != old.head_dim:
+    width = layer_kind(old).rope_width_field
+    rotated = old.rope_dim or getattr(old, width)
+    if getattr(target, width) != getattr(old, width):
         notes.append(
-            f"rope_dim={rotated}: head_dim {old.head_dim} -> {target.head_dim}, the new head dimensions are "
-            "not rotated (old frequencies kept)"
+            f"rope_dim={rotated}: {width} {getattr(old, width)} -> {getattr(target, width)}, the new "
+            "dimensions are not rotated (old frequencies kept)"
         )
         return {"rope_dim": rotated}
-    if (target.rope_dim or _key_width(target)) != rotated:
+    if (target.rope_dim or getattr(target, width)) != rotated:
         raise GrowthError(
             f"model.rope_dim changes from {old.rope_dim} to {target.rope_dim}; growth keeps RoPE as is"
         )
     return {}
-
-
-def _key_width(config: ModelConfig) -> int:
-    """The per-head width RoPE rotates when model.rope_dim is 0."""
-    if config.layer == "transformer":
-        return config.head_dim
-    if config.layer == "gau":
-        return config.gau_key_size
-    raise GrowthError(
-        f"no RoPE growth rule for model.layer={config.layer}; add one in growth/expand/width.py"
-    )
 
 
 def layer_sources(old_layers: int, new_layers: int, operator: str = "zero") -> list[int | None]:
@@ -224,7 +213,8 @@ def _tied_output_norm(plan: GrowthPlan) -> str | None:
         return "final_norm."
     # The last layer that carries a source's norm (a ramped layer after it is the identity at m = 0).
     last = max(i for i, source in enumerate(plan.layer_sources) if source is not None)
-    return f"layers.{last}.gau.norm." if plan.new.layer == "gau" else f"layers.{last}.ffn.norm."
+    last_branch = list(layer_kind(plan.new).sublayers(plan.new))[-1]
+    return f"layers.{last}.{last_branch}.norm."
 
 
 def grow_tensor(
@@ -237,7 +227,7 @@ def grow_tensor(
     init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One tensor of the small model -> the same tensor of the grown model (``init``: the grown model's own
-    initial tensor, for the rows ``blocks.FRESH_ROWS`` takes from it)."""
+    initial tensor, for the rows ``Role.fresh`` takes from it)."""
     if plan.new.tie_embeddings and name == "head.proj.weight":
         name = "embed.weight"  # a tied matrix follows the embedding's rule, and never gets noise
     if blocks.SCALAR_BUFFER.search(name):
@@ -247,11 +237,16 @@ def grow_tensor(
         out = blocks.norm_vector(value, gain, maps["stream"], blocks.stream_norm_factor(plan.old, plan.new))
         tied = _tied_output_norm(plan)
         return out / plan.stream_multiple if tied and name.startswith(tied) else out
-    if blocks.SCALE_OFFSET.search(name):
+    growth_role = blocks.role_for(name, plan.new)
+    if growth_role is not None and growth_role.kept:
+        return value.clone()
+    if growth_role is not None and growth_role.scale_offset:
         return blocks.gau_scale_offset(value, plan.old, plan.new)
-    rule = blocks.rule_for(name)
-    if rule is None:
-        raise GrowthError(f"no growth rule for parameter {name}; add one in growth/expand/blocks.py")
+    if growth_role is None or growth_role.rule is None:
+        raise GrowthError(
+            f"no growth rule for parameter {name}; declare its sublayer's growth_axes (growth/model/layer_kind.py)"
+        )
+    rule = growth_role.rule
     if noise_std > 0 and plan.options.noise == "relative":  # std relative to this weight's scale (its RMS)
         noise_std = noise_std * value.detach().double().pow(2).mean().sqrt().item()
     out = value
@@ -262,15 +257,15 @@ def grow_tensor(
             else 0.0
         )
         out = remap(out, axis, maps[map_name], role, noisy, generator)
-    factor = blocks.query_key_factor(name, plan.old, plan.new, plan.options.width_operator)
+    factor = blocks.query_key_factor(growth_role, plan.old, plan.new, plan.options.width_operator)
     if factor != 1.0:
         out = out * factor
     rows = maps[rule[0][1]].src < 0 if rule[0][0] == 0 else None
     if rows is None or not rows.any():
         return out
-    if blocks.FRESH_ROWS.search(name) and init is not None and not init.is_meta:
+    if growth_role.fresh and init is not None and not init.is_meta:
         out[rows] = init[rows].to(out.dtype)
-    elif (match := blocks.QUERY_KEY.search(name)) and match.group(1) == "q":
+    elif growth_role.query_key == "q":
         out[rows] = 0.0  # new query dimensions start at zero (not even zero-sum noise)
     return out
 
@@ -283,13 +278,14 @@ def grow_state_dict(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Map every tensor; ``fresh`` holds the grown model's own initial tensors (for new layers, and the
-    rows of ``blocks.FRESH_ROWS``)."""
+    rows of ``Role.fresh``)."""
     maps = blocks.axis_maps(plan.old, plan.new, plan.options)
     grown = {}
     for name, init in fresh.items():
         source = plan.source_name(name)
         if source is None:  # a new layer: its own init; an identity layer's writers are zero
-            zero = plan.depth_operator == "zero" and WRITERS.search(name)
+            role = blocks.role_for(name, plan.new)
+            zero = plan.depth_operator == "zero" and role is not None and role.writer
             grown[name] = torch.zeros_like(init) if zero else init.clone()
         else:
             grown[name] = grow_tensor(name, state[source], plan, maps, noise_std, generator, init)

@@ -7,8 +7,8 @@ Attention terms per layer (forward is 1/3 of these; causal masking is not discou
   standard:  12 * T * H * d_head           (q.k^T and A.v over T keys)
   GAU dense:  6 * T * (s + e)               (q.k^T over s, A.v over e)
   FLASH:      6 * c * (s + e) + 12 * s * e  (in-chunk quadratic + linear k^T v and q.(kv))
-Each layer kind states its own per-layer terms (``matmul_params``, ``attention_flops`` on the block
-classes in ``transformer.py``); this module sums them over the stack.
+Each layer kind states its own per-layer terms (``matmul_params``, ``attention_flops`` on the kind classes,
+``layer_kind.py``; the transformer layer asks its attention kind); this module sums them over the stack.
 A step that runs an example through the network more than once multiplies these in its TrainModule:
 R-Drop's second pass x2 (``growth/objectives/rdrop.py: forward_copies``), the contrastive cached
 accumulation's extra no-graph forward x4/3 (``growth/train/contrastive_module.py``).
@@ -19,6 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from growth.config import ModelConfig
+from growth.model.layer_kind import layer_kind
 
 
 def num_params(model: nn.Module, embeddings: bool = True) -> int:
@@ -29,19 +30,13 @@ def num_params(model: nn.Module, embeddings: bool = True) -> int:
     return sum(seen.values())
 
 
-def _layer(config: ModelConfig):
-    from growth.model.transformer import LAYERS  # imported here: the stack imports this module
-
-    return LAYERS.get(config.layer)
-
-
 def matmul_params(config: ModelConfig) -> int:
     """Weights that take part in a matrix multiply per token (analytic, from the config alone)."""
-    return config.n_layers * _layer(config).matmul_params(config) + config.d_model * config.vocab_size
+    return config.n_layers * layer_kind(config).matmul_params(config) + config.d_model * config.vocab_size
 
 
 def attention_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    return float(config.n_layers * _layer(config).attention_flops(config, seq_len))
+    return float(config.n_layers * layer_kind(config).attention_flops(config, seq_len))
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> float:

@@ -16,15 +16,23 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.model.attention_scale import scale_queries
+from growth.model.layer_kind import ATTENTIONS, AttentionKind
 from growth.model.mask import Visibility
 from growth.model.rope import POSITIONS
 
 
-class MultiHeadAttention(nn.Module):
+@ATTENTIONS.register("softmax")
+class MultiHeadAttention(AttentionKind):
     # Weights on the value path: DeepNorm scales their init by beta (Wang et al. 2022, Sec. 3).
     value_path = ("v_proj", "o_proj")
     # Weights that write into the residual stream: the GPT-2 scaled init applies to these.
     writers = ("o_proj",)
+    # Growth (growth/expand/blocks.py): query heads copied, key/value heads with their query groups (GQA).
+    growth_axes = {"q_proj": "heads", "k_proj": "kv_heads", "v_proj": "kv_heads", "o_proj": "heads"}
+    # Head-size growth: q is rescaled and starts its new dimensions at 0; k and v take the grown init there.
+    query_key = {"q_proj": "q", "k_proj": "k"}
+    fresh_rows = ("k_proj", "v_proj")
+    grows_head_size = True
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -38,6 +46,14 @@ class MultiHeadAttention(nn.Module):
         self.rope = POSITIONS.get(config.position)(config.head_dim, config)
         self.scale_kind = config.attention_scale
         self.logn_base, self.logn_min_keys = config.logn_base, config.logn_min_keys
+
+    @classmethod
+    def attention_flops(cls, config: ModelConfig, seq_len: int) -> float:
+        return 12.0 * seq_len * config.n_heads * config.head_dim  # q.k^T and A.v over T keys
+
+    @classmethod
+    def supports_kv_cache(cls, config: ModelConfig) -> bool:
+        return True  # per-token keys/values (causality is the objective's; hf_model.py checks it)
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         batch, length, _ = x.shape

@@ -17,6 +17,7 @@ class GeluFFN(nn.Module):
     matrices = 2  # d x d_ff matrices per layer (FLOP accounting)
     value_path = ("up_proj", "down_proj")
     writers = ("down_proj",)
+    growth_axes = {"up_proj": "ffn", "down_proj": "ffn"}  # neurons copied, read / copies (expand/blocks.py)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -34,6 +35,7 @@ class SwiGLU(nn.Module):
     matrices = 3
     value_path = ("gate_proj", "up_proj", "down_proj")
     writers = ("down_proj",)
+    growth_axes = {"gate_proj": "ffn", "up_proj": "ffn", "down_proj": "ffn"}
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growth.config import ModelConfig
-from growth.model.flash import mixed_chunk_attention
+from growth.config import ConfigError, ModelConfig
+from growth.model.flash import mixed_chunk_attention, mixed_chunk_flops
 from growth.model.gau_kernels import GAU_KERNELS
-from growth.model.mask import Visibility
+from growth.model.layer_kind import LAYERS, LayerKind, require_positive
+from growth.model.mask import OBJECTIVES, Visibility
+from growth.model.residual import build_residual
 from growth.model.rope import POSITIONS
 
 
@@ -42,6 +44,9 @@ def gau_attention(
 class GatedAttentionUnit(nn.Module):
     value_path = ("u_proj", "v_proj", "o_proj")
     writers = ("o_proj",)
+    # Growth (growth/expand/blocks.py): e and s copied cyclically; gamma/beta grow over s (new dims 0).
+    growth_axes = {"u_proj": "gau_e", "v_proj": "gau_e", "z_proj": "gau_s", "o_proj": "gau_e"}
+    scale_offsets = ("gamma", "beta")
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -78,3 +83,57 @@ class GatedAttentionUnit(nn.Module):
             q, k = queries_keys.unbind(1)
             attended = gau_attention(q, k, v, vis, self.kernel, **scale)
         return self.o_proj(u * attended)
+
+
+@LAYERS.register("gau")
+class GAUBlock(LayerKind):
+    residual_branches = 1  # one GAU replaces attention + FFN
+    sizes = ("gau_expansion", "gau_key_size")
+    rope_width_field = "gau_key_size"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gau = build_residual(GatedAttentionUnit(config), config)
+
+    def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
+        return self.gau(x, vis)
+
+    @classmethod
+    def sublayers(cls, config: ModelConfig) -> dict[str, type[nn.Module]]:
+        return {"gau": GatedAttentionUnit}
+
+    @classmethod
+    def validate(cls, m: ModelConfig) -> None:
+        require_positive(m, "gau_expansion", "gau_key_size")
+        if m.attention != "softmax":
+            raise ConfigError(
+                f"model.attention={m.attention} applies to model.layer=transformer; a GAU layer picks its "
+                "kernel with model.gau_attention"
+            )
+        if m.gau_attention == "relu2" and m.attention_scale == "logn":
+            raise ConfigError(
+                "model.attention_scale=logn only applies to softmax attention; "
+                "use model.gau_attention=softmax (GAU-alpha) or model.attention_scale=sqrt"
+            )
+
+    @classmethod
+    def matmul_params(cls, config: ModelConfig) -> int:
+        return 3 * config.d_model * config.gau_expansion + config.d_model * config.gau_key_size
+
+    @classmethod
+    def attention_flops(cls, config: ModelConfig, seq_len: int) -> float:
+        e, s, c = config.gau_expansion, config.gau_key_size, config.chunk_size
+        if c:  # FLASH (flash.py: a causal stack skips the first chunk's empty context)
+            return mixed_chunk_flops(seq_len, c, s, e, OBJECTIVES.get(config.objective).causal)
+        return 6.0 * seq_len * (s + e)
+
+    @classmethod
+    def growth_notes(cls, old: ModelConfig, new: ModelConfig, interleaved: bool) -> list[str]:
+        notes = []
+        if new.gau_expansion != old.gau_expansion:
+            notes.append(f"gau expansion e {old.gau_expansion} -> {new.gau_expansion}")
+        if new.gau_key_size != old.gau_key_size:
+            notes.append(
+                f"gau key size s {old.gau_key_size} -> {new.gau_key_size} (new dims gamma = beta = 0)"
+            )
+        return notes

@@ -22,6 +22,7 @@ from growth.config import ConfigError, ModelConfig, model_config_from_dict
 
 LLAMA_SHAPE = {
     "layer": "transformer",
+    "attention": "softmax",
     "residual": "pre",
     "norm": "rmsnorm",
     "ffn": "swiglu",

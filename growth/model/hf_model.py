@@ -29,6 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from growth.config import ModelConfig, model_config_from_dict
 from growth.model.hf_llama import hf_shape_kwargs
+from growth.model.layer_kind import layer_kind
 from growth.model.mask import OBJECTIVES, Visibility
 from growth.model.rope import RotaryEmbedding
 from growth.model.transformer import GrowthLM
@@ -41,8 +42,8 @@ CACHE_FIELD = (
 
 
 def supports_kv_cache(config: ModelConfig) -> bool:
-    """Cached decoding needs per-token keys/values (transformer layers) and a causal model."""
-    return config.layer == "transformer" and OBJECTIVES.get(config.objective).causal
+    """Cached decoding needs per-token keys/values (the layer kind says) and a causal model."""
+    return layer_kind(config).supports_kv_cache(config) and OBJECTIVES.get(config.objective).causal
 
 
 class GrowthHFConfig(PretrainedConfig):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from growth.config import ModelConfig
+from growth.model.layer_kind import layer_kind
 from growth.model.norm import build_norm
 from growth.registry import Registry
 
@@ -31,9 +32,7 @@ def deepnorm_constants(n_layers: float) -> tuple[float, float]:
 
 def deepnorm_depth(config: ModelConfig) -> float:
     """DeepNet's N: attention+FFN pairs, i.e. residual branches / 2 (two GAU layers make one pair)."""
-    from growth.model.transformer import LAYERS  # the blocks are built from this module
-
-    return config.n_layers * LAYERS.get(config.layer).residual_branches / 2
+    return config.n_layers * layer_kind(config).residual_branches / 2
 
 
 class Residual(nn.Module):

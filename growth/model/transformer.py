@@ -1,7 +1,8 @@
 """The stack: token embedding -> N residual layers -> (final norm) -> LM head.
 
-A layer is either a standard block (attention and FFN, each in its own residual) or one GAU unit
-in a single residual. Which one, and every block inside, is chosen by strings in ``ModelConfig``.
+A layer is a layer kind (``model.layer``, ``layer_kind.py``): a standard block (attention and FFN, each in
+its own residual; ``transformer_layer.py``) or one GAU unit in a single residual (``gau.py``). Which one,
+and every block inside, is chosen by strings in ``ModelConfig``.
 """
 
 from __future__ import annotations
@@ -11,71 +12,11 @@ from torch import nn
 
 from growth.config import ModelConfig
 from growth.model import accounting
-from growth.model.attention import MultiHeadAttention
-from growth.model.ffn import FFNS, build_ffn
-from growth.model.flash import mixed_chunk_flops
-from growth.model.gau import GatedAttentionUnit
 from growth.model.heads import LMHead, pool
-from growth.model.mask import OBJECTIVES, Visibility, visibility
+from growth.model.layer_kind import LAYERS
+from growth.model.mask import OBJECTIVES, visibility
 from growth.model.norm import build_norm
-from growth.model.residual import RESIDUALS, Residual, build_residual
-from growth.registry import Registry
-
-# ``model.layer``: a block class built as ``block(config)`` and called as ``block(x, vis)``. Besides
-# its forward, a block states its residual branches (DeepNorm's N) and its per-layer cost terms
-# (``accounting.py``), so a new kind is this one registration plus its config checks.
-LAYERS: Registry[type[nn.Module]] = Registry("model.layer")
-
-
-@LAYERS.register("transformer")
-class TransformerBlock(nn.Module):
-    residual_branches = 2  # attention, FFN
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.attention = build_residual(MultiHeadAttention(config), config)
-        self.ffn = build_residual(build_ffn(config), config)
-
-    def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
-        return self.ffn(self.attention(x, vis))
-
-    @staticmethod
-    def matmul_params(config: ModelConfig) -> int:
-        inner, kv_inner = (
-            config.n_heads * config.head_dim,
-            (config.n_kv_heads or config.n_heads) * config.head_dim,
-        )
-        return (
-            2 * config.d_model * (inner + kv_inner)
-            + FFNS.get(config.ffn).matrices * config.d_model * config.d_ff
-        )
-
-    @staticmethod
-    def attention_flops(config: ModelConfig, seq_len: int) -> float:
-        return 12.0 * seq_len * config.n_heads * config.head_dim
-
-
-@LAYERS.register("gau")
-class GAUBlock(nn.Module):
-    residual_branches = 1  # one GAU replaces attention + FFN
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.gau = build_residual(GatedAttentionUnit(config), config)
-
-    def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
-        return self.gau(x, vis)
-
-    @staticmethod
-    def matmul_params(config: ModelConfig) -> int:
-        return 3 * config.d_model * config.gau_expansion + config.d_model * config.gau_key_size
-
-    @staticmethod
-    def attention_flops(config: ModelConfig, seq_len: int) -> float:
-        e, s, c = config.gau_expansion, config.gau_key_size, config.chunk_size
-        if c:  # FLASH (flash.py: a causal stack skips the first chunk's empty context)
-            return mixed_chunk_flops(seq_len, c, s, e, OBJECTIVES.get(config.objective).causal)
-        return 6.0 * seq_len * (s + e)
+from growth.model.residual import RESIDUALS, Residual
 
 
 def initialize(root: nn.Module, config: ModelConfig) -> None:

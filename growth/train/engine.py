@@ -23,7 +23,7 @@ from torch import nn
 from growth.config import ConfigError, TrainConfig
 from growth.distributed import deepspeed_adapter
 from growth.distributed.deepspeed_adapter import SkippingAdamW, zero_stage
-from growth.model.transformer import LAYERS
+from growth.model.layer_kind import LAYERS
 from growth.train.schedule import build_scheduler
 
 

@@ -47,7 +47,14 @@ from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
 from growth.model import GrowthLM, build_model
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
-from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEventLogger, TensorBoardLogger
+from growth.train.callbacks import (
+    Checkpointer,
+    EMAUpdater,
+    Evaluator,
+    FeatureRedraw,
+    GrowthEventLogger,
+    TensorBoardLogger,
+)
 from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.callbacks.graceful_stop import GracefulStop
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
@@ -296,6 +303,8 @@ def build_callbacks(
     ]
     if t.growth:
         callbacks.append(GrowthSchedule(config))
+    if config.model.performer_redraw_interval:  # random-feature attention: W redrawn every N steps
+        callbacks.append(FeatureRedraw(config.model.performer_redraw_interval, t.seed))
     if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
         callbacks.append(DepthRamp(t.init_from))
     return [*callbacks, *extra]

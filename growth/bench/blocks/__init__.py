@@ -2,8 +2,19 @@
 with ``NAME``, ``run(work, quick, seeds) -> record`` (the record holds a README ``verdict``) and
 ``plot(record, path)``."""
 
-from growth.bench.blocks import deepnet, ema, gau_flash, logn, rdrop, simcse
+from growth.bench.blocks import deepnet, ema, gau_flash, logn, nystrom, performer, rdrop, simcse
 
-SUITES = {module.NAME: module for module in (deepnet, logn, gau_flash, ema, simcse, rdrop)}
+SUITES = {
+    module.NAME: module for module in (deepnet, logn, gau_flash, ema, simcse, rdrop, performer, nystrom)
+}
 # Seeds of the full mode where an effect is small (--seeds overrides; --quick runs one).
-FULL_SEEDS = {"deepnet": 1, "logn": 2, "gau_flash": 1, "ema": 2, "simcse": 2, "rdrop": 2}
+FULL_SEEDS = {
+    "deepnet": 1,
+    "logn": 2,
+    "gau_flash": 1,
+    "ema": 2,
+    "simcse": 2,
+    "rdrop": 2,
+    "performer": 8,
+    "nystrom": 2,
+}

@@ -163,3 +163,29 @@ def verdict(
         "reproduced": reproduced,
         **({"parts": parts} if parts else {}),
     }
+
+
+def best_seconds(work: Any, repeats: int = 5, min_seconds: float = 0.5) -> float:
+    """The fastest of at least ``repeats`` timed calls of ``work()`` (more until ``min_seconds`` are spent),
+    after one warm-up: the call least disturbed by other load on a shared machine."""
+    import time
+
+    work()
+    times: list[float] = []
+    while len(times) < repeats or sum(times) < min_seconds:
+        began = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - began)
+    return min(times)
+
+
+def relative_rms(approx: Any, exact: Any) -> float:
+    """||approx - exact|| / ||exact|| over all entries."""
+    return ((approx - exact).pow(2).mean() / exact.pow(2).mean()).sqrt().item()
+
+
+def log_log_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log y against log x (the exponent of a power law)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
