@@ -22,6 +22,7 @@ from growth.expand.grow_checkpoint import expand_checkpoint
 from growth.model.kv_cache import KVCache
 from growth.model.sampling import SamplingOptions, filtered_logits, generate
 from growth.model.transformer import depth_gates, set_depth_gate
+from growth.train.metrics import Metrics, format_duration
 from tests.test_hf_interop import corpus_text, random_model, write_checkpoint
 
 ROOT = Path(__file__).parents[1]
@@ -279,3 +280,16 @@ def test_an_empty_prompt_starts_a_document(tmp_path, tokenizer):
     ids = sample_ids(loaded, [eos], GREEDY)[0].tolist()
     new = ids[1:] if eos not in ids[1:] else ids[1 : ids.index(eos, 1)]
     assert sample_texts(loaded, "", GREEDY) == [loaded.tokenizer.decode(new)]
+
+
+# -- the console line ------------------------------------------------------------------------------------------
+def test_the_eta_extrapolates_the_recent_step_rate(tmp_path, capsys):
+    metrics = Metrics(tmp_path, enabled=True, max_steps=300, start_step=0, line_every=10)
+    metrics.interactive = False  # a log file, as under a launcher
+    metrics.recent.extend([9.0] * 30)  # the first steps, slow; only the last 20 count
+    metrics.recent.extend([0.5] * 20)
+    metrics.progress(120, 2.5, 4000.0, lr=3e-4)
+    metrics.close()
+    line = capsys.readouterr().out.strip()
+    assert line == "step 120/300 | loss 2.5000 | lr 3.00e-04 | 4.0k tok/s | ETA 1m30s"  # 180 x 0.5 s
+    assert [format_duration(s) for s in (0.4, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]

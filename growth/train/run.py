@@ -47,6 +47,7 @@ from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import Checkpointer, EMAUpdater, Evaluator, GrowthEventLogger, TensorBoardLogger
 from growth.train.callbacks.depth_ramp import DepthRamp
+from growth.train.callbacks.samples import TextSamples
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
@@ -61,6 +62,7 @@ from growth.train.growth_schedule import (
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
 from growth.train.module import TrainModule
+from growth.train.next_steps import next_step_lines, write_grow_target
 from growth.train.trainer import Trainer, TrainingDiverged
 
 USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
@@ -283,6 +285,8 @@ def build_callbacks(
         callbacks.append(GrowthSchedule(config))
     if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
         callbacks.append(DepthRamp(t.init_from))
+    if t.sample_interval:  # after GrowthSchedule and DepthRamp: it samples the model they leave
+        callbacks.append(TextSamples(config, out_dir / ckpt.TOKENIZER))
     return [*callbacks, *extra]
 
 
@@ -458,11 +462,14 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     trainer.fit()
     ckpt.release_run_dir(out_dir)
     if world.is_main:
-        print(summary(trainer, config, out_dir, time.perf_counter() - started), flush=True)
+        target = write_grow_target(config, model_at(config, trainer.state.step), out_dir)
+        print(summary(trainer, config, out_dir, time.perf_counter() - started, target), flush=True)
     return trainer
 
 
-def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> str:
+def summary(
+    trainer: Trainer, config: Config, out_dir: Path, seconds: float, grow_target: Path | None = None
+) -> str:
     """What a run did and where everything is, and how to go on from it."""
     state, evaluator = trainer.state, trainer.callback(Evaluator)
     last = " | ".join(f"{k} {v:.4f}" for k, v in (evaluator.last if evaluator else {}).items())
@@ -474,8 +481,7 @@ def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> 
             f"  final train loss {train_loss}" + (f" | {last}" if last else ""),
             f"  TensorBoard: tensorboard --logdir {out_dir / 'tensorboard'}",
             f"  checkpoints: {out_dir / 'checkpoints'} (latest: {ckpt.latest_checkpoint(out_dir / 'checkpoints')})",
-            f"  continue:    deepspeed launch/pretrain.py --config {out_dir / ckpt.CONFIG} train.max_steps={2 * config.train.max_steps}",
-            f"  grow:        python tools/expand.py --from {out_dir} --to configs/grow_2x.yaml --out {out_dir}_grown",
+            *next_step_lines(config, out_dir, trainer.world.size, grow_target),
         ]
     )
 
