@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from growth.checkpoint.hf import export_hf
+from growth.config import load_config
 from growth.data.hf_tokenizer import write_hf_tokenizer
 from growth.data.tokenizer import Tokenizer, sentences, train_on_sentences
 from growth.eval.generate import load_for_sampling, sample_ids, sample_texts
@@ -238,6 +239,7 @@ def bad_input_cases(
 ) -> dict[str, tuple[list[str], str]]:
     ok = checkpoint(tmp_path / "ok", tokenizer)
     mlm = checkpoint(tmp_path / "mlm", tokenizer, "model.objective=mlm")
+    small_vocab = checkpoint(tmp_path / "small_vocab", tokenizer, "model.vocab_size=97")
     return {
         "no checkpoint": ([str(tmp_path / "nothing")], "does not exist"),
         "not a checkpoint": ([str(tmp_path)], "is not a checkpoint"),
@@ -247,6 +249,7 @@ def bad_input_cases(
         ),
         "mlm": ([str(mlm)], "model.objective=mlm is not a causal language model"),
         "no ema": ([str(ok), "--ema"], "--ema: "),
+        "another tokenizer": ([str(small_vocab)], f"has {VOCAB} pieces, more than the model's 97"),
         "temperature": ([str(ok), "--temperature", "-1"], "--temperature must be >= 0"),
         "top-p": ([str(ok), "--top-p", "0"], "--top-p must be in (0, 1]"),
     }
@@ -293,3 +296,28 @@ def test_the_eta_extrapolates_the_recent_step_rate(tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert line == "step 120/300 | loss 2.5000 | lr 3.00e-04 | 4.0k tok/s | ETA 1m30s"  # 180 x 0.5 s
     assert [format_duration(s) for s in (0.4, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+
+
+# -- the summary's grow target --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model.layer=gau"],
+        ["model.n_kv_heads=2"],
+        ["model.residual=deepnorm"],
+        ["model.d_model=96", "model.n_heads=3"],
+    ],
+)
+def test_the_2x_grow_target_fits_the_runs_own_shape(overrides):
+    from growth.expand import plan_growth
+    from growth.train.next_steps import grow_target
+
+    config = load_config(overrides=overrides)
+    target = grow_target(config, config.model)
+    assert (target.model.d_model, target.model.n_layers) == (
+        2 * config.model.d_model,
+        2 * config.model.n_layers,
+    )
+    assert plan_growth(config.model, target.model).function_preserving
+    assert target.data == config.data and target.train.growth == [] and target.train.out_dir == ""

@@ -143,10 +143,16 @@ def load_for_sampling(
             f"{path}: no tokenizer found (tokenizer.model beside the checkpoint or in its run directory, or "
             "data.tokenizer); pass --tokenizer"
         )
+    loaded_tokenizer = Tokenizer.load(tokenizer_path)
+    if loaded_tokenizer.vocab_size > weights.model.vocab_size:
+        raise ConfigError(
+            f"--tokenizer {tokenizer_path} has {loaded_tokenizer.vocab_size} pieces, more than the model's "
+            f"{weights.model.vocab_size} (model.vocab_size): it is not the tokenizer the model was trained with"
+        )
     on, precision = resolve_device(device, dtype)
     model = inference_model(weights.model, weights.tensors, on, precision, weights.gates)
     where = f"{on.type} {str(precision).removeprefix('torch.')}"
-    return LoadedModel(model, Tokenizer.load(tokenizer_path), f"{weights.description}, {where}")
+    return LoadedModel(model, loaded_tokenizer, f"{weights.description}, {where}")
 
 
 def sample_ids(

@@ -12,10 +12,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import shlex
 from pathlib import Path
 
 from growth.checkpoint.atomic import write_atomic
-from growth.config import Config, ConfigError, ModelConfig
+from growth.config import Config, ConfigError, ModelConfig, config_from_dict
 from growth.expand import GrowthError, plan_growth
 
 GROW_TARGET = "grow_2x.yaml"
@@ -46,12 +47,13 @@ def grow_target(config: Config, model: ModelConfig) -> Config | None:
     """The run's config around ``model`` grown 2x, or None when the operators cannot grow it exactly."""
     target = copy.deepcopy(config)
     target.model = doubled(model)
-    try:
-        plan_growth(model, target.model)
-    except (GrowthError, ConfigError):
-        return None
     target.train.name = f"{config.train.name}_2x"
     target.train.out_dir, target.train.init_from, target.train.growth = "", "", []
+    try:
+        plan_growth(model, target.model)
+        config_from_dict(target.to_dict())  # loads as tools/expand.py will load it
+    except (GrowthError, ConfigError):
+        return None
     return target
 
 
@@ -69,8 +71,9 @@ def grow_command(out_dir: Path, target: Path | None) -> str:
     return f"python tools/expand.py --from {out_dir} --to {target} --out {out_dir}_2x"
 
 
-def generate_command(out_dir: Path) -> str:
-    return f'python tools/generate.py {out_dir} --prompt "ROMEO:"'
+def generate_command(out_dir: Path, prompts: list[str]) -> str:
+    prompt = shlex.quote(prompts[0]) if prompts else "''"  # the run's first sample prompt
+    return f"python tools/generate.py {out_dir} --prompt {prompt}"
 
 
 def write_grow_target(config: Config, model: ModelConfig, out_dir: Path) -> Path | None:
@@ -79,7 +82,10 @@ def write_grow_target(config: Config, model: ModelConfig, out_dir: Path) -> Path
     if target is None:
         return None
     path = out_dir / GROW_TARGET
-    write_atomic(path, target.to_yaml().encode())
+    try:
+        write_atomic(path, target.to_yaml().encode())
+    except OSError:  # the run itself is done and saved: a hint it cannot write is only a hint less
+        return None
     return path
 
 
@@ -89,5 +95,5 @@ def next_step_lines(config: Config, out_dir: Path, world_size: int, target: Path
     if config.contrastive.objective != "none":
         return lines
     if config.model.objective == "clm":
-        lines.insert(0, f"  sample:      {generate_command(out_dir)}")
+        lines.insert(0, f"  sample:      {generate_command(out_dir, config.train.sample_prompts)}")
     return [*lines, f"  grow:        {grow_command(out_dir, target)}"]
