@@ -63,24 +63,30 @@ class TextSamples(Callback):
 
     def sample(self, trainer, tag: str, when: str) -> None:
         weights = ckpt.consolidated_state_dict(trainer.engine, trainer.world)  # collective
-        if not trainer.world.is_main:
-            return
+        if trainer.world.is_main:
+            self.write(trainer, tag, when, self.texts(trainer, weights))
+
+    def texts(self, trainer, weights: dict[str, torch.Tensor]) -> list[str]:
+        """Each prompt continued by a copy of the network as it stands (weights, depth gates)."""
         network = trainer.module.network
         device = next(network.parameters()).device
         dtype = torch.bfloat16 if self.precision == "bf16" and device.type == "cuda" else torch.float32
         model = inference_model(network.config, weights, device, dtype, depth_gates(network.layers))
-        step = trainer.state.step
+        eos = self.tokenizer.eos_id if self.tokenizer.eos_id >= 0 else None
         texts = []
         for ids in self.ids:
-            generator = torch.Generator(device).manual_seed(
-                self.seed + step
-            )  # before/after a growth: one seed
-            prompt = torch.tensor([ids], dtype=torch.long, device=device)
-            out = generate(model, prompt, OPTIONS, generator, self.tokenizer.eos_id)
+            # seeded by the step alone: before and after a growth (one step) draw alike
+            generator = torch.Generator(device).manual_seed(self.seed + trainer.state.step)
+            out = generate(model, torch.tensor([ids], device=device), OPTIONS, generator, eos)
             texts.append(sample_text(self.tokenizer, out[0].tolist(), len(ids)))
+        return texts
+
+    def write(self, trainer, tag: str, when: str, texts: list[str]) -> None:
+        """TensorBoard's text tab (``<tag>/<prompt index>``) and the log, through the run's logger."""
         logger = trainer.callback(TensorBoardLogger)
         if logger is None or logger.metrics is None:
             return
+        step = trainer.state.step
         for index, text in enumerate(texts):
             logger.metrics.text(f"{tag}/{index}", text, step)
         heading = f"samples at step {step}" + (f" ({when})" if when else "")
