@@ -242,6 +242,8 @@ def bad_input_cases(
     ok = checkpoint(tmp_path / "ok", tokenizer)
     mlm = checkpoint(tmp_path / "mlm", tokenizer, "model.objective=mlm")
     small_vocab = checkpoint(tmp_path / "small_vocab", tokenizer, "model.vocab_size=97")
+    damaged = checkpoint(tmp_path / "damaged", tokenizer)
+    (damaged / "model.safetensors").write_bytes((damaged / "model.safetensors").read_bytes()[:100])
     return {
         "no checkpoint": ([str(tmp_path / "nothing")], "does not exist"),
         "not a checkpoint": ([str(tmp_path)], "is not a checkpoint"),
@@ -251,6 +253,7 @@ def bad_input_cases(
         ),
         "mlm": ([str(mlm)], "model.objective=mlm is not a causal language model"),
         "no ema": ([str(ok), "--ema"], "--ema: "),
+        "damaged weights": ([str(damaged)], "model.safetensors is unreadable"),
         "another tokenizer": ([str(small_vocab)], f"has {VOCAB} pieces, more than the model's 97"),
         "temperature": ([str(ok), "--temperature", "-1"], "--temperature must be >= 0"),
         "top-p": ([str(ok), "--top-p", "0"], "--top-p must be in (0, 1]"),

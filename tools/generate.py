@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from growth.cli import run_reporting_errors
+from growth.config import ConfigError
+from growth.data.errors import DataError
 from growth.eval.generate import check_sampling, load_for_sampling, sample_texts
 from growth.model.sampling import SamplingOptions
 
@@ -74,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {loaded.description}, {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         return texts
 
-    texts = run_reporting_errors(sample, args.checkpoint)
-    if texts is None:
+    try:
+        texts = sample()
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as err:  # an unreadable file: nothing is written, so not growth.cli's "failed write" line
+        print(f"error: {err.filename or args.checkpoint}: {err.strerror or err}", file=sys.stderr, flush=True)
         return 2
     print(f"\n{SEPARATOR}\n".join(texts))
     return 0

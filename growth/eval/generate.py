@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from growth import checkpoint as ckpt
 from growth.checkpoint.depth_gates import saved_depth_gates
@@ -90,20 +91,16 @@ def _checkpoint_weights(path: Path, ema: bool) -> Weights:
             f"{folder} is a sentence encoder (contrastive.objective={config.contrastive.objective}), not a "
             "language model; generate from the pretraining run it started from"
         )
-    tensors: dict[str, torch.Tensor] = ckpt.load_weights(folder)
+    try:
+        tensors: dict[str, torch.Tensor] = ckpt.load_weights(folder)
+    except SafetensorError as err:
+        raise ConfigError(
+            f"{folder / ckpt.WEIGHTS} is unreadable ({err}); the checkpoint is damaged"
+        ) from None
     state = ckpt.run_state_or_empty(folder)
     which = "raw weights"
     if ema:
-        saved = ckpt.read_ema(folder)
-        if saved is None:
-            raise ConfigError(f"--ema: {folder} has no EMA weights (the run trained with train.ema_decay=0)")
-        # EMA covers parameters by name (a tied matrix once); buffers and the tied head follow the raw names.
-        tensors = {
-            name: saved["weights"][name] if name in saved["weights"] else t for name, t in tensors.items()
-        }
-        if config.model.tie_embeddings:
-            tensors["head.proj.weight"] = tensors["embed.weight"]
-        which = f"EMA weights (decay {saved['decay']:g})"
+        tensors, which = _ema_weights(folder, tensors, config.model.tie_embeddings)
     return Weights(
         config.model,
         tensors,
@@ -111,6 +108,20 @@ def _checkpoint_weights(path: Path, ema: bool) -> Weights:
         find_tokenizer(folder, config),
         f"{folder} (step {state.step}, {which})",
     )
+
+
+def _ema_weights(
+    folder: Path, raw: dict[str, torch.Tensor], tied: bool
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's EMA weights as a full state dict. EMA covers parameters by name (a tied matrix once);
+    buffers come from the raw weights, and a tied head is the EMA embedding."""
+    saved = ckpt.read_ema(folder)
+    if saved is None:
+        raise ConfigError(f"--ema: {folder} has no EMA weights (the run trained with train.ema_decay=0)")
+    tensors = {name: saved["weights"][name] if name in saved["weights"] else t for name, t in raw.items()}
+    if tied:
+        tensors["head.proj.weight"] = tensors["embed.weight"]
+    return tensors, f"EMA weights (decay {saved['decay']:g})"
 
 
 def _hf_weights(folder: Path, ema: bool) -> Weights:
