@@ -248,6 +248,10 @@ class TrainConfig:
     # R-Drop (Liang et al. 2021): each example runs twice under independent dropout; alpha weighs the
     # symmetric KL between the two passes (growth/objectives/rdrop.py; docs/rdrop.md). 0: off.
     rdrop_alpha: float = 0.0
+    # Sampled text in TensorBoard's text tab and the log (growth/train/callbacks/samples.py): every N steps and
+    # right before and after each growth stage; 0: off. Each prompt is continued on rank 0 with its own seed.
+    sample_interval: int = 0
+    sample_prompts: list[str] = field(default_factory=lambda: ["ROMEO:"])  # "" starts a new document
 
 
 @dataclass
@@ -578,6 +582,7 @@ def validate(config: Config) -> None:
     _validate_train(config.train)
     _validate_contrastive(config)
     _validate_rdrop(config)
+    _validate_sampling(config)
 
 
 def _validate_choices(config: Config, section: str) -> None:
@@ -740,6 +745,28 @@ def _validate_stage(key: str, stage: GrowthStage, previous: int | str, max_steps
     if stage.ramp_steps < 1:
         raise ConfigError(
             f"{key}.ramp_steps must be >= 1 (the gate rises over that many steps), got {stage.ramp_steps}"
+        )
+
+
+def _validate_sampling(config: Config) -> None:
+    t = config.train
+    if t.sample_interval < 0:
+        raise ConfigError(f"train.sample_interval must be >= 0 (0: no samples), got {t.sample_interval}")
+    if not t.sample_interval:
+        return
+    if config.model.objective != "clm" or config.contrastive.objective != "none":
+        what = (
+            f"model.objective={config.model.objective}"
+            if config.model.objective != "clm"
+            else f"contrastive.objective={config.contrastive.objective}"
+        )
+        raise ConfigError(
+            f"train.sample_interval={t.sample_interval}: {what} trains no causal language model to sample "
+            "from; set train.sample_interval=0"
+        )
+    if not t.sample_prompts:
+        raise ConfigError(
+            'train.sample_prompts is empty; give at least one prompt ("" starts a new document)'
         )
 
 

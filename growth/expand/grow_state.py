@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import init_empty_weights
 
+from growth.checkpoint.depth_gates import RAMP_STATE as DEPTH_RAMP_STATE
 from growth.config import ModelConfig
 from growth.distributed.deepspeed_adapter import Moments
 from growth.expand import blocks
@@ -34,7 +35,7 @@ from growth.objectives.token_loss import token_loss_sum
 
 # The run-state key of the ramp of new layers (growth/train/callbacks/depth_ramp.py reads and writes it): a grown
 # checkpoint whose layers are ramped in carries {RAMP_STATE: ramp_state(...)} in its run_state.json callbacks.
-RAMP_STATE = "DepthRamp"
+RAMP_STATE = DEPTH_RAMP_STATE  # defined below expand/, where tools/generate.py reads the gates back
 
 
 def ramp_state(plan: GrowthPlan, step: int) -> dict:

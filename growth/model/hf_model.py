@@ -29,8 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from growth.config import ModelConfig, model_config_from_dict
 from growth.model.hf_llama import hf_shape_kwargs
-from growth.model.layer_kind import layer_kind
-from growth.model.mask import OBJECTIVES, Visibility
+from growth.model.kv_cache import decoding_visibility, supports_kv_cache
 from growth.model.rope import RotaryEmbedding
 from growth.model.transformer import GrowthLM
 
@@ -39,11 +38,6 @@ MODEL_TYPE = "growth"
 CACHE_FIELD = (
     "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 )
-
-
-def supports_kv_cache(config: ModelConfig) -> bool:
-    """Cached decoding needs per-token keys/values (the layer kind says) and a causal model."""
-    return layer_kind(config).supports_kv_cache(config) and OBJECTIVES.get(config.objective).causal
 
 
 class GrowthHFConfig(PretrainedConfig):
@@ -72,25 +66,6 @@ class LayerCache:
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cache.update(k, v, self.layer)
-
-
-def decoding_visibility(
-    attention_mask: torch.Tensor | None, length: int, offset: int, device: torch.device
-) -> Visibility:
-    """Causal visibility of ``length`` new queries at positions offset.. over offset + length keys
-    (``attention_mask``: (B, offset + length), 1 for real tokens), as ``mask.visibility`` builds it."""
-    total = offset + length
-    key_real = (
-        attention_mask[:, -total:].to(device=device, dtype=torch.bool)
-        if attention_mask is not None
-        else torch.ones(1, total, dtype=torch.bool, device=device)
-    )
-    rows = torch.arange(offset, total, device=device)[:, None]
-    cols = torch.arange(total, device=device)[None, :]
-    allowed = key_real[:, None, None, :] & (cols <= rows)
-    counts = allowed.sum(-1, keepdim=True).float().clamp(min=1.0)
-    allowed = allowed | (cols == rows)  # a padded query row sees itself (n = 1), as in mask.visibility
-    return Visibility(allowed, counts, key_real[:, offset:], True, offset=offset)
 
 
 class GrowthForCausalLM(PreTrainedModel, GenerationMixin):

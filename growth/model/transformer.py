@@ -13,6 +13,7 @@ from torch import nn
 from growth.config import ModelConfig
 from growth.model import accounting
 from growth.model.heads import LMHead, pool
+from growth.model.kv_cache import KVCache, supports_kv_cache
 from growth.model.layer_kind import LAYERS
 from growth.model.mask import OBJECTIVES, visibility
 from growth.model.norm import build_norm
@@ -94,18 +95,35 @@ class GrowthLM(nn.Module):
         initialize(self, self.config)
 
     def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
-        vis = visibility(attention_mask, input_ids.shape[1], self.causal, input_ids.device)
+        """With ``cache`` (decoding, ``kv_cache.py``): ``input_ids`` are the tokens after the cached ones, and
+        their keys/values are appended to it."""
+        if cache is None:
+            vis = visibility(attention_mask, input_ids.shape[1], self.causal, input_ids.device)
+        elif supports_kv_cache(self.config):
+            vis = cache.visibility(input_ids.shape[1], self.causal, input_ids.device)
+        else:  # a GAU unit would ignore the cache and attend to the new tokens alone
+            raise ValueError(
+                f"model.layer={self.config.layer}, model.objective={self.config.objective}: no KV cache"
+            )
         x = self.embed_dropout(self.embed(input_ids))
-        for layer in self.layers:
-            out = layer(x, vis)
+        for index, layer in enumerate(self.layers):
+            out = layer(x, vis if cache is None else cache.slot(vis, index))
             gate = getattr(layer, "depth_gate", None)  # a layer being ramped in by depth growth
             x = out if gate is None else gate.to(out.dtype) * out + (1 - gate.to(out.dtype)) * x
         return self.final_norm(x)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.hidden_states(input_ids, attention_mask))
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        return self.head(self.hidden_states(input_ids, attention_mask, cache))
 
     def sentence_embedding(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -45,6 +46,22 @@ def peak_tflops(device_name: str | None = None) -> float | None:
     )
 
 
+# The ETA extrapolates the mean of the last RECENT_STEPS step times: recent enough to follow a growth stage's
+# slower steps, long enough to average over the evaluation and checkpoint steps.
+RECENT_STEPS = 20
+FENCE = "`" * 3  # a markdown code block
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 3m05s, 2h07m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def mfu(flops: float, seconds: float, peak: float | None, n_gpus: int = 1) -> float | None:
     """Model FLOPs utilisation: the training FLOPs done (``flops``: 6N + attention per token x tokens, all
     GPUs) per measured second, over the dense bf16 peak of the ``n_gpus`` that did them."""
@@ -66,12 +83,20 @@ class Metrics:
         )
         self.peak = peak_tflops()
         self._last = time.perf_counter()
+        self.recent: deque[float] = deque(maxlen=RECENT_STEPS)  # seconds of the last steps, for the ETA
 
     def step_seconds(self) -> float:
         """Seconds since the previous call (one optimizer step, including its data)."""
         now = time.perf_counter()
         elapsed, self._last = now - self._last, now
+        self.recent.append(elapsed)
         return elapsed
+
+    def eta_seconds(self, step: int) -> float | None:
+        """Time left for the steps after ``step`` at the recent step rate (None before any step)."""
+        if not self.recent:
+            return None
+        return (self.max_steps - step) * sum(self.recent) / len(self.recent)
 
     def throughput(self, tokens: int, flops: float, seconds: float, world_size: int) -> dict[str, float]:
         out = {"perf/tokens_per_s": tokens / seconds, "perf/tflops": flops / seconds / 1e12}
@@ -84,15 +109,27 @@ class Metrics:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
 
-    def progress(self, step: int, loss: float, tokens_per_s: float, stage: int | None = None) -> None:
+    def progress(
+        self, step: int, loss: float, tokens_per_s: float, stage: int | None = None, lr: float | None = None
+    ) -> None:
         self.bar.update(step - self.bar.n)
+        eta = self.eta_seconds(step)
+        eta_text = format_duration(eta) if eta is not None else "?"
         shown = {"stage": stage} if stage is not None else {}
-        self.bar.set_postfix(**shown, loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        shown.update(loss=f"{loss:.4f}", **({"lr": f"{lr:.2e}"} if lr is not None else {}))
+        self.bar.set_postfix(**shown, tok_s=f"{tokens_per_s:,.0f}", eta=eta_text)
         if self.enabled and not self.interactive and (step % self.line_every == 0 or step == self.max_steps):
             stage_text = f" | stage {stage}" if stage is not None else ""
+            lr_text = f" | lr {lr:.2e}" if lr is not None else ""
             self.say(
-                f"step {step}/{self.max_steps}{stage_text} | loss {loss:.4f} | {tokens_per_s / 1e3:.1f}k tok/s"
+                f"step {step}/{self.max_steps}{stage_text} | loss {loss:.4f}{lr_text} | "
+                f"{tokens_per_s / 1e3:.1f}k tok/s | ETA {eta_text}"
             )
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """A text in TensorBoard's text tab, as a markdown code block (lines and spaces kept as written)."""
+        if self.writer is not None:
+            self.writer.add_text(tag, FENCE + "\n" + text.replace(FENCE, "'" * 3) + "\n" + FENCE, step)
 
     def say(self, line: str) -> None:
         """A line on rank 0's stdout that does not tear the progress bar."""

@@ -57,6 +57,7 @@ from growth.train.callbacks import (
 )
 from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.callbacks.graceful_stop import GracefulStop
+from growth.train.callbacks.samples import TextSamples
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
@@ -72,6 +73,7 @@ from growth.train.growth_schedule import (
 from growth.train.init_from import load_init_training_state, load_init_weights
 from growth.train.lm_module import TokenLMModule
 from growth.train.module import TrainModule
+from growth.train.next_steps import next_step_lines, write_grow_target
 from growth.train.os_errors import os_error_line as failed_io_line
 from growth.train.trainer import Trainer, TrainingDiverged
 
@@ -307,6 +309,8 @@ def build_callbacks(
         callbacks.append(FeatureRedraw(config.model.performer_redraw_interval, t.seed))
     if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
         callbacks.append(DepthRamp(t.init_from))
+    if t.sample_interval:  # after GrowthSchedule and DepthRamp: it samples the model they leave
+        callbacks.append(TextSamples(config, out_dir / ckpt.TOKENIZER))
     return [*callbacks, *extra]
 
 
@@ -469,7 +473,7 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     state.world_size, state.zero_stage = world.size, zero_stage(ds_config)
     record_run(config, out_dir, tokenizer, world)
 
-    resume_command = continue_command(config, out_dir, world)
+    resume_line = resume_command(config, out_dir, world)
     trainer = Trainer(
         engine,
         module,
@@ -477,14 +481,14 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
         world,
         config.train.max_steps,
         config.train.max_bad_steps,
-        [*build_callbacks(config, out_dir, ema, callbacks), GracefulStop(resume_command)],
+        [*build_callbacks(config, out_dir, ema, callbacks), GracefulStop(resume_line)],
     )
     trainer.load_callback_states(state.callbacks)
     started, first_step = time.perf_counter(), state.step
     trainer.fit()
     ckpt.release_run_dir(out_dir)
     if world.is_main and trainer.stopped is not None:
-        print(trainer.stopped.line(resume_command), file=sys.stderr, flush=True)
+        print(trainer.stopped.line(resume_line), file=sys.stderr, flush=True)
     elif world.is_main and first_step >= config.train.max_steps:  # a relaunch of a finished run
         print(
             f"already complete at step {first_step} (train.max_steps={config.train.max_steps}): nothing "
@@ -492,18 +496,22 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
             flush=True,
         )
     elif world.is_main:
-        print(summary(trainer, config, out_dir, time.perf_counter() - started), flush=True)
+        target = write_grow_target(config, model_at(config, trainer.state.step), out_dir)
+        print(summary(trainer, config, out_dir, time.perf_counter() - started, target), flush=True)
     return trainer
 
 
-def continue_command(config: Config, out_dir: Path, world: World) -> str:
-    """How to continue this run from its newest checkpoint (the config the run recorded in ``out_dir``)."""
+def resume_command(config: Config, out_dir: Path, world: World) -> str:
+    """How to resume an interrupted run from its newest checkpoint (the config the run recorded in ``out_dir``);
+    a finished run's ways to go on are ``next_steps``'."""
     launcher = "python" if world.size == 1 else f"deepspeed --num_gpus {world.size}"
     resume = "" if config.train.resume == "auto" else " train.resume=auto"
     return f"{launcher} launch/pretrain.py --config {out_dir / ckpt.CONFIG}{resume}"
 
 
-def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> str:
+def summary(
+    trainer: Trainer, config: Config, out_dir: Path, seconds: float, grow_target: Path | None = None
+) -> str:
     """What a run did and where everything is, and how to go on from it."""
     state, evaluator = trainer.state, trainer.callback(Evaluator)
     last = " | ".join(f"{k} {v:.4f}" for k, v in (evaluator.last if evaluator else {}).items())
@@ -515,8 +523,7 @@ def summary(trainer: Trainer, config: Config, out_dir: Path, seconds: float) -> 
             f"  final train loss {train_loss}" + (f" | {last}" if last else ""),
             f"  TensorBoard: tensorboard --logdir {out_dir / 'tensorboard'}",
             f"  checkpoints: {out_dir / 'checkpoints'} (latest: {ckpt.latest_checkpoint(out_dir / 'checkpoints')})",
-            f"  continue:    deepspeed launch/pretrain.py --config {out_dir / ckpt.CONFIG} train.max_steps={2 * config.train.max_steps}",
-            f"  grow:        python tools/expand.py --from {out_dir} --to configs/grow_2x.yaml --out {out_dir}_grown",
+            *next_step_lines(config, out_dir, trainer.world.size, grow_target),
         ]
     )
 
@@ -577,7 +584,7 @@ def stopped_early_line(request: stop_request.StopRequest, config: Config | None,
     where = "before training began; nothing new to save"
     if config is None or world is None:
         return f"stopped by {request.reason} {where}"
-    return f"stopped by {request.reason} {where}; continue with: {continue_command(config, run_dir(config), world)}"
+    return f"stopped by {request.reason} {where}; continue with: {resume_command(config, run_dir(config), world)}"
 
 
 def lost_peer_line(cause: str, config: Config | None) -> str:

@@ -2,7 +2,7 @@
 folder, export any checkpoint as a ``transformers`` folder (``convert.py``); the name and config maps are the
 model's (``growth/model/hf_llama.py``)."""
 
-from growth.checkpoint.hf.convert import export_hf, find_tokenizer, import_hf
+from growth.checkpoint.hf.convert import export_hf, find_tokenizer, import_hf, read_hf_model
 from growth.checkpoint.hf.files import HFWeights, read_hf_config
 from growth.model.hf_llama import FAMILIES, HFConversionError
 
@@ -14,4 +14,5 @@ __all__ = [
     "find_tokenizer",
     "import_hf",
     "read_hf_config",
+    "read_hf_model",
 ]

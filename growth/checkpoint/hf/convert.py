@@ -32,7 +32,7 @@ import yaml
 from growth.checkpoint.hf.files import HFWeights, read_hf_config
 from growth.checkpoint.layout import CONFIG, TOKENIZER, WEIGHTS, resolve_checkpoint, run_tokenizer
 from growth.checkpoint.safetensors_io import LazyWeights, save_safetensors_streaming
-from growth.config import Config, ConfigError, ModelConfig, config_from_dict
+from growth.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
 from growth.model.hf_llama import (
     HFConversionError,
     from_hf_names,
@@ -158,6 +158,25 @@ def _import_names(model: ModelConfig, weights: HFWeights) -> dict[str, str | Non
         by_growth["head.proj.weight"] = by_growth["embed.weight"]
     # Pre-LN residuals store alpha = 1 (DeepNorm's constant; docs/design.md Sec. 3.9).
     return {name: by_growth.get(name) for name in shapes}
+
+
+def read_hf_model(folder: Path) -> tuple[ModelConfig, Mapping[str, torch.Tensor]]:
+    """The model of a Hugging Face folder and its full fp32 ``state_dict`` under the project's names, read
+    lazily: a Llama / Mistral / Qwen2 folder through the import's name map, a ``GrowthForCausalLM`` folder
+    (``model_type: growth``, written by ``tools/export_hf.py``) through its ``model.`` prefix."""
+    from growth.model import build_model
+
+    hf = read_hf_config(folder)
+    weights = HFWeights(folder)
+    if not isinstance(hf.get("growth"), dict):  # GrowthHFConfig keeps the ModelConfig there (hf_model.py)
+        model = model_config_from_hf(hf)
+        return model, _Renamed(weights, _import_names(model, weights), torch.float32)
+    model = model_config_from_dict(dict(hf["growth"]))
+
+    with torch.device("meta"):
+        names = list(build_model(model).state_dict())
+    tied = {"head.proj.weight": "embed.weight"} if model.tie_embeddings else {}
+    return model, _Renamed(weights, {name: f"model.{tied.get(name, name)}" for name in names}, torch.float32)
 
 
 def _hf_from_pretrained(folder: Path):

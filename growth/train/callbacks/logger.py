@@ -39,7 +39,11 @@ class TensorBoardLogger(Callback):
         self.tokens_per_s = perf["perf/tokens_per_s"]
         grown = sum("stage" in event for event in trainer.state.growth_events)
         self.metrics.progress(
-            step, result.loss, perf["perf/tokens_per_s"], stage=grown if self.show_stage else None
+            step,
+            result.loss,
+            perf["perf/tokens_per_s"],
+            stage=grown if self.show_stage else None,
+            lr=trainer.engine.get_lr()[0],
         )
         if step % self.log_interval == 0 or step == 1:
             grad_norm = trainer.engine.get_global_grad_norm()
