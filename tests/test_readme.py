@@ -1,9 +1,10 @@
-"""Every command in the README and in ``docs/*.md`` works as written, top to bottom, after the documented set-up.
+"""Every command in the README and in ``docs/*.md`` works as written, top to bottom, after the documented
+set-up.
 
 Each page is one test: its ```bash blocks are read in order and run in a scratch directory of its own
-(``launch/``, ``tools/``, ``configs/`` and ``.venv`` linked in, so ``runs/`` lands there), with the virtualenv's
-``bin`` first on PATH (what ``. .venv/bin/activate`` does); the pages share only the token cache, which is keyed
-by content. Each command is run as written, except:
+(``launch/``, ``tools/``, ``configs/`` and ``.venv`` linked in, so ``runs/`` lands there), with the
+virtualenv's ``bin`` first on PATH (what ``. .venv/bin/activate`` does); the pages share only the token cache,
+which is keyed by content. Each command is run as written, except:
 
 - training commands get small-run overrides appended (a few steps; later keys win), so the README
   can show real step counts;
@@ -12,8 +13,8 @@ by content. Each command is run as written, except:
 - ``tensorboard --logdir`` starts a server: ``tensorboard --version`` checks it is installed;
 - set-up commands (``make``, ``.``/``source``) are what ``.ci/run`` itself does before the tests.
 
-```python blocks are run as scripts in the same directory (the pages keep them small). Output and commands that
-cannot run here (e.g. multi-node) go in ```text or ```console fences, which are not run.
+```python blocks are run as scripts in the same directory (the pages keep them small). Output, and commands
+that cannot run here (e.g. multi-node), go in ```text or ```console fences, which are not run.
 """
 
 from __future__ import annotations
