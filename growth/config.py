@@ -170,7 +170,7 @@ class DataConfig:
 
 @dataclass
 class GrowthStage:
-    """One growth inside a run (``train.growth``; README "Grow inside one run")."""
+    """One growth inside a run (``train.growth``; docs/growth_operators.md "Grow inside one run")."""
 
     at_step: int  # grow after this optimizer step of the whole run
     model: dict[str, Any] = field(default_factory=dict)  # the growable fields that change, e.g. {n_layers: 8}
@@ -236,7 +236,7 @@ class TrainConfig:
 
 @dataclass
 class ContrastiveConfig:
-    """Contrastive fine-tuning (README "Contrastive fine-tuning"); objective=none is token pretraining."""
+    """Contrastive fine-tuning (docs/contrastive.md); objective=none is token pretraining."""
 
     objective: str = "none"  # none | simcse (unsupervised) | infonce (sentence pairs) | cosent (scored pairs)
     data: str = (

@@ -1,6 +1,6 @@
 """Does growth pay? The large model from scratch against the grown path, at equal compute: `python tools/bench_growth.py`.
 
-Protocol (README "Growth that pays"; logic in growth/bench/growth_protocol/): a corpus no path repeats
+Protocol (docs/growth_benchmark.md; logic in growth/bench/growth_protocol/): a corpus no path repeats
 (default: the Python sources of this virtualenv's packages), the same data order for every path, a
 3-point peak-LR sweep, scratch at 4 budgets (WSD decay branches), the grown path as one run with
 `train.growth` at 3 of them, the saving at equal validation loss counting the small model and not,
