@@ -7,7 +7,8 @@ virtualenv's ``bin`` first on PATH (what ``. .venv/bin/activate`` does); the pag
 which is keyed by content. Each command is run as written, except:
 
 - training commands get small-run overrides appended (a few steps; later keys win), so the README
-  can show real step counts;
+  can show real step counts, and their launcher a free rendezvous port (other jobs on the machine may hold
+  the default 29500);
 - benchmarks (``tools/bench_*.py``) run ``--help``: they take minutes to an hour and have their
   own smoke tests;
 - ``tensorboard --logdir`` starts a server: ``tensorboard --version`` checks it is installed;
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.distributed import free_port
+
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
@@ -46,6 +49,9 @@ SMALL_GROWTH = [
     "{at_step: 2, model: {n_layers: 8}}]",
 ]
 SETUP = ("make", ".", "source")
+# each launcher's rendezvous-port flag and where its own flags start (``accelerate launch ...``)
+PORT_FLAGS = {"deepspeed": ("--master_port", 1), "torchrun": ("--master_port", 1)}
+PORT_FLAGS["accelerate"] = ("--main_process_port", 2)
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -72,8 +78,16 @@ def as_tested(tokens: list[str]) -> list[str] | None:
         return [*tokens[:2], "--help"]
     if "launch/pretrain.py" in tokens and not {"--help", "--print-config"} & set(tokens):
         grows = any(t.endswith("grow_schedule.yaml") for t in tokens)
-        return [*tokens, *SMALL_RUN, *(SMALL_GROWTH if grows else [])]
+        return on_a_free_port([*tokens, *SMALL_RUN, *(SMALL_GROWTH if grows else [])])
     return tokens
+
+
+def on_a_free_port(tokens: list[str]) -> list[str]:
+    """The launch with a free rendezvous port, unless the command chose one."""
+    flag, at = PORT_FLAGS.get(tokens[0], (None, 0))
+    if flag is None or flag in tokens:
+        return tokens
+    return [*tokens[:at], flag, str(free_port()), *tokens[at:]]
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +149,12 @@ def test_the_reader_finds_continued_lines_and_drops_comments():
     text = "```bash\ndeepspeed launch/pretrain.py a=1 \\\n    b=2   # two keys\n# only a comment\n```\n"
     assert bash_commands(text) == [["deepspeed", "launch/pretrain.py", "a=1", "b=2"]]
     assert as_tested(["make", "run"]) is None
+    launched = as_tested(["accelerate", "launch", "launch/pretrain.py"])
+    assert (
+        launched[:3] == ["accelerate", "launch", "--main_process_port"]
+        and launched[4] == "launch/pretrain.py"
+    )
+    assert as_tested(["deepspeed", "launch/pretrain.py"])[1] == "--master_port"
     assert as_tested(["python", "tools/bench_growth.py", "--quick"]) == [
         "python",
         "tools/bench_growth.py",
