@@ -176,7 +176,7 @@ class DataConfig:
 
 @dataclass
 class GrowthStage:
-    """One growth inside a run (``train.growth``; README "Grow inside one run")."""
+    """One growth inside a run (``train.growth``; docs/growth_operators.md "Grow inside one run")."""
 
     # grow after this optimizer step of the whole run; auto: when the small model's loss falls more slowly per
     # FLOP than auto_law predicts for the grown model (growth/train/auto_growth.py; the last stage only)
@@ -256,7 +256,7 @@ class TrainConfig:
 
 @dataclass
 class ContrastiveConfig:
-    """Contrastive fine-tuning (README "Contrastive fine-tuning"); objective=none is token pretraining."""
+    """Contrastive fine-tuning (docs/contrastive.md); objective=none is token pretraining."""
 
     objective: str = "none"  # none | simcse (unsupervised) | infonce (sentence pairs) | cosent (scored pairs)
     data: str = (

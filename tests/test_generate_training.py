@@ -116,29 +116,3 @@ def test_the_summary_commands_run_as_printed_for_a_non_default_shape(corpus, tmp
     assert continued.returncode == 0, continued.stderr[-3000:]
     assert f"resumed from {out}/checkpoints/step_00000002 at step 2" in continued.stdout
     assert "done: step 4" in continued.stdout
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_the_docs_page_commands_run_as_written(tmp_path):
-    """docs/generate.md top to bottom, read and run as tests/test_readme.py runs the README's commands."""
-    from tests.test_readme import as_tested, bash_commands, run
-
-    work = tmp_path / "work"
-    work.mkdir()
-    for name in ("launch", "tools", "configs"):
-        (work / name).symlink_to(ROOT / name)
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT),
-        "GROWTH_CACHE": str(tmp_path / "cache"),
-    }
-    commands = [as_tested(tokens) for tokens in bash_commands((ROOT / "docs/generate.md").read_text())]
-    for command in commands:
-        run(command, work, env)
-    assert len(commands) == 10
-    assert (work / "runs/default/grow_2x.yaml").is_file() and (
-        work / "runs/default_2x_train/checkpoints"
-    ).is_dir()

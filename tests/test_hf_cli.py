@@ -1,5 +1,6 @@
 """tools/import_hf.py and tools/export_hf.py as command lines; exported folders in fresh processes (Llama
-without growth, GrowthForCausalLM after ``import growth``); the "Grow an open model" recipe runs in tests/test_readme.py with every README command."""
+without growth, GrowthForCausalLM after ``import growth.model.hf_model``); the "Grow an open model" recipe
+runs in tests/test_readme.py with every command of docs/hf_interop.md."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_a_refusal_is_one_error_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: config.json: sliding_window=32"), done.stderr
 
 
-def test_the_project_class_loads_after_import_growth_only(tmp_path):
+def test_the_project_class_loads_after_importing_hf_model_only(tmp_path):
     model = random_model("model.layer=gau", "model.chunk_size=8")
     write_checkpoint(tmp_path / "ckpt", model)
     exported = tool(
@@ -89,7 +90,7 @@ def test_the_project_class_loads_after_import_growth_only(tmp_path):
         [
             sys.executable,
             "-c",
-            "import growth, torch; from transformers import AutoModelForCausalLM; "
+            "import growth.model.hf_model, torch; from transformers import AutoModelForCausalLM; "
             f"m = AutoModelForCausalLM.from_pretrained({folder!r}); "
             "print(type(m).__name__, m.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4, "
             "do_sample=False).shape[1])",
@@ -104,10 +105,26 @@ def test_the_project_class_loads_after_import_growth_only(tmp_path):
 
 
 def test_import_growth_does_not_import_transformers():
-    """The registration waits for transformers' auto classes: data workers and ranks stay light."""
+    """Only the HF code imports transformers: data workers and ranks stay light."""
     code = (
         "import sys, growth.config, growth.model, growth.data.tokenizer; "
         "print(any(m.startswith('transformers') for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_import_growth_has_no_side_effects():
+    """``import growth`` installs no import hook and registers nothing with transformers (issue 24.5): a model
+    type ``growth`` is unknown to ``AutoConfig`` until ``growth.model.hf_model`` is imported."""
+    code = (
+        "import sys; hooks = list(sys.meta_path); import growth, growth.config, growth.model; "
+        "print(sys.meta_path == hooks); "
+        "from transformers import AutoConfig; from transformers.models.auto.configuration_auto import "
+        "CONFIG_MAPPING; print('growth' in CONFIG_MAPPING); "
+        "import growth.model.hf_model; "
+        "print('growth' in CONFIG_MAPPING, type(AutoConfig.for_model('growth')).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "True", "GrowthHFConfig"]

@@ -11,14 +11,13 @@ import pytest
 import torch
 import yaml
 
-import growth  # noqa: F401  (registers the project's transformers class with the auto classes)
 from growth import checkpoint as ckpt
 from growth.checkpoint.hf import HFConversionError, export_hf, import_hf
 from growth.config import ConfigError, config_from_dict, load_config
 from growth.data.hf_tokenizer import bundle_hf_tokenizer, is_hf_tokenizer, write_hf_tokenizer
 from growth.data.tokenizer import Tokenizer
 from growth.model import build_model
-from growth.model.hf_model import greedy_decode
+from growth.model.hf_model import greedy_decode  # importing it registers GrowthForCausalLM
 from tests.conftest import tiny_model_config
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak. 123 é ü 😀"

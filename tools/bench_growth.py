@@ -85,9 +85,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ablation",
         action="append",
-        choices=[*ABLATIONS, "all"],
+        choices=sorted({*ABLATIONS, *envelope.ABLATIONS, "all"}),
         default=[],
-        help="run this ablation (seed 0, the middle budget) instead of the headline comparison; repeatable",
+        help=f"run this recipe ablation (seed 0) instead of the headline comparison; repeatable. Envelope: "
+        f"{', '.join(envelope.ABLATIONS)}; with --large-only: {', '.join(ABLATIONS)}",
     )
     parser.add_argument(
         "--threads",
@@ -194,6 +195,14 @@ def main_envelope(args: argparse.Namespace) -> int:
     if (problem := check_run(env.corpus, args.jobs, args.threads)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    names = list(envelope.ABLATIONS) if "all" in args.ablation else args.ablation
+    if unknown := [name for name in names if name not in envelope.ABLATIONS]:
+        print(
+            f"error: --ablation {unknown[0]} belongs to --large-only; the envelope's are "
+            f"{', '.join(envelope.ABLATIONS)}",
+            file=sys.stderr,
+        )
+        return 2
     runs.set_parallel_runs(args.jobs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,9 +211,14 @@ def main_envelope(args: argparse.Namespace) -> int:
         args.threads,
         lambda line: print(line, flush=True),
     )
+    stem = out / f"bench_growth_envelope{'' if env.preset == 'default' else '_' + env.preset}"
+    for name in names:
+        ablation = envelope.ablation(env, bench, name)
+        report.write_json({**ablation, "protocol": env.to_json()}, out / f"{stem.name}_ablation_{name}.json")
+    if names:
+        return 0
     result = envelope.compare(env, bench)
     result["corpus"] = corpus_facts(env.corpus)
-    stem = out / f"bench_growth_envelope{'' if env.preset == 'default' else '_' + env.preset}"
     report.write_json(result, stem.with_suffix(".json"))
     try:
         envelope_report.plot(result, stem.with_suffix(".png"))
@@ -230,6 +244,12 @@ def main_large_only(args: argparse.Namespace) -> int:
     suffix = "_quick" if args.quick else "_large" if args.scale == "large" else ""
     log = lambda line: print(line, flush=True)  # noqa: E731
     names = list(ABLATIONS) if "all" in args.ablation else args.ablation
+    if unknown := [name for name in names if name not in ABLATIONS]:
+        print(
+            f"error: --ablation {unknown[0]} belongs to the envelope protocol (without --large-only)",
+            file=sys.stderr,
+        )
+        return 2
     for name in names:
         result = runner.ablation(name, protocol, work, args.threads, log)
         scratch = runner.scratch(protocol, work, protocol.seeds[0], result["lr"], args.threads, log)

@@ -3,7 +3,8 @@
 CKPT is a run dir or a checkpoint folder. A Llama-shaped model (Pre-LN, RMSNorm, SwiGLU, full RoPE, sqrt
 scale, causal) is written as LlamaForCausalLM (Qwen2ForCausalLM with q/k/v biases) and loads with plain
 `AutoModelForCausalLM.from_pretrained(HF_DIR)`; any other block combination as the project's GrowthForCausalLM,
-which loads after `import growth`. The tokenizer files come along (AutoTokenizer.from_pretrained(HF_DIR)).
+which loads after `import growth.model.hf_model`. The tokenizer files come along
+(AutoTokenizer.from_pretrained(HF_DIR)).
 The exported logits are checked against the project's before anything is written. Logic:
 growth/checkpoint/hf/convert.py.
 """
@@ -69,7 +70,7 @@ def main() -> int:
             indent=2,
         )
     )
-    loader = "import growth; " if report["needs_import_growth"] else ""
+    loader = "import growth.model.hf_model; " if report["needs_import_growth"] else ""
     print(f"exported: {args.out}; load with: {loader}AutoModelForCausalLM.from_pretrained({args.out!r})")
     return 0
 

@@ -1,5 +1,5 @@
-"""What one growth may choose besides the target model: the operators (README "How each block grows",
-docs/design.md Sec. 4). The same options come from ``tools/expand.py`` flags and from a ``train.growth``
+"""What one growth may choose besides the target model: the operators (docs/growth_operators.md "How each
+block grows", docs/design.md Sec. 4). The same options come from ``tools/expand.py`` flags and from a ``train.growth``
 stage (``growth.config.GrowthStage``, same names and defaults), so both paths grow alike.
 
     width_operator   tiled (default)  the stream [h; h; ...; h; 0_r]; readers W/k; any D >= d; heads grow

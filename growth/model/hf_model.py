@@ -1,9 +1,10 @@
 """Any ``GrowthLM`` as a ``transformers`` model: ``GrowthHFConfig`` (model_type ``growth``) and
 ``GrowthForCausalLM``, registered with ``AutoConfig`` / ``AutoModelForCausalLM``.
 
-``import growth`` registers them (lazily, when transformers' auto classes load; ``growth/__init__.py``), so a
-folder written by ``tools/export_hf.py`` for a block combination the Llama family cannot express (GAU, FLASH,
-Post-LN, DeepNorm, LayerNorm, GELU, log-n, partial RoPE, MLM) loads with ``AutoModelForCausalLM.from_pretrained``.
+Importing this module registers them (and only this module: ``import growth`` has no side effects), so after
+``import growth.model.hf_model`` a folder written by ``tools/export_hf.py`` for a block combination the Llama
+family cannot express (GAU, FLASH, Post-LN, DeepNorm, LayerNorm, GELU, log-n, partial RoPE, MLM) loads with
+``AutoModelForCausalLM.from_pretrained``; its ``config.json`` names ``model_type: growth``.
 The config holds the ``ModelConfig`` as a dict (``growth``), so the folder says exactly what was built; the
 weights are the project's own parameter names under ``model.``.
 
@@ -18,13 +19,18 @@ config; ``generate`` works, at O(T^2) forward cost).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from growth.config import ModelConfig, model_config_from_dict
@@ -169,15 +175,12 @@ def greedy_decode(
     return ids
 
 
-def register_loaded() -> None:
-    """File the classes with whichever of transformers' auto modules are loaded (idempotent). ``import growth``
-    calls it as each one finishes loading (``growth/__init__.py``); nothing here imports them."""
-    config_auto = sys.modules.get("transformers.models.auto.configuration_auto")
-    if config_auto is not None and hasattr(config_auto, "AutoConfig"):
-        config_auto.AutoConfig.register(MODEL_TYPE, GrowthHFConfig, exist_ok=True)
-    model_auto = sys.modules.get("transformers.models.auto.modeling_auto")
-    if model_auto is not None and hasattr(model_auto, "AutoModelForCausalLM"):
-        model_auto.AutoModelForCausalLM.register(GrowthHFConfig, GrowthForCausalLM, exist_ok=True)
+def register_with_transformers() -> None:
+    """File the classes with transformers' auto classes (idempotent): ``AutoConfig`` and
+    ``AutoModelForCausalLM`` then load a folder whose ``config.json`` says ``model_type: growth``."""
+    AutoConfig.register(MODEL_TYPE, GrowthHFConfig, exist_ok=True)
+    AutoModelForCausalLM.register(GrowthHFConfig, GrowthForCausalLM, exist_ok=True)
 
 
-register_loaded()
+# Importing this module is how a user (or the export code) asks for the project's transformers classes.
+register_with_transformers()

@@ -1,6 +1,6 @@
 """What each block buys (``tools/bench_blocks.py``): one sub-benchmark per paper claim, each a module
-with ``NAME``, ``run(work, quick, seeds) -> record`` (the record holds a README ``verdict``) and
-``plot(record, path)``."""
+with ``NAME``, ``run(work, quick, seeds) -> record`` (the record holds its row of the claims table in
+docs/blocks.md, with a ``verdict``) and ``plot(record, path)``."""
 
 from growth.bench.blocks import deepnet, ema, gau_flash, logn, nystrom, performer, rdrop, simcse
 

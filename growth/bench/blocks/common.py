@@ -152,7 +152,8 @@ def figure(columns: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, 
 def verdict(
     claim: str, measured: str, reproduced: bool | None, parts: dict[str, bool] | None = None
 ) -> dict[str, Any]:
-    """The README row: the paper's claim, what was measured, and whether it held (None: not decidable).
+    """A row of the claims table (docs/blocks.md): the paper's claim, what was measured, and whether it held
+    (None: not decidable).
     With ``parts`` (each sub-claim's outcome) ``reproduced`` is True, False or "partly"."""
     if parts:
         held = list(parts.values())

@@ -1,4 +1,4 @@
-"""Does growth pay? The protocol of ``tools/bench_growth.py`` (README "Growth that pays").
+"""Does growth pay? The protocol of ``tools/bench_growth.py`` (docs/growth_benchmark.md).
 
 ``recipe.py`` the grown path's knobs and the ablations; ``plan.py`` shapes, budgets and the steps of
 every phase; ``curves.py`` the saving read against the scratch curve (both accountings) and the

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Recipe:
     fraction: float = 0.75  # share of the budget's FLOPs spent before the (last) growth; the best measured
-    #   (README "Does growth pay?": 10/25/50/75% and the slope rule; the headline was measured at 0.5)
+    #   (docs/growth_benchmark.md: 10/25/50/75% and the slope rule; the headline was measured at 0.5)
     growth_point: str = "fixed"  # fixed (fraction) | slope (Shen et al. 2022: grow when the small model's
     #   loss decrease per FLOP falls below the large model's at the same loss)
     stages: str = (

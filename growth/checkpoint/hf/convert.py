@@ -8,8 +8,8 @@ The folder is what ``tools/expand.py --from`` and ``train.init_from`` read.
 
 **Export**: a Llama-shaped checkpoint becomes ``LlamaForCausalLM`` (``Qwen2ForCausalLM`` with q/k/v biases),
 which loads without this project; any other becomes ``GrowthForCausalLM`` (``growth/model/hf_model.py``,
-``model_type: growth``), which loads after ``import growth``. Both with ``config.json``,
-``generation_config.json``, ``model.safetensors`` and the tokenizer files.
+``model_type: growth``), which ``AutoModelForCausalLM`` loads after ``import growth.model.hf_model``.
+Both with ``config.json``, ``generation_config.json``, ``model.safetensors`` and the tokenizer files.
 
 Both verify the written folder: logits of ``transformers``' model against the project's on the same ids
 (fp32), and write nothing when they differ by more than ``tolerance`` relative to the largest logit.
@@ -182,6 +182,9 @@ def read_hf_model(folder: Path) -> tuple[ModelConfig, Mapping[str, torch.Tensor]
 def _hf_from_pretrained(folder: Path):
     from transformers import AutoModelForCausalLM
 
+    from growth.model.hf_model import register_with_transformers  # a ``model_type: growth`` folder loads too
+
+    register_with_transformers()
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
