@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,3 +45,15 @@ def pytest_collection_modifyitems(config, items):
             f"{', '.join(unmarked)}: uses run_distributed but is not marked "
             "@pytest.mark.distributed (see [tool.pytest.ini_options] markers)"
         )
+
+
+@pytest.fixture(scope="module")
+def corpus(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A 120 kB slice of the bundled corpus and a token cache beside it, one per test module (the runs of a
+    module share the cache; modules do not)."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    path = root / "corpus.txt"
+    path.write_text(
+        (Path(__file__).parents[1] / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000]
+    )
+    return path, root / "cache"

@@ -32,14 +32,6 @@ KINDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("kinds_corpus")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 def base_overrides(corpus, kind: str) -> list[str]:
     return [*tiny_run_overrides(*corpus), "train.micro_batch_size=2", "train.grad_accum=2", *KINDS[kind]]
 

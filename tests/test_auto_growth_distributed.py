@@ -15,14 +15,6 @@ from tests.test_auto_growth import GROWS_FIRST_CHANCE, STAGE
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("auto_growth_corpus")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_auto_growth_decides_grows_and_resumes_bit_exactly_on_two_ranks(corpus, tmp_path):

@@ -41,14 +41,6 @@ def run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 def overrides(corpus, out_dir, *extra) -> list[str]:
     return [*tiny_run_overrides(*corpus), f"train.out_dir={out_dir}", "train.ema_decay=0.9", *extra]
 

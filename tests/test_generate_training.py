@@ -23,14 +23,6 @@ GROWTH = "train.growth=[{at_step: 3, model: {d_model: 64, n_heads: 4, d_ff: 128}
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("samples_corpus")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
-@pytest.fixture(scope="module")
 def sampled(corpus, tmp_path_factory) -> dict:
     from tests.generate_jobs import samples_job
 

@@ -20,14 +20,6 @@ ROOT = Path(__file__).parents[1]
 ZERO_STAGES = (0, 2, 3)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("growth_corpus")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 def base_overrides(corpus) -> list[str]:
     return [
         *tiny_run_overrides(*corpus),

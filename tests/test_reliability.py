@@ -111,14 +111,6 @@ def latest_step(run_dir: Path) -> int:
     return int(folder.name[5:]) if folder is not None else 0
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("reliability")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 def base(corpus, *extra: str) -> list[str]:
     """Dropout and EMA on: an exact continuation needs RNG, EMA, sampler, optimizer and schedule."""
     return [*tiny_run_overrides(*corpus), "model.dropout=0.1", "train.ema_decay=0.9", *extra]

@@ -45,14 +45,6 @@ RUN = (f"train.max_steps={STEPS}", "train.save_interval=4", "train.eval_interval
 PACE_S = 0.15  # each step sleeps this long in the signalled launches, so a signal lands inside the loop
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("signals")
-    path = root / "corpus.txt"
-    path.write_text((ROOT / "growth/data/corpus/tinyshakespeare.txt").read_text()[:120_000])
-    return path, root / "cache"
-
-
 def spec_file(tmp: Path, name: str, overrides: list[str], faults: list) -> str:
     path = tmp / f"{name}.json"
     path.write_text(json.dumps({"kind": "train", "overrides": overrides, "faults": faults}))

@@ -238,16 +238,7 @@ def grown(
         points[m] = (at_step + large_steps, round(env.decay_fraction * m * large_per_unit))
     if any(steps - decay <= at_step for steps, decay in points.values()):
         raise ValueError(f"growth_at={env.growth_at} falls inside a grown budget's decay: grow earlier")
-    stage = {
-        "at_step": at_step,
-        "model": changed_fields(small, env.large),
-        "noise_std": recipe.noise_std,
-        "optimizer": recipe.optimizer,
-        "rewarmup_steps": recipe.rewarmup_steps,
-        "seed": seed,
-        "depth_operator": recipe.depth_operator,
-        "split": recipe.split,
-    }
+    stage = recipe.stage(at_step, changed_fields(small, env.large), seed)
     starts = [steps - decay for steps, decay in points.values()][:-1]
     top_steps, top_decay = points[max(points)]
     config = _config(

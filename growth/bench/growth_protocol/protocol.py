@@ -141,18 +141,7 @@ def growth_stages(shapes: list[dict], phases: list[Phase], recipe: Recipe, seed:
     stages, at = [], 0
     for old, new, phase in zip(shapes, shapes[1:], phases):
         at += phase.steps
-        stages.append(
-            {
-                "at_step": at,
-                "model": changed_fields(old, new),
-                "noise_std": recipe.noise_std,
-                "optimizer": recipe.optimizer,
-                "rewarmup_steps": recipe.rewarmup_steps,
-                "seed": seed,
-                "depth_operator": recipe.depth_operator,
-                "split": recipe.split,
-            }
-        )
+        stages.append(recipe.stage(at, changed_fields(old, new), seed))
     return stages
 
 

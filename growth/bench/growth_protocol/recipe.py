@@ -33,6 +33,19 @@ class Recipe:
     depth_operator: str = "auto"  # auto (zero-writer for Pre-LN) | ramp | stack
     optimizer: str = "grown"  # grown | reset
 
+    def stage(self, at_step: int, model: dict, seed: int) -> dict:
+        """One ``train.growth`` stage with this recipe's operators."""
+        return {
+            "at_step": at_step,
+            "model": model,
+            "noise_std": self.noise_std,
+            "optimizer": self.optimizer,
+            "rewarmup_steps": self.rewarmup_steps,
+            "seed": seed,
+            "depth_operator": self.depth_operator,
+            "split": self.split,
+        }
+
     def changed(self, **fields) -> Recipe:
         return dataclasses.replace(self, **fields)
 
