@@ -103,7 +103,10 @@ class ScalingLaw:
 
     def optimal_params(self, flops: float) -> float:
         """argmin over N of L(N, C / 6N): dL/dN = 0 gives N* = G (C/6)^(beta/(alpha+beta)),
-        G = (alpha A / beta B)^(1/(alpha+beta)) (Hoffmann et al. 2022, Eq. 4)."""
+        G = (alpha A / beta B)^(1/(alpha+beta)) (Hoffmann et al. 2022, Eq. 4); NaN when the fit left out the
+        size or the data term (A or B = 0: no interior optimum)."""
+        if self.A <= 0 or self.B <= 0:
+            return math.nan
         g = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
         return g * (flops / 6) ** (self.beta / (self.alpha + self.beta))
 
