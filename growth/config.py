@@ -219,6 +219,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     save_interval: int = 100
+    save_steps: list[int] = field(
+        default_factory=list
+    )  # also save after these steps (e.g. where decay branches start)
     keep_checkpoints: int = (
         0  # keep the newest N complete checkpoints (older ones deleted once a newer is complete); 0: all
     )
@@ -669,6 +672,10 @@ def _validate_data(d: DataConfig, m: ModelConfig) -> None:
 def _validate_train(t: TrainConfig) -> None:
     _positive("train", t, "max_steps", "micro_batch_size", "grad_accum", "lr")
     _positive("train", t, "save_interval", "eval_interval", "eval_batches", "log_interval", "max_bad_steps")
+    if any(not 0 < step <= t.max_steps for step in t.save_steps):
+        raise ConfigError(
+            f"train.save_steps must lie in [1, train.max_steps={t.max_steps}], got {t.save_steps}"
+        )
     if t.keep_checkpoints < 0:
         raise ConfigError(
             f"train.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {t.keep_checkpoints}"

@@ -186,7 +186,7 @@ def scratch(
     starts = [steps - decay for steps, decay in points.values()][:-1]
     top_steps, top_decay = points[multiples[-1]]
     main_config = _config(
-        env, shape, seed, lr, top_steps, top_decay, save_interval=math.gcd(*starts) if starts else top_steps
+        env, shape, seed, lr, top_steps, top_decay, save_interval=top_steps, save_steps=starts
     )
     done = _branches(bench, f"{size}-lr{lr:g}-s{seed}", main_config, points)
     out = []
@@ -249,7 +249,8 @@ def grown(
         top_steps,
         top_decay,
         growth=[stage],
-        save_interval=math.gcd(*starts) if starts else top_steps,
+        save_interval=top_steps,
+        save_steps=starts,
     )
     done = _branches(bench, f"grown-s{seed}", config, points)
     out = []

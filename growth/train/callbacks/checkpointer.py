@@ -55,7 +55,10 @@ class Checkpointer(Callback):
         self.evaluated = (trainer.state.step, dict(scalars))
 
     def post_step(self, trainer, result) -> None:
-        if result.applied and (trainer.state.step % self.interval == 0 or trainer.is_last_step):
+        step = trainer.state.step
+        if result.applied and (
+            step % self.interval == 0 or step in self.config.train.save_steps or trainer.is_last_step
+        ):
             self.save(trainer)
 
     def unsound(self, trainer) -> str:
