@@ -486,7 +486,8 @@ def summarize(env: Envelope, seeds: dict) -> dict:
             )
         }
         headline[m]["inside_envelope"] = all(v["envelope_inside"] for v in values)
-        headline[m]["past_crossover"] = m in top_two or m > max(top_two)
+        # past the crossover: the large model from scratch beat the small one alone at this budget (mean over seeds)
+        headline[m]["past_crossover"] = m in margins and margins[m]["small_minus_large"]["mean"] > 0
     rule = {seed: slope_rule_reading(env, data, law) for seed, data in seeds.items()}
     return {
         "slope_rule": rule,
