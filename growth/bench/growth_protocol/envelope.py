@@ -148,6 +148,12 @@ def _config(env: Envelope, shape: dict, seed: int, lr: float, max_steps: int, de
     return config
 
 
+def _resume_interval(max_steps: int) -> int:
+    """Checkpoints besides the branch points, so a run killed mid-way (the benchmark interrupted) loses at most a
+    tenth of its steps when it is asked again."""
+    return max(1, math.ceil(max_steps / 10))
+
+
 def _branches(
     bench: Bench, label: str, main_config: dict, points: dict[int, tuple[int, int]]
 ) -> dict[int, runs.Run]:
@@ -186,7 +192,14 @@ def scratch(
     starts = [steps - decay for steps, decay in points.values()][:-1]
     top_steps, top_decay = points[multiples[-1]]
     main_config = _config(
-        env, shape, seed, lr, top_steps, top_decay, save_interval=top_steps, save_steps=starts
+        env,
+        shape,
+        seed,
+        lr,
+        top_steps,
+        top_decay,
+        save_interval=_resume_interval(top_steps),
+        save_steps=starts,
     )
     done = _branches(bench, f"{size}-lr{lr:g}-s{seed}", main_config, points)
     out = []
@@ -249,7 +262,7 @@ def grown(
         top_steps,
         top_decay,
         growth=[stage],
-        save_interval=top_steps,
+        save_interval=_resume_interval(top_steps),
         save_steps=starts,
     )
     done = _branches(bench, f"grown-s{seed}", config, points)

@@ -184,6 +184,8 @@ def branch(
             "max_steps": max_steps,
             "log_interval": interval,
             "eval_interval": max(1, decay_steps // evals),
+            # the main run's branch points lie outside a branch (key left out where unused: older runs' digests)
+            **({"save_steps": []} if main_config["train"].get("save_steps") else {}),
             "decay_fraction": decay_steps / max_steps,
         },
     }
