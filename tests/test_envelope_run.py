@@ -3,15 +3,17 @@ every size's LR sweep, scratch with fully decayed branches, the grown path as on
 branches, the trainer's FLOPs equal to the plan, readings against the envelope and the large model alone, the
 interval over seeds, the figure, and a second ask served from the run cache."""
 
+import dataclasses
 import math
 
 import pytest
 
 from growth.bench.growth_protocol import envelope, envelope_report, runs
+from growth.bench.growth_protocol.envelope_plan import from_options
 
 pytestmark = pytest.mark.slow
 
-TOY = envelope.from_options(
+TOY = from_options(
     "quick",
     seeds=2,
     base_steps=20,
@@ -19,8 +21,15 @@ TOY = envelope.from_options(
     large="d_model=32,n_layers=2,head_dim=8",
     corpus="bundled:tinyshakespeare",
 )
-TOY = envelope.Envelope(
-    **{**TOY.__dict__, "lrs": (2e-3, 4e-3), "warmup_steps": 2, "eval_batches": 4, "evals_per_run": 3}
+TOY = dataclasses.replace(
+    TOY,
+    scratch_multiples={"small": (1, 2), "mid": (1, 2), "large": (1, 2, 3)},
+    grown_multiples=(2,),
+    lrs=(2e-3, 4e-3),
+    sweep_extensions=0,
+    warmup_steps=2,
+    eval_batches=4,
+    evals_per_run=3,
 )
 
 
@@ -68,7 +77,7 @@ def test_readings_are_consistent_with_the_envelope(toy):
             <= h["saving_vs_envelope"]["mean"]
             <= h["saving_vs_envelope"]["high"]
         )
-    assert math.isfinite(result["scaling_law"]["E"]) and result["crossover"]["checked_at"] == [3, 4]
+    assert math.isfinite(result["scaling_law"]["E"]) and result["crossover"]["checked_at"] == [1, 2]
 
 
 def test_a_second_ask_reuses_every_run_and_the_report_is_written(toy, tmp_path):
@@ -79,4 +88,4 @@ def test_a_second_ask_reuses_every_run_and_the_report_is_written(toy, tmp_path):
     assert again["headline"] == result["headline"]
     envelope_report.plot(result, tmp_path / "envelope.png")
     assert (tmp_path / "envelope.png").stat().st_size > 10_000
-    assert any(line.startswith("headline 4x") for line in envelope_report.summary_lines(result))
+    assert any(line.startswith("headline 2x") for line in envelope_report.summary_lines(result))

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from growth.bench.growth_protocol import scaling
-from growth.bench.growth_protocol.envelope import Envelope, from_options, middle_shape, parse_shape
+from growth.bench.growth_protocol.envelope_plan import Envelope, from_options, middle_shape, parse_shape
 
 
 def test_envelope_is_the_lower_convex_hull_in_log_flops_down_to_the_lowest_loss():

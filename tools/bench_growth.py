@@ -20,7 +20,7 @@ from pathlib import Path
 
 from growth.bench.growth_protocol import envelope, envelope_report, report, runs
 from growth.bench.growth_protocol import protocol as runner
-from growth.bench.growth_protocol.envelope import PRESETS
+from growth.bench.growth_protocol.envelope_plan import PRESETS, from_options
 from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
 from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
 from growth.bench.plotting import MissingPlotting
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_envelope(args: argparse.Namespace) -> int:
     try:
-        env = envelope.from_options(
+        env = from_options(
             preset=args.preset or ("quick" if args.quick else "default"),
             seeds=args.seeds if args.seeds is not None else (1 if args.quick else None),
             base_steps=args.base_steps,

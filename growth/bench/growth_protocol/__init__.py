@@ -1,7 +1,12 @@
-"""Does growth pay? The protocol of ``tools/bench_growth.py`` (docs/growth_benchmark.md).
+"""Does growth pay? The protocols of ``tools/bench_growth.py`` (docs/growth_benchmark.md).
 
-``recipe.py`` the grown path's knobs and the ablations; ``plan.py`` shapes, budgets and the steps of
-every phase; ``curves.py`` the saving read against the scratch curve (both accountings) and the
-staged-training slope rule; ``runs.py`` the trainer's real runs (cached, resumable, WSD decay
-branches); ``protocol.py`` the whole comparison over seeds; ``report.py`` the JSON summary and plot.
+Against the compute-optimal envelope (the headline): ``envelope_plan.py`` the sizes, budgets and presets;
+``envelope.py`` the runs (every size's LR sweep, scratch with fully decayed branches, the grown path, the recipe
+ablations); ``envelope_read.py`` the readings (envelope, crossover check, fitted law, interval over seeds);
+``scaling.py`` the math (the lower hull, L(N, D), Student-t intervals); ``envelope_report.py`` its text and plot.
+
+Against the large model alone (``--large-only``): ``recipe.py`` the grown path's knobs and the ablations;
+``plan.py`` shapes, budgets and the steps of every phase; ``curves.py`` the saving read against the scratch curve
+(both accountings) and the staged-training slope rule; ``protocol.py`` the whole comparison over seeds;
+``report.py`` the JSON summary and plot. Both train through ``runs.py`` (cached, resumable, WSD decay branches).
 """
