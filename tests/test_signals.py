@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -300,6 +301,17 @@ def test_two_ranks_stop_together_on_sigterm_to_the_runner_or_to_one_rank_and_a_d
     check_sound(dead)
 
 
+def without_torchrun_signal_traceback(text: str) -> str:
+    """``text`` less the traceback torchrun's launcher prints when it gets SIGTERM (ending in
+    ``torch.distributed.elastic.multiprocessing.api.SignalException: Process N got signal: 15``)."""
+    return re.sub(
+        r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*?torch\.distributed\.elastic\.multiprocessing\.api"
+        r"\.SignalException: Process \d+ got signal: 15\n?",
+        "",
+        text,
+    )
+
+
 def test_torchrun_and_accelerate_pass_sigterm_on_and_the_ranks_stop_with_a_checkpoint(corpus, tmp_path):
     """``torchrun --nproc_per_node 2`` and ``accelerate launch`` (one process) forward SIGTERM to the
     ranks: each launch stops after a step with a complete checkpoint of it and leaves no process."""
@@ -338,4 +350,7 @@ def test_torchrun_and_accelerate_pass_sigterm_on_and_the_ranks_stop_with_a_check
         assert len(lines) == 1 and rc != 0, (name, text[-3000:])
         step = int(lines[0].split(" at step ")[1].split(";")[0])
         assert ckpt.latest_checkpoint(out / "checkpoints") == out / "checkpoints" / ckpt.tag_for(step), name
-        assert not (out / ".lock").exists() and "Traceback" not in text, (name, text[-3000:])
+        # torchrun itself answers SIGTERM with torch's own SignalException traceback (its launcher's code, not
+        # the ranks'; docs/reliability.md): only that one may appear, the ranks print none
+        ours = without_torchrun_signal_traceback(text) if name == "torchrun" else text
+        assert not (out / ".lock").exists() and "Traceback" not in ours, (name, text[-3000:])

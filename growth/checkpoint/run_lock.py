@@ -62,6 +62,15 @@ def holder(out_dir: Path) -> str:
         return ""
 
 
+def _holder_line(fd: int, wait: float = 2.0) -> str:
+    """The holder's line from the lock file; the holder writes it right after taking the lock, so a racer that
+    finds the lock taken but the file still empty waits up to ``wait`` seconds for it."""
+    deadline = time.monotonic() + wait
+    while not (line := os.pread(fd, 256, 0).decode(errors="replace").strip()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return line
+
+
 def lock_run_dir(out_dir: Path) -> RunLock:
     """Take the lock on ``out_dir`` (which must exist) or raise :class:`RunDirInUse`."""
     key = Path(out_dir).resolve()
@@ -73,10 +82,7 @@ def lock_run_dir(out_dir: Path) -> RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            who = (
-                os.pread(fd, 256, 0).decode(errors="replace").strip()
-                or "a process that has not written its PID yet"
-            )
+            who = _holder_line(fd) or "a process that has not written its PID yet"
             os.close(fd)
             pid = who.split()[1] if who.startswith("pid ") else "PID"
             raise RunDirInUse(

@@ -71,11 +71,7 @@ def mfu(flops: float, seconds: float, peak: float | None, n_gpus: int = 1) -> fl
 class Metrics:
     def __init__(self, log_dir: Path, enabled: bool, max_steps: int, start_step: int, line_every: int = 10):
         self.enabled, self.max_steps, self.line_every = enabled, max_steps, line_every
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(log_dir))
+        self.log_dir, self._writer = log_dir, None
         # A bar redrawn in place is one endless line in a log file: there, print a line now and then.
         self.interactive = enabled and sys.stderr.isatty()
         self.bar = tqdm(
@@ -104,8 +100,18 @@ class Metrics:
             out["perf/mfu"] = mfu(flops, seconds, self.peak, world_size)
         return out
 
+    @property
+    def writer(self):
+        """TensorBoard's writer on rank 0, opened at the first write: a launch that logs nothing (a relaunch of a
+        finished run) leaves no new events file in the run directory."""
+        if self.enabled and self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        return self._writer
+
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        if self.writer is not None:
+        if self.enabled:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
 
@@ -128,7 +134,7 @@ class Metrics:
 
     def text(self, tag: str, text: str, step: int) -> None:
         """A text in TensorBoard's text tab, as a markdown code block (lines and spaces kept as written)."""
-        if self.writer is not None:
+        if self.enabled:
             self.writer.add_text(tag, FENCE + "\n" + text.replace(FENCE, "'" * 3) + "\n" + FENCE, step)
 
     def say(self, line: str) -> None:
@@ -139,6 +145,7 @@ class Metrics:
 
     def close(self) -> None:
         self.bar.close()
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
