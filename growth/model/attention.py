@@ -59,6 +59,21 @@ class MultiHeadAttention(AttentionKind):
         batch, length, _ = x.shape
         return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
 
+    def expanded_heads(
+        self, x: torch.Tensor, vis: Visibility
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated and scaled queries with a key/value head for each of them (GQA groups repeated): the input of
+        the attention kinds that attend without a cache (performer.py, nystrom.py)."""
+        q = self._heads(self.q_proj(x), self.n_heads)
+        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
+        if self.rope is not None:
+            q, k = self.rope(q, vis.offset), self.rope(k, vis.offset)
+        q = scale_queries(q, self.scale_kind, vis.key_counts, self.logn_base, self.logn_min_keys)
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:  # GQA: each key/value head serves its query group
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return q, k, v
+
     def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
         q = self._heads(self.q_proj(x), self.n_heads)
         k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)

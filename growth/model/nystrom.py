@@ -22,7 +22,6 @@ from torch import nn
 
 from growth.config import ConfigError, ModelConfig
 from growth.model.attention import MultiHeadAttention
-from growth.model.attention_scale import scale_queries
 from growth.model.layer_kind import ATTENTIONS
 from growth.model.mask import OBJECTIVES, Visibility
 
@@ -137,14 +136,7 @@ class NystromAttention(MultiHeadAttention):
 
     def forward(self, x: torch.Tensor, vis: Visibility) -> torch.Tensor:
         length = x.shape[1]
-        q = self._heads(self.q_proj(x), self.n_heads)
-        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
-        if self.rope is not None:
-            q, k = self.rope(q, vis.offset), self.rope(k, vis.offset)
-        q = scale_queries(q, self.scale_kind, vis.key_counts, self.logn_base, self.logn_min_keys)
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:  # GQA: each key/value head serves its query group
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        q, k, v = self.expanded_heads(x, vis)
         out, values = nystrom_attention(q, k, v, min(self.landmarks, length), vis.key_real)
         if self.v_conv is not None:
             out = out + self.v_conv(values)

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 
 from growth.config import ConfigError, ModelConfig
 from growth.model.attention import MultiHeadAttention
-from growth.model.attention_scale import scale_queries
 from growth.model.layer_kind import ATTENTIONS
 from growth.model.mask import Visibility
 
@@ -177,14 +176,7 @@ class PerformerAttention(MultiHeadAttention):
             raise ConfigError(
                 "model.attention=performer keeps no per-token keys: decode without a key/value cache"
             )
-        q = self._heads(self.q_proj(x), self.n_heads)
-        k, v = self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
-        if self.rope is not None:
-            q, k = self.rope(q, vis.offset), self.rope(k, vis.offset)
-        q = scale_queries(q, self.scale_kind, vis.key_counts, self.logn_base, self.logn_min_keys)
-        groups = self.n_heads // self.n_kv_heads
-        if groups > 1:  # GQA: each key/value head serves its query group
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        q, k, v = self.expanded_heads(x, vis)
         out = favor_attention(q, k, v, self.projection, vis.causal, vis.key_real)
         return self.o_proj(out.transpose(1, 2).flatten(2))
 

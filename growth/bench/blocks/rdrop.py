@@ -19,28 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from growth.bench.blocks import common
+from growth.bench.blocks.simcse import SHAPE, pretrain_overrides, settings  # the same pretraining and budget
 
 NAME = "rdrop"
 ALPHA = 1.0
 ARMS = {"without": 0.0, "with": ALPHA}
-SHAPE = {"d_model": 64, "n_layers": 4, "n_heads": 4, "head_dim": 16, "d_ff": 192}
 CLAIM = (
     "R-Drop (Liang et al. 2021) raises the STS fine-tune's score: STS-B dev Spearman with "
     f"train.rdrop_alpha={ALPHA} above the same fine-tune without it"
 )
-
-
-def settings(quick: bool) -> dict[str, Any]:
-    if quick:
-        return {"pretrain_steps": 30, "finetune_steps": 10, "batch": 16, "lr": 3e-4}
-    return {"pretrain_steps": 400, "finetune_steps": 150, "batch": 32, "lr": 3e-4}
-
-
-def pretrain_overrides(s: dict[str, Any]) -> list[str]:
-    return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
-        *common.steps_overrides(s["pretrain_steps"], s["pretrain_steps"]),
-    ]
 
 
 def finetune_overrides(s: dict[str, Any], pretrained: Path, alpha: float, seed: int) -> list[str]:
