@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from growth.bench.blocks import common
+from growth.bench.blocks import common, simcse
 from growth.bench.blocks.simcse import SHAPE, pretrain_overrides, settings  # the same pretraining and budget
 
 NAME = "rdrop"
@@ -31,22 +31,8 @@ CLAIM = (
 
 
 def finetune_overrides(s: dict[str, Any], pretrained: Path, alpha: float, seed: int) -> list[str]:
-    steps = s["finetune_steps"]
-    return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
-        f"train.init_from={pretrained}",
-        "contrastive.objective=simcse",
-        "contrastive.format=sts",
-        "contrastive.data=bundled:sts-train",
-        "contrastive.eval_data=",
-        "model.dropout=0.1",
-        f"train.rdrop_alpha={alpha}",
-        f"train.micro_batch_size={s['batch']}",
-        f"train.lr={s['lr']}",
-        f"train.warmup_steps={max(1, steps // 10)}",
-        f"train.seed={seed}",
-        *common.steps_overrides(steps, steps, 1),
-    ]
+    """The SimCSE sub-benchmark's fine-tune (its default symmetric form) with ``train.rdrop_alpha``."""
+    return [*simcse.finetune_overrides(s, pretrained, "symmetric", seed), f"train.rdrop_alpha={alpha}"]
 
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
