@@ -232,6 +232,23 @@ def test_before_the_process_group_only_rank_0_prints(capsys, monkeypatch):
     assert capsys.readouterr().err == "error: bad key\n"
 
 
+def test_the_peer_watcher_has_ended_when_stop_watching_peers_returns(monkeypatch):
+    """A watcher thread left inside a store call at interpreter exit aborts a finished run (exit -6,
+    "terminate called without an active exception"): stopping must wait for it."""
+    from datetime import timedelta
+
+    from growth.distributed import world as world_module
+
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=5))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(store.port))
+    world_module.watch_peers(World(1, 1, 2))
+    thread = world_module._WATCH.thread
+    assert thread.is_alive()
+    world_module.stop_watching_peers()
+    assert not thread.is_alive() and world_module._WATCH is None
+
+
 def test_run_on_main_in_a_world_of_one():
     world = World(0, 0, 1)
     assert run_on_main(world, lambda: 7) == 7

@@ -123,7 +123,8 @@ class _PeerWatch:
         )
         self.prefix = f"growth/failure/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         self.failed_here, self.stopped = threading.Event(), threading.Event()
-        threading.Thread(target=self._watch, name="growth-peer-watch", daemon=True).start()
+        self.thread = threading.Thread(target=self._watch, name="growth-peer-watch", daemon=True)
+        self.thread.start()
 
     def key(self, kind: str, rank: int | None = None) -> str:
         return f"{self.prefix}{kind}" + (f"/{rank}" if rank is not None else "")
@@ -181,9 +182,14 @@ def watch_peers(world: World) -> None:
 
 
 def stop_watching_peers() -> None:
+    """Stop the watcher and wait for it: a daemon thread still inside a store call (C++, GIL released)
+    when the interpreter exits is unwound by a forced ``pthread_exit`` through a ``noexcept`` frame, and
+    the process aborts with "terminate called without an active exception" (exit -6) after a run that
+    succeeded."""
     global _WATCH
     if _WATCH is not None:
         _WATCH.stopped.set()
+        _WATCH.thread.join(timeout=35.0)  # a store call gives up after its 30 s timeout
         _WATCH = None
 
 

@@ -554,7 +554,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
         world = init_distributed()
         watch_peers(world)
         trainer = train(config, world, callbacks)
-        stop_watching_peers()
         if trainer.stopped is not None:
             return trainer.stopped.request.exit_code
     except stop_request.StopRequested as stop:
@@ -574,6 +573,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
         agree_on_failure(world, None)  # this rank's traceback says why; the others stop quietly
         raise
     finally:
+        stop_watching_peers()  # joined before the interpreter exits (see its docstring)
         ckpt.release_all()
         stop_request.uninstall()
     return 0
