@@ -24,7 +24,7 @@ run: install
 	$(VENV)/bin/deepspeed --num_gpus $(NPROC) launch/pretrain.py
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 bench: install
 	$(PY) tools/bench_model.py
