@@ -1,6 +1,6 @@
-"""What every block benchmark shares: one arm = one run of the trainer's real path
-(``launch/pretrain.py`` in a subprocess, ``growth/bench/trainer_process.py: train``), its TensorBoard
-scalars, divergence detection, seed statistics, and atomic JSON/PNG output.
+"""What every block benchmark shares: one arm = one run of the trainer's real path through the harness
+(``growth/bench/harness.py``: ``launch/pretrain.py`` in a subprocess, its TensorBoard scalars), divergence
+detection, seed statistics, and the claims table's verdicts.
 
 Arms of one comparison differ only in the flag under test: the same ``train.seed`` (so the same data
 order and initial draw), steps, batch and schedule.
@@ -8,7 +8,6 @@ order and initial draw), steps, batch and schedule.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -17,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from growth.bench.trainer_process import curve, train
+from growth.bench.harness import curve as val_curve  # noqa: F401  (the sub-benchmarks read them as common.*)
+from growth.bench.harness import scalars, train, write_json  # noqa: F401
+from growth.bench.plotting import figure, save_figure  # noqa: F401
 
 # One small default for every sub-benchmark; each adds its model shape and the flag under test.
 COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
@@ -55,26 +54,6 @@ def diverged_step_from_message(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of one TensorBoard scalar; empty when the run never logged it."""
-    logs = run_dir / "tensorboard"
-    if not logs.is_dir():
-        return []
-    events = EventAccumulator(str(logs), size_guidance={"scalars": 0})
-    events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return []
-    return [(s.step, s.value) for s in events.Scalars(tag)]
-
-
-def val_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(step, FLOPs, val loss, seconds) at each evaluation (``trainer_process.curve``); [] if none logged."""
-    try:
-        return curve(run_dir)
-    except KeyError:
-        return []
-
-
 def divergence_step(
     losses: Sequence[tuple[int, float]], skipped: Sequence[tuple[int, float]] = (), blowup: float = 2.0
 ) -> int | None:
@@ -106,47 +85,6 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
     return points[-1][1]
-
-
-def write_json(path: Path, record: Any) -> None:
-    """JSON written atomically (temporary name, then rename); NaN becomes null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(record), indent=2))
-    tmp.replace(path)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """A matplotlib figure as PNG, atomically."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def figure(columns: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
-    """A row of ``columns`` axes on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
-    return fig, list(axes[0])
 
 
 def verdict(
