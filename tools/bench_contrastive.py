@@ -7,7 +7,6 @@ default pretraining run made first). Writes bench_out/bench_contrastive.json and
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from growth.bench.contrastive import fine_tuning, memory_and_time, plot
+from growth.bench.harness import write_json
 
 
 def main() -> int:
@@ -85,9 +85,7 @@ def main() -> int:
         machine=platform.machine(),
         date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
-    tmp = args.out / "bench_contrastive.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(args.out / "bench_contrastive.json")
+    write_json(args.out / "bench_contrastive.json", record)
     plot(record, args.out / "bench_contrastive.png")
     print(f"wrote {args.out / 'bench_contrastive.json'} and .png")
     return 0

@@ -4,7 +4,6 @@ Prints tokens/s per world size and the scaling ratio; writes bench_out/bench_tra
 """
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from growth.bench.harness import write_json
 from growth.bench.train_throughput import measure
 
 
@@ -52,9 +52,7 @@ def main() -> int:
         "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    tmp = out / "bench_train.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out / "bench_train.json")
+    write_json(out / "bench_train.json", record)
     return 0
 
 
