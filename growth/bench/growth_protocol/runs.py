@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from growth.bench.harness import (  # noqa: F401  (re-exported: the protocols call them as ``runs.*``)
+    Log,
     Run,
     cached,
     digest,
@@ -82,6 +83,35 @@ def branch(
             before + [(s, v) for s, v in val if s > start],
             [(s, t) for s, t in main.seconds if s <= start] + [(s, offset + t) for s, t in seconds],
             **extra,
+        )
+
+
+def with_branches(
+    work: Path,
+    label: str,
+    main_config: dict,
+    points: dict[int, tuple[int, int]],
+    threads: int,
+    log: Log,
+    evals: int = 4,
+) -> dict[int, Run]:
+    """One WSD main run to the largest of ``points`` (multiple -> (max_steps, decay steps)) and a decay branch
+    of it at each other (``<label>-b<multiple>``, side by side); the finished run of each multiple."""
+    largest = max(points)
+    main = train(work, label, main_config, threads, log)
+    calls = {
+        m: lambda m=m: branch(work, f"{label}-b{m}", main, main_config, *points[m], threads, log, evals=evals)
+        for m in points
+        if m != largest
+    }
+    return {**in_parallel(calls), largest: main}
+
+
+def check_flops(run: Run, planned: float) -> None:
+    """The trainer's own FLOP count must be the plan's (a mismatch means the plan reads another model)."""
+    if abs(run.flops_seen - planned) > 1e-9 * planned:
+        raise RuntimeError(
+            f"{run.folder}: the trainer counted {run.flops_seen:.6e} FLOPs, the plan {planned:.6e}"
         )
 
 
