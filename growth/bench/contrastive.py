@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -112,22 +111,10 @@ def memory_and_time(
 ) -> dict:
     results = {}
     for variant in ("full", "cached"):
-        args = [
-            "-m",
-            "growth.bench.contrastive",
-            variant,
-            "--sentences",
-            str(sentences),
-            "--micro-sentences",
-            str(micro_sentences),
-            "--steps",
-            str(steps),
-            "--seed",
-            str(seed),
-            "--grads-out",
-            str(out / f"grads_{variant}.pt"),
-        ]
-        results[variant] = run_python(args, threads=1)
+        grads_out = str(out / f"grads_{variant}.pt")
+        settings = dict(variant=variant, sentences=sentences, micro_sentences=micro_sentences, steps=steps)
+        settings = json.dumps({**settings, "seed": seed, "grads_out": grads_out})
+        results[variant] = run_python(["-m", "growth.bench.contrastive", settings], threads=1)
     full, cached = (torch.load(out / f"grads_{v}.pt") for v in ("full", "cached"))
     scale = max(g.abs().max().item() for g in full.values())
     difference = max((full[k] - cached[k]).abs().max().item() for k in full)
@@ -215,37 +202,5 @@ def plot(record: dict, path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
-def _variant_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "variant", choices=("full", "cached"), help="one batch of all sentences, or cached micro-batches"
-    )
-    parser.add_argument(
-        "--sentences", type=int, default=512, help="sentences per optimizer step (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--micro-sentences",
-        type=int,
-        default=32,
-        help="sentences per cached micro-batch (default: %(default)s)",
-    )
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps timed (default: %(default)s)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the model and data (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--grads-out", required=True, help="file for the first step's gradients (compared across variants)"
-    )
-    args = parser.parse_args(argv)
-    print(
-        json.dumps(
-            run_variant(
-                args.variant, args.sentences, args.micro_sentences, args.steps, args.seed, args.grads_out
-            )
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_variant_main(sys.argv[1:]))
+if __name__ == "__main__":  # one variant in this fresh process (``memory_and_time``), its settings as JSON
+    print(json.dumps(run_variant(**json.loads(sys.argv[1]))))
