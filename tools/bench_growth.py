@@ -160,7 +160,7 @@ def default_jobs(threads: int) -> int:
 
 
 def corpus_facts(spec: str) -> dict:
-    from growth.bench.data import package_versions
+    from growth.bench.harness import package_versions
     from growth.data.sources import resolve_files
 
     files = resolve_files(spec)

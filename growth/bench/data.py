@@ -22,10 +22,9 @@ import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
-from growth.bench.harness import ROOT, run_python, subprocess_env
+from growth.bench.harness import ROOT, package_versions, run_python, subprocess_env
 from growth.bench.plotting import figure, save_figure
 from growth.data.prepare import Split, prepare_corpus, read_meta
 from growth.data.sources import iter_documents, resolve_files
@@ -33,12 +32,6 @@ from growth.data.tokenizer import Tokenizer
 
 VENV_SOURCES = ".venv/lib/python3*/site-packages/**/*.py"
 MB = 1e6
-
-
-def package_versions() -> dict[str, str]:
-    return dict(
-        sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"])
-    )
 
 
 def subset(files: list[Path], megabytes: float, seed: int = 0) -> list[Path]:

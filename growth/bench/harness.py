@@ -7,7 +7,7 @@
 - **The run cache**: ``train_cached`` trains a full YAML config once, in ``<work>/<label>-<digest>``; a finished
   run is read back from its ``bench_result.json``, a killed one resumes (``train.resume=auto``).
   ``in_parallel`` runs independent calls at once, ``set_parallel_runs`` bounds the training processes.
-- **Output**: ``write_json`` writes a record atomically.
+- **Output**: ``write_json`` writes a record atomically; ``machine`` and ``package_versions`` say where it ran.
 """
 
 from __future__ import annotations
@@ -258,6 +258,28 @@ def train_cached(work: Path, label: str, config: dict, threads: int, log: Log = 
 
 
 # -- output ---------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """What a benchmark's record says about where it ran."""
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    """Every installed distribution's version, by name."""
+    from importlib import metadata
+
+    found = ((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"])
+    return dict(sorted(found))
+
+
 def write_json(path: Path, record: Any, indent: int | None = 2, nan_as_null: bool = True) -> None:
     """JSON written atomically (temporary name, then rename); NaN becomes null (unless ``nan_as_null`` is
     False: the run cache reads its NaN back), other objects their ``str``."""

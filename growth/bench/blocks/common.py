@@ -12,7 +12,7 @@ import math
 import re
 import shutil
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,12 @@ from growth.bench.plotting import figure, save_figure  # noqa: F401
 
 # One small default for every sub-benchmark; each adds its model shape and the flag under test.
 COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
+FIRST_SEED = 1234  # ``train.seed`` of an arm's first seed: the arms of one comparison share their seeds
+
+
+def shape_overrides(shape: dict[str, Any]) -> list[str]:
+    """``model.<field>=<value>`` for each field of a sub-benchmark's model shape."""
+    return [f"model.{k}={v}" for k, v in shape.items()]
 
 
 def steps_overrides(max_steps: int, eval_every: int, log_every: int = 0) -> list[str]:
@@ -46,6 +52,22 @@ def run_arm(out_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         lines = [line for line in str(error).splitlines() if line.startswith("error:")]
         message = lines[-1] if lines else str(error).strip().splitlines()[-1]
         return {"ok": False, "error": message, "diverged_at": diverged_step_from_message(message)}
+
+
+def seeded_runs(
+    work: Path,
+    name: str,
+    seeds: int,
+    overrides: Callable[[int], list[str]],
+    read: Callable[[Path, dict[str, Any]], dict[str, Any]] = lambda run_dir, outcome: outcome,
+) -> list[dict[str, Any]]:
+    """One arm over ``seeds`` seeds: ``<work>/<name>_s<i>`` trained with ``overrides(FIRST_SEED + i)``, each
+    read back by ``read(run_dir, outcome)``."""
+    out = []
+    for index in range(seeds):
+        run_dir = work / f"{name}_s{index}"
+        out.append(read(run_dir, run_arm(run_dir, overrides(FIRST_SEED + index))))
+    return out
 
 
 def diverged_step_from_message(message: str) -> int | None:
