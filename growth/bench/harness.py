@@ -93,9 +93,9 @@ def run_trainer(
     return time.perf_counter() - started
 
 
-def train(out_dir: Path, overrides: Sequence[str], config: Path | None = None, **launch: Any) -> float:
-    """A fresh run (``train.resume=none``) of ``run_trainer``; returns its wall seconds."""
-    return run_trainer(out_dir, ["train.resume=none", *overrides], config, **launch)
+def train(out_dir: Path, overrides: Sequence[str], config: Path | None = None, **process: Any) -> float:
+    """A fresh run (``train.resume=none``) of ``run_trainer`` (``process``: its threads, n_procs, port)."""
+    return run_trainer(out_dir, ["train.resume=none", *overrides], config, **process)
 
 
 # -- curves ---------------------------------------------------------------------------------------------
