@@ -292,3 +292,30 @@ def test_simcse_honoured_compares_the_first_losses_of_the_two_variants():
         }
 
     assert simcse.honoured(record(3.4, 2.8)) and not simcse.honoured(record(3.4, 3.4))
+
+
+@pytest.mark.slow
+def test_rdrop_end_to_end_pretrains_once_and_fine_tunes_each_arm_per_seed(tmp_path, monkeypatch):
+    """The STS flow the simcse and rdrop sub-benchmarks share (``simcse.pretrain_then_fine_tune``)."""
+    from growth.bench.blocks import rdrop, simcse
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tiny = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "d_ff": 48}
+    monkeypatch.setattr(simcse, "SHAPE", tiny)
+    monkeypatch.setattr(
+        rdrop, "settings", lambda quick: {"pretrain_steps": 2, "finetune_steps": 2, "batch": 4, "lr": 3e-4}
+    )
+    record = rdrop.run(tmp_path, quick=True, seeds=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rdrop_pretrain",
+        "rdrop_with_s0",
+        "rdrop_without_s0",
+    ]
+    assert -1.0 <= record["pretrained"]["raw"] <= 1.0
+    for arm in ("with", "without"):
+        (run,) = record["arms"][arm]["runs"]
+        assert run["ok"] and -1.0 <= run["spearman"] <= 1.0
+        assert [step for step, _ in run["train_loss"]] == [1, 2] and run["flops_seen"][-1][1] > 0
+        assert record["arms"][arm]["spearman"]["mean"] == run["spearman"]
+    assert record["flops_ratio"] > 1.0  # the R-Drop arm runs each batch twice
+    assert "reproduced" in record["verdict"]

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from growth.bench import harness
 from growth.bench.growth_protocol import curves, runs
 from growth.bench.growth_protocol.plan import (
     Phase,
@@ -196,13 +197,13 @@ def test_parallel_runs_never_exceed_the_slots_and_keep_their_keys(monkeypatch, t
             running[0] -= 1
         return 0.05
 
-    monkeypatch.setattr(runs, "run_trainer", fake_trainer)
+    monkeypatch.setattr(harness, "run_trainer", fake_trainer)
     runs.set_parallel_runs(jobs)
     try:
 
         def call(key):
             return lambda: (
-                runs._launch(tmp_path / str(key), {"train": {"max_steps": 1}}, 1, lambda line: None),
+                harness.launch(tmp_path / str(key), {"train": {"max_steps": 1}}, 1, lambda line: None),
                 key,
             )[1]
 
@@ -271,3 +272,62 @@ def test_slope_rule_runs_train_after_the_curves_they_read_and_fixed_ones_beside_
         0.5
     )
     assert order[0][1] == "fixed" and {o[1] for o in order[1:]} == {"slope"}
+
+
+# Digests of the first config each protocol path trains, computed on main before the harness moved the run cache
+# (aeacbe2): a change here retrains every cached run of bench_out/ instead of reading it back.
+CACHED_RUN_DIGESTS = {
+    "default/scratch/small": "3b3365a6b4",
+    "default/scratch/mid": "f6cc3d71c7",
+    "default/scratch/large": "77a6a9ae9a",
+    "default/grown": "b090d30980",
+    "default/branch": "971a54f532",
+    "quick/scratch/small": "cad0874042",
+    "quick/scratch/mid": "c21b953548",
+    "quick/scratch/large": "06482d8b5b",
+    "quick/grown": "fac6c7480f",
+    "quick/branch": "1497301de1",
+    "large_only/scratch": "f8dec01e38",
+}
+
+
+def test_run_configs_keep_their_digests_so_cached_runs_are_reused(monkeypatch, tmp_path):
+    from growth.bench.growth_protocol import envelope
+    from growth.bench.growth_protocol import protocol as protocol_runs
+    from growth.bench.growth_protocol.envelope_plan import from_options
+    from growth.bench.growth_protocol.plan import QUICK
+
+    class Asked(Exception):  # the first run a path asks for: its digest, before anything trains
+        pass
+
+    real = harness.digest
+
+    def capture(config):
+        raise Asked(real(config))
+
+    monkeypatch.setattr(harness, "digest", capture)
+    monkeypatch.setattr(runs, "digest", capture)
+
+    def first_digest(call, *args, **kwargs) -> str:
+        with pytest.raises(Asked) as asked:
+            call(*args, **kwargs)
+        return str(asked.value)
+
+    found, quiet = {}, lambda line: None
+    for preset in ("default", "quick"):
+        env, bench = from_options(preset), envelope.Bench(tmp_path, 1, quiet)
+        seed, lr = env.seeds[0], env.lrs[0]
+        for size in env.sizes:
+            found[f"{preset}/scratch/{size}"] = first_digest(envelope.scratch, env, bench, size, seed, lr)
+        found[f"{preset}/grown"] = first_digest(envelope.grown, env, bench, seed, lr, DEFAULT)
+        main = envelope._config(
+            env, env.sizes["large"], 0, lr, 400, 80, save_interval=40, save_steps=[120, 200]
+        )
+        fake = runs.Run("/nonexistent", 400, 1.0, [(100, 3.0)], [(0, 0.0), (100, 1.0)])
+        found[f"{preset}/branch"] = first_digest(
+            runs.branch, tmp_path, "x", fake, main, 200, 40, 1, quiet, evals=1
+        )
+    found["large_only/scratch"] = first_digest(
+        protocol_runs.scratch, Protocol(**QUICK), tmp_path, 0, 1e-3, 1, quiet
+    )
+    assert found == CACHED_RUN_DIGESTS

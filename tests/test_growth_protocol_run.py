@@ -10,6 +10,7 @@ import pytest
 from growth.bench.growth_protocol import protocol as runner
 from growth.bench.growth_protocol import report, runs
 from growth.bench.growth_protocol.plan import Protocol
+from growth.bench.harness import write_json
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def test_a_second_ask_reuses_the_finished_runs(toy_result):
 
 def test_report_writes_json_and_plot_and_ends_with_the_headline(toy_result, tmp_path):
     _, result, _ = toy_result
-    report.write_json(result, tmp_path / "bench_growth.json")
+    write_json(tmp_path / "bench_growth.json", result, indent=1)
     report.plot(result, tmp_path / "bench_growth.png")
     assert json.loads((tmp_path / "bench_growth.json").read_text())["headline"][
         "saving_with_small"

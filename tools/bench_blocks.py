@@ -10,7 +10,6 @@ Writes OUT/bench_blocks_<name>.json and .png per sub-benchmark and OUT/bench_blo
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the training subprocesses inher
 import torch  # noqa: E402
 
 from growth.bench.blocks import FULL_SEEDS, SUITES  # noqa: E402
-from growth.bench.blocks.common import write_json  # noqa: E402
+from growth.bench.harness import machine, write_json  # noqa: E402
 
 
 def selected(only: list[str]) -> list[str]:
@@ -81,10 +80,7 @@ def main() -> int:
         record.update(
             seconds=time.perf_counter() - began,
             quick=args.quick,
-            torch=torch.__version__,
-            cpu_count=os.cpu_count(),
-            machine=platform.machine(),
-            date=time.strftime("%Y-%m-%d %H:%M:%S"),
+            **machine(),
         )
         write_json(args.out / f"bench_blocks_{name}.json", record)
         SUITES[name].plot(record, args.out / f"bench_blocks_{name}.png")

@@ -7,16 +7,11 @@ default pretraining run made first). Writes bench_out/bench_contrastive.json and
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from growth.bench.contrastive import fine_tuning, memory_and_time, plot
+from growth.bench.harness import machine, write_json
 
 
 def main() -> int:
@@ -79,15 +74,8 @@ def main() -> int:
                 + (f"  ema {ft[name]['ema']:.4f}" if "ema" in ft[name] else "")
             )
 
-    record.update(
-        torch=torch.__version__,
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-        date=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
-    tmp = args.out / "bench_contrastive.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(args.out / "bench_contrastive.json")
+    record.update(machine())
+    write_json(args.out / "bench_contrastive.json", record)
     plot(record, args.out / "bench_contrastive.png")
     print(f"wrote {args.out / 'bench_contrastive.json'} and .png")
     return 0

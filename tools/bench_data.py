@@ -7,12 +7,12 @@ Writes DIR/bench_data.json (with the package versions) and DIR/bench_data.png (d
 """
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from growth.bench.data import VENV_SOURCES, plot, run
+from growth.bench.harness import write_json
 
 
 def main() -> int:
@@ -43,9 +43,7 @@ def main() -> int:
             Path(work), args.corpus, args.vocab_size, tuple(args.sizes), args.rounds, args.input_sentence_size
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / "bench_data.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out / "bench_data.json")
+    write_json(args.out / "bench_data.json", report)
     plot(report, args.out / "bench_data.png")
     t = report["throughput"]
     best = t["best"]

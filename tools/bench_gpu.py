@@ -14,30 +14,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+from growth.bench.harness import write_json
+from growth.bench.plotting import MissingPlotting, figure, save_figure
 
 
 def plot(path: Path, record: dict) -> bool:
     """Left: tokens/s per model and sequence length (MFU on the bars); right: us/token vs length per kind."""
     try:
-        import matplotlib
-    except ImportError:
+        fig, (left, right) = figure(2, width=6, height=4.4)
+    except MissingPlotting:
         return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     results, lengths = record["trainer"]["results"], [str(n) for n in record["plan"]["seq_lens"]]
     width = 0.38
     for i, (name, color) in enumerate((("growth", "tab:blue"), ("hf_llama", "tab:gray"))):
@@ -69,10 +61,7 @@ def plot(path: Path, record: dict) -> bool:
         right.set_xticks(ticks, [str(t) for t in ticks])
         right.legend()
     right.set(xlabel="sequence length", ylabel="us / token (train step)", title="same tokens per step")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True
 
 

@@ -23,6 +23,7 @@ from growth.bench.growth_protocol import protocol as runner
 from growth.bench.growth_protocol.envelope_plan import PRESETS, from_options
 from growth.bench.growth_protocol.plan import QUICK, SCALES, Protocol
 from growth.bench.growth_protocol.recipe import ABLATIONS, DEFAULT
+from growth.bench.harness import write_json
 from growth.bench.plotting import MissingPlotting
 
 
@@ -159,7 +160,7 @@ def default_jobs(threads: int) -> int:
 
 
 def corpus_facts(spec: str) -> dict:
-    from growth.bench.data import package_versions
+    from growth.bench.harness import package_versions
     from growth.data.sources import resolve_files
 
     files = resolve_files(spec)
@@ -214,12 +215,14 @@ def main_envelope(args: argparse.Namespace) -> int:
     stem = out / f"bench_growth_envelope{'' if env.preset == 'default' else '_' + env.preset}"
     for name in names:
         ablation = envelope.ablation(env, bench, name)
-        report.write_json({**ablation, "protocol": env.to_json()}, out / f"{stem.name}_ablation_{name}.json")
+        write_json(
+            out / f"{stem.name}_ablation_{name}.json", {**ablation, "protocol": env.to_json()}, indent=1
+        )
     if names:
         return 0
     result = envelope.compare(env, bench)
     result["corpus"] = corpus_facts(env.corpus)
-    report.write_json(result, stem.with_suffix(".json"))
+    write_json(stem.with_suffix(".json"), result, indent=1)
     try:
         envelope_report.plot(result, stem.with_suffix(".png"))
     except MissingPlotting as err:  # the JSON is written; only the figure is missing
@@ -253,8 +256,10 @@ def main_large_only(args: argparse.Namespace) -> int:
     for name in names:
         result = runner.ablation(name, protocol, work, args.threads, log)
         scratch = runner.scratch(protocol, work, protocol.seeds[0], result["lr"], args.threads, log)
-        report.write_json(
-            {**result, "protocol": protocol.to_json()}, out / f"bench_growth{suffix}_ablation_{name}.json"
+        write_json(
+            out / f"bench_growth{suffix}_ablation_{name}.json",
+            {**result, "protocol": protocol.to_json()},
+            indent=1,
         )
         report.plot_ablation(result, scratch["budgets"], out / f"bench_growth{suffix}_ablation_{name}.png")
         for line in report.ablation_lines(result):
@@ -269,7 +274,7 @@ def main_large_only(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as scratch_dir:
             result["expand_1b"] = expand_one_billion(Path(scratch_dir))
-    report.write_json(result, out / f"bench_growth{suffix}.json")
+    write_json(out / f"bench_growth{suffix}.json", result, indent=1)
     report.plot(result, out / f"bench_growth{suffix}.png")
     for line in report.summary_lines(result):
         print(line)

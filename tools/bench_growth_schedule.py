@@ -6,12 +6,12 @@ tools/expand.py (each phase restarting warmup + cosine); writes DIR/growth_sched
 """
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from growth.bench.growth_schedule import compare, plot
+from growth.bench.harness import write_json
 
 
 def main() -> int:
@@ -35,7 +35,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="growth_schedule_") as work:
         result = compare(Path(work), args.overrides, args.window)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "growth_schedule.json").write_text(json.dumps(result, indent=2))
+    write_json(args.out / "growth_schedule.json", result)
     plot(result, args.out / "growth_schedule.png")
     for name in ("one_schedule", "restarted"):
         for bump in result[name]["bumps"]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from growth.bench.harness import write_json  # noqa: E402
+from growth.bench.plotting import MissingPlotting, figure, save_figure  # noqa: E402
 from growth.bench.throughput import compare_with_llama, layer_kinds, seq_len_sweep  # noqa: E402
 from growth.config import load_config  # noqa: E402
 
@@ -74,12 +75,6 @@ def default_threads() -> tuple[int, str]:
     return len(os.sched_getaffinity(0)), "all cores"
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
 MODELS = ("growth", "hf_llama", "growth_compiled", "hf_llama_compiled")
 
 
@@ -87,14 +82,9 @@ def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
     """Left: tokens/s of growth and HF Llama (eager, compiled); right: us/token vs sequence length per
     layer kind (lines eager, hollow markers compiled)."""
     try:
-        import matplotlib
-    except ImportError:
+        fig, (left, right) = figure(2, width=6, height=4.4)
+    except MissingPlotting:
         return False
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     names = [n for n in MODELS if n in compare]
     colors = {
         "growth": "tab:blue",
@@ -133,10 +123,7 @@ def plot(path: Path, compare: dict, sweep: list[dict]) -> bool:
     )
     right.set(xlabel="sequence length", ylabel="us / token (train step)", title="same tokens per step")
     right.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True
 
 

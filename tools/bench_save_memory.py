@@ -5,11 +5,11 @@ during the save against the model's fp32 size.
 """
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
+from growth.bench.harness import write_json
 from growth.bench.save_memory import run
 
 
@@ -26,7 +26,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="save_memory_") as work:
         result = run(args.ranks, Path(work))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "save_memory.json").write_text(json.dumps(result, indent=2))
+    write_json(args.out / "save_memory.json", result)
     mb = 1 / 2**20
     for rank in result["ranks"]:
         print(

@@ -4,15 +4,11 @@ Prints tokens/s per world size and the scaling ratio; writes bench_out/bench_tra
 """
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
+from growth.bench.harness import machine, write_json
 from growth.bench.train_throughput import measure
 
 
@@ -47,14 +43,9 @@ def main() -> int:
     record = {
         "results": results,
         "overrides": overrides,
-        "torch": torch.__version__,
-        "cpu_count": __import__("os").cpu_count(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **machine(),
     }
-    tmp = out / "bench_train.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out / "bench_train.json")
+    write_json(out / "bench_train.json", record)
     return 0
 
 

@@ -13,19 +13,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from growth.bench.harness import run_python, train
+from growth.bench.plotting import figure, save_figure
 
 
 # -- 1. memory and time, one variant per process ---------------------------------------------------
@@ -112,25 +111,10 @@ def memory_and_time(
 ) -> dict:
     results = {}
     for variant in ("full", "cached"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "growth.bench.contrastive",
-            variant,
-            "--sentences",
-            str(sentences),
-            "--micro-sentences",
-            str(micro_sentences),
-            "--steps",
-            str(steps),
-            "--seed",
-            str(seed),
-            "--grads-out",
-            str(out / f"grads_{variant}.pt"),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        grads_out = str(out / f"grads_{variant}.pt")
+        settings = dict(variant=variant, sentences=sentences, micro_sentences=micro_sentences, steps=steps)
+        settings = json.dumps({**settings, "seed": seed, "grads_out": grads_out})
+        results[variant] = run_python(["-m", "growth.bench.contrastive", settings], threads=1)
     full, cached = (torch.load(out / f"grads_{v}.pt") for v in ("full", "cached"))
     scale = max(g.abs().max().item() for g in full.values())
     difference = max((full[k] - cached[k]).abs().max().item() for k in full)
@@ -147,27 +131,6 @@ def memory_and_time(
 
 
 # -- 2. fine-tuning CoSENT vs InfoNCE ----------------------------------------------------------------
-def launch(overrides: list[str], n_procs: int, port: int) -> None:
-    deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    cmd = [
-        deepspeed,
-        "--num_gpus",
-        str(n_procs),
-        "--master_port",
-        str(port),
-        str(ROOT / "launch/pretrain.py"),
-        *overrides,
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n_procs)),
-        "PYTHONPATH": str(ROOT),
-    }
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
-
-
 def fine_tuning(
     out: Path,
     checkpoint: Path | None,
@@ -183,16 +146,12 @@ def fine_tuning(
     if checkpoint is None:
         checkpoint = out / "pretrain"
         start = time.perf_counter()
-        launch(
-            [
-                f"train.out_dir={checkpoint}",
-                "train.resume=none",
-                f"train.max_steps={pretrain_steps}",
-                f"train.save_interval={pretrain_steps}",
-                f"train.eval_interval={pretrain_steps}",
-            ],
-            n_procs,
-            29710,
+        steps_flags = ("max_steps", "save_interval", "eval_interval")
+        train(
+            checkpoint,
+            [f"train.{flag}={pretrain_steps}" for flag in steps_flags],
+            n_procs=n_procs,
+            port=29710,
         )
         timings["pretrain_seconds"] = time.perf_counter() - start
     results = {
@@ -209,28 +168,20 @@ def fine_tuning(
         "train.ema_decay=0.99",
         f"train.eval_interval={steps}",
         f"train.save_interval={steps}",
-        "train.resume=none",
         "model.dropout=0.1",
         "contrastive.eval_data=",
     ]  # Spearman is measured once, below, on the saved checkpoint
     for index, objective in enumerate(("cosent", "infonce")):
         run = out / f"finetune_{objective}"
         start = time.perf_counter()
-        launch(
-            [*recipe, f"contrastive.objective={objective}", f"train.out_dir={run}"], n_procs, 29720 + index
-        )
+        train(run, [*recipe, f"contrastive.objective={objective}"], n_procs=n_procs, port=29720 + index)
         timings[f"{objective}_seconds"] = time.perf_counter() - start
         results[objective] = evaluate_checkpoint(run, "bundled:sts-dev")
     return {**results, "recipe": recipe, "pairs_per_step": micro_pairs * n_procs, "ranks": n_procs, **timings}
 
 
 def plot(record: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = figure(3, width=4, height=3.6)
     mt = record["memory_time"]
     labels = ["1 x 512", f"{mt['cached']['micro_batches']} x 32 cached"]
     axes[0].bar(
@@ -248,42 +199,8 @@ def plot(record: dict, path: Path) -> None:
         names = ["pretrained", "cosent", "infonce"]
         axes[2].bar(names, [ft[n]["raw"] for n in names], color=["grey", "tab:green", "tab:orange"])
         axes[2].set_title("STS-B dev Spearman (raw weights)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
-def _variant_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "variant", choices=("full", "cached"), help="one batch of all sentences, or cached micro-batches"
-    )
-    parser.add_argument(
-        "--sentences", type=int, default=512, help="sentences per optimizer step (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--micro-sentences",
-        type=int,
-        default=32,
-        help="sentences per cached micro-batch (default: %(default)s)",
-    )
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps timed (default: %(default)s)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the model and data (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--grads-out", required=True, help="file for the first step's gradients (compared across variants)"
-    )
-    args = parser.parse_args(argv)
-    print(
-        json.dumps(
-            run_variant(
-                args.variant, args.sentences, args.micro_sentences, args.steps, args.seed, args.grads_out
-            )
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_variant_main(sys.argv[1:]))
+if __name__ == "__main__":  # one variant in this fresh process (``memory_and_time``), its settings as JSON
+    print(json.dumps(run_variant(**json.loads(sys.argv[1]))))

@@ -22,22 +22,16 @@ import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
+from growth.bench.harness import ROOT, package_versions, run_python, subprocess_env
+from growth.bench.plotting import figure, save_figure
 from growth.data.prepare import Split, prepare_corpus, read_meta
 from growth.data.sources import iter_documents, resolve_files
 from growth.data.tokenizer import Tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV_SOURCES = ".venv/lib/python3*/site-packages/**/*.py"
 MB = 1e6
-
-
-def package_versions() -> dict[str, str]:
-    return dict(
-        sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"])
-    )
 
 
 def subset(files: list[Path], megabytes: float, seed: int = 0) -> list[Path]:
@@ -52,14 +46,6 @@ def subset(files: list[Path], megabytes: float, seed: int = 0) -> list[Path]:
         total += path.stat().st_size
     position = {p: i for i, p in enumerate(files)}
     return sorted(chosen, key=position.__getitem__)
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "OMP_NUM_THREADS": "1",
-    }
 
 
 # -- throughput ---------------------------------------------------------------------------------------
@@ -175,7 +161,12 @@ def peak_rss(cmd: list[str], every_s: float = 0.02) -> dict:
     """Run ``cmd`` and sample its process tree's memory until it exits."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        env=subprocess_env(threads=1),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     peaks = [0, 0]
     stop = threading.Event()
@@ -291,11 +282,7 @@ print(json.dumps({"data_ready_s": t_data - t0, "first_step_s": marks["first_step
 def first_step(overrides: list[str]) -> dict:
     """In a fresh process: tokenizer + cache lookup (digest) + memory-map + one window, then ``train()`` to
     the end of step 1 (engine, model, the step); each timed."""
-    cmd = [sys.executable, "-c", FIRST_STEP, repr(time.time()), json.dumps(overrides)]
-    result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"the first-step run failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_python(["-c", FIRST_STEP, repr(time.time()), json.dumps(overrides)], threads=1, timeout=900)
 
 
 # -- the whole benchmark ------------------------------------------------------------------------------
@@ -378,12 +365,7 @@ def run(
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = figure(2, width=5.5, height=4)
     best = report["throughput"]["best"]
     names = ["limit", "workers_1", "workers_2"]
     labels = ["sentencepiece encode\n(1 process, in memory)", "prepare\n1 worker", "prepare\n2 workers"]
@@ -415,6 +397,4 @@ def plot(report: dict, path: Path) -> None:
     right.set_ylim(0, max(1100, max(m["peak_rss_bytes"] / MB for m in memory) * 1.1))
     right.set_title(f"preparation memory ({memory[0]['workers']} workers)")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -3,14 +3,12 @@ function against the size of what it writes (``tools/bench_growth.py --expand-1b
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from growth.bench.trainer_process import ROOT
+from growth.bench.harness import run_command, run_python
 
 
 def expand_one_billion(work: Path) -> dict:
@@ -34,7 +32,7 @@ def expand_one_billion(work: Path) -> dict:
         f"p.mkdir(parents=True); save_file({{k: v.contiguous() for k, v in build_model(c.model).state_dict().items()}}, "
         f"str(p/'model.safetensors')); c.save(p/'config.yaml')"
     )
-    subprocess.run([sys.executable, "-c", make], check=True, cwd=ROOT)
+    run_command([sys.executable, "-c", make])
     (work / "large1b.yaml").write_text(yaml.safe_dump({"model": large}))
     grow = (
         f"import json,resource,time; from pathlib import Path; from growth.expand.grow_checkpoint import expand_checkpoint; "
@@ -43,10 +41,7 @@ def expand_one_billion(work: Path) -> dict:
         f"print(json.dumps({{'seconds': time.perf_counter()-t, 'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024, "
         f"'params_before': r['params_before'], 'params_after': r['params_after'], 'max_abs_logit_diff': r['max_abs_logit_diff']}}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", grow], check=True, cwd=ROOT, capture_output=True, text=True
-    )
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_python(["-c", grow])
     figures["output_bytes"] = (out / "model.safetensors").stat().st_size
     figures["peak_rss_over_output"] = figures["peak_rss_bytes"] / figures["output_bytes"]
     return figures

@@ -13,19 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from growth.bench.trainer_process import ROOT, train
+from growth.bench.harness import ROOT, scalars, train
+from growth.bench.plotting import figure, save_figure
 from growth.config import load_config
 from growth.train.growth_schedule import stage_models
 
 CONFIG = ROOT / "configs/grow_schedule.yaml"
-
-
-def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return [(s.step, s.value) for s in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
 
 
 def bumps(val: list[tuple[int, float]], growth_steps: list[int], window: int) -> list[dict[str, float]]:
@@ -96,12 +90,7 @@ def compare(work: Path, overrides: list[str] = (), window: int = 40) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (lr_axis, loss_axis) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (lr_axis, loss_axis) = figure(1, width=7, height=3, rows=2, sharex=True)
     for name, label in (
         ("one_schedule", "one run, one schedule (train.growth)"),
         ("restarted", "three runs, schedule restarted (expand + init_from)"),
@@ -115,5 +104,4 @@ def plot(result: dict, path: Path) -> None:
     loss_axis.set_ylabel("validation loss")
     loss_axis.set_xlabel("optimizer step (growth points dotted)")
     lr_axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)

@@ -1,6 +1,10 @@
-"""matplotlib for the benchmarks' figures, imported only when a figure is drawn (the ``bench`` extra)."""
+"""matplotlib for the benchmarks' figures, imported only when a figure is drawn (the ``bench`` extra).
+Every benchmark draws through here: nothing else imports matplotlib."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 
 class MissingPlotting(ImportError):
@@ -19,3 +23,21 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def figure(columns: int, width: float = 4.2, height: float = 3.4, rows: int = 1, **options: Any):
+    """A figure of ``rows`` x ``columns`` axes (a flat list, row by row), each ``width`` x ``height`` inches."""
+    fig, axes = pyplot().subplots(
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, **options
+    )
+    return fig, [axis for row in axes for axis in row]
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """A figure as PNG, atomically (temporary name, then rename), then closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
+    tmp.replace(path)

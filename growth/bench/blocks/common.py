@@ -1,6 +1,6 @@
-"""What every block benchmark shares: one arm = one run of the trainer's real path
-(``launch/pretrain.py`` in a subprocess, ``growth/bench/trainer_process.py: train``), its TensorBoard
-scalars, divergence detection, seed statistics, and atomic JSON/PNG output.
+"""What every block benchmark shares: one arm = one run of the trainer's real path through the harness
+(``growth/bench/harness.py``: ``launch/pretrain.py`` in a subprocess, its TensorBoard scalars), divergence
+detection, seed statistics, and the claims table's verdicts.
 
 Arms of one comparison differ only in the flag under test: the same ``train.seed`` (so the same data
 order and initial draw), steps, batch and schedule.
@@ -8,21 +8,26 @@ order and initial draw), steps, batch and schedule.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from growth.bench.trainer_process import curve, train
+from growth.bench.harness import curve as val_curve  # noqa: F401  (the sub-benchmarks read them as common.*)
+from growth.bench.harness import scalars, train, write_json  # noqa: F401
+from growth.bench.plotting import figure, save_figure  # noqa: F401
 
 # One small default for every sub-benchmark; each adds its model shape and the flag under test.
 COMMON = ["train.resume=none", "train.eval_batches=8", "model.dropout=0.0"]
+FIRST_SEED = 1234  # ``train.seed`` of an arm's first seed: the arms of one comparison share their seeds
+
+
+def shape_overrides(shape: dict[str, Any]) -> list[str]:
+    """``model.<field>=<value>`` for each field of a sub-benchmark's model shape."""
+    return [f"model.{k}={v}" for k, v in shape.items()]
 
 
 def steps_overrides(max_steps: int, eval_every: int, log_every: int = 0) -> list[str]:
@@ -49,30 +54,26 @@ def run_arm(out_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
         return {"ok": False, "error": message, "diverged_at": diverged_step_from_message(message)}
 
 
+def seeded_runs(
+    work: Path,
+    name: str,
+    seeds: int,
+    overrides: Callable[[int], list[str]],
+    read: Callable[[Path, dict[str, Any]], dict[str, Any]] = lambda run_dir, outcome: outcome,
+) -> list[dict[str, Any]]:
+    """One arm over ``seeds`` seeds: ``<work>/<name>_s<i>`` trained with ``overrides(FIRST_SEED + i)``, each
+    read back by ``read(run_dir, outcome)``."""
+    out = []
+    for index in range(seeds):
+        run_dir = work / f"{name}_s{index}"
+        out.append(read(run_dir, run_arm(run_dir, overrides(FIRST_SEED + index))))
+    return out
+
+
 def diverged_step_from_message(message: str) -> int | None:
     """The step in the trainer's divergence message (``N non-finite steps in a row at step S``)."""
     found = re.search(r"non-finite steps in a row at step (\d+)", message)
     return int(found.group(1)) if found else None
-
-
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of one TensorBoard scalar; empty when the run never logged it."""
-    logs = run_dir / "tensorboard"
-    if not logs.is_dir():
-        return []
-    events = EventAccumulator(str(logs), size_guidance={"scalars": 0})
-    events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return []
-    return [(s.step, s.value) for s in events.Scalars(tag)]
-
-
-def val_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(step, FLOPs, val loss, seconds) at each evaluation (``trainer_process.curve``); [] if none logged."""
-    try:
-        return curve(run_dir)
-    except KeyError:
-        return []
 
 
 def divergence_step(
@@ -106,47 +107,6 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
     return points[-1][1]
-
-
-def write_json(path: Path, record: Any) -> None:
-    """JSON written atomically (temporary name, then rename); NaN becomes null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(record), indent=2))
-    tmp.replace(path)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """A matplotlib figure as PNG, atomically."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def figure(columns: int, width: float = 4.2, height: float = 3.4) -> tuple[Any, Any]:
-    """A row of ``columns`` axes on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
-    return fig, list(axes[0])
 
 
 def verdict(

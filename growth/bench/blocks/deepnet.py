@@ -63,7 +63,7 @@ def settings(quick: bool) -> dict[str, Any]:
 
 def model_overrides(depth: int, residual: str, seq_len: int) -> list[str]:
     return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.shape_overrides(SHAPE),
         f"model.n_layers={depth}",
         f"model.residual={residual}",
         f"model.max_seq_len={seq_len}",
@@ -151,16 +151,13 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     for depth in s["depths"]:
         arms: dict[str, Any] = {}
         for residual in ARMS:
-            runs = []
-            for seed in range(seeds):
-                run_dir = work / f"deepnet_{depth}_{residual}_s{seed}"
-                outcome = common.run_arm(run_dir, arm_overrides(s, depth, residual, 1234 + seed))
-                runs.append(arm_result(run_dir, outcome))
-                if (
-                    tokens is None and outcome["ok"]
-                ):  # the fixed batch of the diagnostic: real validation text
-                    _, config, folder = load_run(run_dir)
-                    tokens = validation_tokens(config, folder)
+            name = f"deepnet_{depth}_{residual}"
+            runs = common.seeded_runs(
+                work, name, seeds, lambda seed, d=depth, r=residual: arm_overrides(s, d, r, seed), arm_result
+            )
+            if tokens is None and (ok := [i for i, r in enumerate(runs) if r["ok"]]):
+                _, config, folder = load_run(work / f"{name}_s{ok[0]}")  # the diagnostic's batch: real text
+                tokens = validation_tokens(config, folder)
             sizes = (
                 update_sizes(
                     model_overrides(depth, residual, s["seq_len"]), tokens, s["diag_steps"], s["lr"], 0

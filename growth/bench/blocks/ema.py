@@ -36,7 +36,7 @@ def settings(quick: bool) -> dict[str, Any]:
 
 def arm_overrides(s: dict[str, Any], decay: float, seed: int) -> list[str]:
     return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.shape_overrides(SHAPE),
         f"train.ema_decay={decay}",
         "train.ema_warmup=false",
         "train.lr_schedule=wsd",
@@ -65,6 +65,20 @@ def stable_end(s: dict[str, Any]) -> int:
     return int(round(s["steps"] * (1 - s["decay_fraction"])))
 
 
+def read(s: dict[str, Any], run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    raw, ema = common.scalars(run_dir, "val/loss"), common.scalars(run_dir, "val/loss_ema")
+    points = gaps(raw, ema)
+    return {
+        **outcome,
+        "val_loss": raw,
+        "val_loss_ema": ema,
+        "gap": points,
+        "gap_stable_end": gap_at(points, stable_end(s)),
+        "gap_end": gap_at(points, s["steps"]),
+        "lr": common.scalars(run_dir, "train/lr"),
+    }
+
+
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     s = settings(quick)
     record: dict[str, Any] = {
@@ -73,23 +87,13 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
         "decays": {},
     }
     for decay in s["decays"]:
-        runs = []
-        for seed in range(seeds):
-            run_dir = work / f"ema_{decay}_s{seed}"
-            outcome = common.run_arm(run_dir, arm_overrides(s, decay, 1234 + seed))
-            raw, ema = common.scalars(run_dir, "val/loss"), common.scalars(run_dir, "val/loss_ema")
-            points = gaps(raw, ema)
-            runs.append(
-                {
-                    **outcome,
-                    "val_loss": raw,
-                    "val_loss_ema": ema,
-                    "gap": points,
-                    "gap_stable_end": gap_at(points, stable_end(s)),
-                    "gap_end": gap_at(points, s["steps"]),
-                    "lr": common.scalars(run_dir, "train/lr"),
-                }
-            )
+        runs = common.seeded_runs(
+            work,
+            f"ema_{decay}",
+            seeds,
+            lambda seed, d=decay: arm_overrides(s, d, seed),
+            lambda d, o: read(s, d, o),
+        )
         record["decays"][str(decay)] = {
             "runs": runs,
             "gap_stable_end": common.seed_stats([r["gap_stable_end"] for r in runs]),

@@ -56,7 +56,7 @@ def arm_overrides(s: dict[str, Any], arm: str, length: int, seed: int) -> list[s
     shape = {**ARMS[arm], **({"chunk_size": s["chunk"][str(length)]} if arm == "flash" else {})}
     return [
         f"model.d_model={D_MODEL}",
-        *(f"model.{k}={v}" for k, v in shape.items()),
+        *common.shape_overrides(shape),
         f"data.seq_len={length}",
         f"model.max_seq_len={length}",
         f"train.micro_batch_size={max(1, s['tokens_per_step'] // length)}",
@@ -99,15 +99,13 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     }
     for length in s["lengths"]:
         runs = {
-            arm: [
-                arm_result(
-                    work / f"gau_{length}_{arm}_s{seed}",
-                    common.run_arm(
-                        work / f"gau_{length}_{arm}_s{seed}", arm_overrides(s, arm, length, 1234 + seed)
-                    ),
-                )
-                for seed in range(seeds)
-            ]
+            arm: common.seeded_runs(
+                work,
+                f"gau_{length}_{arm}",
+                seeds,
+                lambda seed, a=arm, n=length: arm_overrides(s, a, n, seed),
+                arm_result,
+            )
             for arm in ARMS
         }
         t_star, timed = at_equal_time(runs)

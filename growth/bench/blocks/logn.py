@@ -44,7 +44,7 @@ def settings(quick: bool) -> dict[str, Any]:
 def arm_overrides(s: dict[str, Any], flags: list[str], seed: int) -> list[str]:
     t = s["train_len"]
     return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.shape_overrides(SHAPE),
         "model.position=rope",
         f"data.seq_len={t}",
         f"model.max_seq_len={t * MULTIPLES[-1]}",
@@ -79,6 +79,11 @@ def degradation(evaluation: dict[str, Any], k: int) -> float:
     return evaluation[str(k)]["mean"] - evaluation["1"]["mean"]
 
 
+def arm_result(s: dict[str, Any], flags: list[str], run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    evaluation = evaluate(run_dir, s["train_len"], s["long_windows"]) if outcome["ok"] else {}
+    return {**outcome, "flags": flags, "eval": evaluation, "val_loss": common.scalars(run_dir, "val/loss")}
+
+
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
     s = settings(quick)
     record: dict[str, Any] = {
@@ -87,19 +92,13 @@ def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
         "arms": {},
     }
     for arm, flags in arms(s["train_len"]).items():
-        runs = []
-        for seed in range(seeds):
-            run_dir = work / f"logn_{arm}_s{seed}"
-            outcome = common.run_arm(run_dir, arm_overrides(s, flags, 1234 + seed))
-            evaluation = evaluate(run_dir, s["train_len"], s["long_windows"]) if outcome["ok"] else {}
-            runs.append(
-                {
-                    **outcome,
-                    "flags": flags,
-                    "eval": evaluation,
-                    "val_loss": common.scalars(run_dir, "val/loss"),
-                }
-            )
+        runs = common.seeded_runs(
+            work,
+            f"logn_{arm}",
+            seeds,
+            lambda seed, f=flags: arm_overrides(s, f, seed),
+            lambda run_dir, outcome, f=flags: arm_result(s, f, run_dir, outcome),
+        )
         ok = [r for r in runs if r["eval"]]
         record["arms"][arm] = {
             "runs": runs,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from growth.bench.blocks import common, simcse
-from growth.bench.blocks.simcse import SHAPE, pretrain_overrides, settings  # the same pretraining and budget
+from growth.bench.blocks.simcse import SHAPE, settings  # the same pretraining and budget
 
 NAME = "rdrop"
 ALPHA = 1.0
@@ -36,35 +36,20 @@ def finetune_overrides(s: dict[str, Any], pretrained: Path, alpha: float, seed: 
 
 
 def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
-    from growth.eval.sts import evaluate_checkpoint
-
     s = settings(quick)
-    pretrained = work / "rdrop_pretrain"
-    outcome = common.run_arm(pretrained, pretrain_overrides(s))
-    if not outcome["ok"]:
-        raise RuntimeError(f"pretraining for the R-Drop comparison failed: {outcome['error']}")
+    arms = {
+        arm: lambda pretrained, seed, a=alpha: finetune_overrides(s, pretrained, a, seed)
+        for arm, alpha in ARMS.items()
+    }
+    pretrained, runs = simcse.pretrain_then_fine_tune(work, s, NAME, seeds, arms)
     record: dict[str, Any] = {
         "name": NAME,
         "settings": {**s, "shape": SHAPE, "seeds": seeds, "alpha": ALPHA},
-        "pretrained": evaluate_checkpoint(pretrained, "bundled:sts-dev"),
-        "arms": {},
+        "pretrained": pretrained,
+        "arms": {
+            a: {"runs": r, "spearman": common.seed_stats([x["spearman"] for x in r])} for a, r in runs.items()
+        },
     }
-    for arm, alpha in ARMS.items():
-        runs = []
-        for seed in range(seeds):
-            run_dir = work / f"rdrop_{arm}_s{seed}"
-            done = common.run_arm(run_dir, finetune_overrides(s, pretrained, alpha, 1234 + seed))
-            if not done["ok"]:
-                raise RuntimeError(f"STS fine-tuning ({arm} R-Drop, seed {seed}) failed: {done['error']}")
-            runs.append(
-                {
-                    **done,
-                    "train_loss": common.scalars(run_dir, "train/loss"),
-                    "flops_seen": common.scalars(run_dir, "train/flops_seen"),
-                    "spearman": evaluate_checkpoint(run_dir, "bundled:sts-dev")["raw"],
-                }
-            )
-        record["arms"][arm] = {"runs": runs, "spearman": common.seed_stats([r["spearman"] for r in runs])}
     record["flag_honoured"] = honoured(record)
     record["flops_ratio"] = flops_ratio(record)
     record["verdict"] = judge(record)

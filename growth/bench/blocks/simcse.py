@@ -15,6 +15,7 @@ pass ``contrastive.simcse_variant`` to the loss, and the record says so.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def settings(quick: bool) -> dict[str, Any]:
 
 def pretrain_overrides(s: dict[str, Any]) -> list[str]:
     return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.shape_overrides(SHAPE),
         *common.steps_overrides(s["pretrain_steps"], s["pretrain_steps"]),
     ]
 
@@ -42,7 +43,7 @@ def pretrain_overrides(s: dict[str, Any]) -> list[str]:
 def finetune_overrides(s: dict[str, Any], pretrained: Path, variant: str, seed: int) -> list[str]:
     steps = s["finetune_steps"]
     return [
-        *(f"model.{k}={v}" for k, v in SHAPE.items()),
+        *common.shape_overrides(SHAPE),
         f"train.init_from={pretrained}",
         "contrastive.objective=simcse",
         f"contrastive.simcse_variant={variant}",
@@ -58,34 +59,50 @@ def finetune_overrides(s: dict[str, Any], pretrained: Path, variant: str, seed: 
     ]
 
 
-def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
+def pretrain_then_fine_tune(
+    work: Path, s: dict[str, Any], name: str, seeds: int, arms: dict[str, Callable[[Path, int], list[str]]]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """One pretraining (``<name>_pretrain``) and its STS-B dev scores, then each arm's fine-tunes from it
+    (``arms[arm](pretrained, seed)``: their overrides), one per seed, each with its train loss, FLOPs and
+    STS-B dev Spearman (raw weights). A failed run raises: the comparison needs every arm."""
     from growth.eval.sts import evaluate_checkpoint
 
-    s = settings(quick)
-    pretrained = work / "simcse_pretrain"
+    pretrained = work / f"{name}_pretrain"
     outcome = common.run_arm(pretrained, pretrain_overrides(s))
     if not outcome["ok"]:
-        raise RuntimeError(f"pretraining for the SimCSE comparison failed: {outcome['error']}")
+        raise RuntimeError(f"pretraining for the {name} comparison failed: {outcome['error']}")
+
+    def read(run_dir: Path, done: dict[str, Any]) -> dict[str, Any]:
+        if not done["ok"]:
+            raise RuntimeError(f"{name} fine-tuning ({run_dir.name}) failed: {done['error']}")
+        return {
+            **done,
+            "train_loss": common.scalars(run_dir, "train/loss"),
+            "flops_seen": common.scalars(run_dir, "train/flops_seen"),
+            "spearman": evaluate_checkpoint(run_dir, "bundled:sts-dev")["raw"],
+        }
+
+    runs = {
+        arm: common.seeded_runs(
+            work, f"{name}_{arm}", seeds, lambda seed, o=overrides: o(pretrained, seed), read
+        )
+        for arm, overrides in arms.items()
+    }
+    return evaluate_checkpoint(pretrained, "bundled:sts-dev"), runs
+
+
+def run(work: Path, quick: bool, seeds: int) -> dict[str, Any]:
+    s = settings(quick)
+    arms = {v: lambda pretrained, seed, v=v: finetune_overrides(s, pretrained, v, seed) for v in VARIANTS}
+    pretrained, runs = pretrain_then_fine_tune(work, s, NAME, seeds, arms)
     record: dict[str, Any] = {
         "name": NAME,
         "settings": {**s, "shape": SHAPE, "seeds": seeds},
-        "pretrained": evaluate_checkpoint(pretrained, "bundled:sts-dev"),
-        "variants": {},
+        "pretrained": pretrained,
+        "variants": {
+            v: {"runs": r, "spearman": common.seed_stats([x["spearman"] for x in r])} for v, r in runs.items()
+        },
     }
-    for variant in VARIANTS:
-        runs = []
-        for seed in range(seeds):
-            run_dir = work / f"simcse_{variant}_s{seed}"
-            done = common.run_arm(run_dir, finetune_overrides(s, pretrained, variant, 1234 + seed))
-            if not done["ok"]:
-                raise RuntimeError(f"SimCSE fine-tuning ({variant}, seed {seed}) failed: {done['error']}")
-            losses = common.scalars(run_dir, "train/loss")
-            spearman = evaluate_checkpoint(run_dir, "bundled:sts-dev")["raw"]
-            runs.append({**done, "train_loss": losses, "spearman": spearman})
-        record["variants"][variant] = {
-            "runs": runs,
-            "spearman": common.seed_stats([r["spearman"] for r in runs]),
-        }
     record["variant_honoured"] = honoured(record)
     record["verdict"] = judge(record)
     return record

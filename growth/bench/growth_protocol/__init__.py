@@ -8,5 +8,6 @@ ablations); ``envelope_read.py`` the readings (envelope, crossover check, fitted
 Against the large model alone (``--large-only``): ``recipe.py`` the grown path's knobs and the ablations;
 ``plan.py`` shapes, budgets and the steps of every phase; ``curves.py`` the saving read against the scratch curve
 (both accountings) and the staged-training slope rule; ``protocol.py`` the whole comparison over seeds;
-``report.py`` the JSON summary and plot. Both train through ``runs.py`` (cached, resumable, WSD decay branches).
+``report.py`` the text summary and plot. Both train through ``runs.py`` (WSD decay branches, the restarted
+flow) on the harness's run cache (``growth/bench/harness.py``: cached by config digest, resumable).
 """

@@ -25,7 +25,8 @@ from growth.bench.growth_protocol.envelope_plan import Envelope
 from growth.bench.growth_protocol.envelope_read import read_seed, summarize
 from growth.bench.growth_protocol.plan import changed_fields
 from growth.bench.growth_protocol.protocol import Log, run_config
-from growth.bench.growth_protocol.recipe import DEFAULT, Recipe
+from growth.bench.growth_protocol.recipe import DEFAULT, Recipe, ablation_arms
+from growth.bench.growth_protocol.recipe import ENVELOPE_ABLATIONS as ABLATIONS
 
 
 class Bench(NamedTuple):
@@ -52,34 +53,6 @@ def _resume_interval(max_steps: int) -> int:
     return max(1, math.ceil(max_steps / 10))
 
 
-def _branches(
-    bench: Bench, label: str, main_config: dict, points: dict[int, tuple[int, int]]
-) -> dict[int, runs.Run]:
-    """One WSD main run to the largest of ``points`` (multiple -> (max_steps, decay steps)), a fully decayed
-    branch at each other; the finished run of each multiple."""
-    largest = max(points)
-    main = runs.train(bench.work, label, main_config, bench.threads, bench.log)
-    branches = runs.in_parallel(
-        {
-            m: (
-                lambda m=m: runs.branch(
-                    bench.work,
-                    f"{label}-b{m}",
-                    main,
-                    main_config,
-                    *points[m],
-                    bench.threads,
-                    bench.log,
-                    evals=1,
-                )
-            )
-            for m in points
-            if m != largest
-        }
-    )
-    return {**branches, largest: main}
-
-
 def scratch(
     env: Envelope, bench: Bench, size: str, seed: int, lr: float, multiples: tuple[int, ...] | None = None
 ) -> list[dict]:
@@ -99,12 +72,14 @@ def scratch(
         save_interval=_resume_interval(top_steps),
         save_steps=starts,
     )
-    done = _branches(bench, f"{size}-lr{lr:g}-s{seed}", main_config, points)
+    done = runs.with_branches(
+        bench.work, f"{size}-lr{lr:g}-s{seed}", main_config, points, *bench[1:], evals=1
+    )
     out = []
     for m in multiples:
         run, steps = done[m], points[m][0]
         flops = steps * env.step_flops(shape)
-        _check_flops(run, flops)
+        runs.check_flops(run, flops)
         out.append(
             {
                 "size": size,
@@ -124,13 +99,6 @@ def scratch(
 
 def _curve(run: runs.Run, step_flops: float) -> list[tuple[float, float]]:
     return [(s * step_flops, v) for s, v in run.val]
-
-
-def _check_flops(run: runs.Run, planned: float) -> None:
-    if abs(run.flops_seen - planned) > 1e-9 * planned:
-        raise RuntimeError(
-            f"{run.folder}: the trainer counted {run.flops_seen:.6e} FLOPs, the plan {planned:.6e}"
-        )
 
 
 def grown(
@@ -163,12 +131,12 @@ def grown(
         save_interval=_resume_interval(top_steps),
         save_steps=starts,
     )
-    done = _branches(bench, f"grown-s{seed}", config, points)
+    done = runs.with_branches(bench.work, f"grown-s{seed}", config, points, bench.threads, bench.log, evals=1)
     out = []
     for m, (steps, _) in points.items():
         small_flops = at_step * env.step_flops(small)
         flops = small_flops + (steps - at_step) * env.step_flops(env.large)
-        _check_flops(done[m], flops)
+        runs.check_flops(done[m], flops)
         out.append(
             {
                 "multiple": m,
@@ -253,26 +221,7 @@ def compare(env: Envelope, bench: Bench, recipe: Recipe = DEFAULT) -> dict:
     }
 
 
-# -- the recipe search: one change at a time, read against the first seed's envelope -------------------------
-# name -> arms (label, changes); a change names an Envelope field (growth_at), a Recipe field, or ``small``
-# (width: the small model has the large depth; depth: the large width). Every arm trains only the grown path.
-ABLATIONS: dict[str, list[tuple[str, dict]]] = {
-    "growth_point": [(f"grow at {u:g} units", {"growth_at": u}) for u in (0.25, 0.5, 1.5)],
-    "transition": [
-        ("re-warm the LR over 100 steps", {"rewarmup_steps": 100}),
-        ("reset Adam moments", {"optimizer": "reset"}),
-        ("no symmetry-breaking noise", {"noise_std": 0.0}),
-        ("noise 1e-2", {"noise_std": 1e-2}),
-        ("stacked depth (G_stack, not exact)", {"depth_operator": "stack"}),
-    ],
-    "dims": [
-        ("width only (small has the large depth)", {"small": "width"}),
-        ("depth only (small has the large width)", {"small": "depth"}),
-    ],
-}
-RECIPE_FIELDS = {f.name for f in dataclasses.fields(Recipe)}
-
-
+# -- the recipe search: one change at a time (recipe.ENVELOPE_ABLATIONS), read against the first seed's envelope
 def _arm_small(env: Envelope, which: str | None) -> dict[str, int] | None:
     if which is None:
         return None
@@ -288,13 +237,13 @@ def ablation(env: Envelope, bench: Bench, name: str, recipe: Recipe = DEFAULT) -
     sweeps = runs.in_parallel({size: (lambda size=size: lr_sweep(env, bench, size)) for size in env.sizes})
     lr = sweeps[list(env.sizes)[-1]]["best"]
     arms = [("default recipe", {})] + ABLATIONS[name]
+    recipes = ablation_arms(name, recipe, ABLATIONS)
     calls = {
         size: (lambda size=size: scratch(env, bench, size, seed, sweeps[size]["best"])) for size in env.sizes
     }
     for index, (_, changes) in enumerate(arms):
         arm_env = dataclasses.replace(env, **{k: v for k, v in changes.items() if k == "growth_at"})
-        arm_recipe = recipe.changed(**{k: v for k, v in changes.items() if k in RECIPE_FIELDS})
-        calls[index] = lambda e=arm_env, r=arm_recipe, c=changes: grown(
+        calls[index] = lambda e=arm_env, r=recipes[index][1], c=changes: grown(
             e, bench, seed, lr, r, _arm_small(env, c.get("small"))
         )
     done = runs.in_parallel(calls)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from growth.bench.plotting import pyplot
+from growth.bench.plotting import figure, save_figure
 
 
 def _interval(stats: dict, percent: bool = True) -> str:
@@ -50,8 +50,7 @@ def summary_lines(result: dict) -> list[str]:
 
 def plot(result: dict, path: Path) -> None:
     """Every scratch size's completed schedules and curves, the envelope, and the grown path (first seed bold)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    fig, (ax,) = figure(1, width=8.5, height=5.5)
     sizes = list(result["protocol"]["sizes"])
     for index, (_seed, data) in enumerate(result["seeds"].items()):
         alpha, first = (1.0, index == 0) if index == 0 else (0.35, False)
@@ -98,6 +97,4 @@ def plot(result: dict, path: Path) -> None:
     finals = [p["loss"] for d in result["seeds"].values() for p in d["scratch"] + d["grown"]]
     ax.set_ylim(min(finals) - 0.1, max(finals) + 0.5)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

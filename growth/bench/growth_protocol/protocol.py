@@ -28,8 +28,7 @@ from growth.bench.growth_protocol.plan import (
     stage_shapes,
 )
 from growth.bench.growth_protocol.recipe import DEFAULT, Recipe, ablation_arms
-
-Log = Callable[[str], None]
+from growth.bench.harness import Log
 
 
 def run_config(protocol: Protocol, shape: dict, seed: int, lr: float, max_steps: int, **train) -> dict:
@@ -73,29 +72,14 @@ def scratch(
         protocol, protocol.large, seed, lr, steps[-1], save_interval=math.gcd(*(starts[:-1] or steps))
     )
     main_config["train"]["decay_fraction"] = protocol.decay_steps(multiples[-1]) / steps[-1]
-    main = runs.train(work, f"scratch-s{seed}", main_config, threads, log)
-    branches = runs.in_parallel(
-        {
-            multiple: (
-                lambda multiple=multiple, max_steps=max_steps: runs.branch(
-                    work,
-                    f"scratch-s{seed}-b{multiple}",
-                    main,
-                    main_config,
-                    max_steps,
-                    protocol.decay_steps(multiple),
-                    threads,
-                    log,
-                )
-            )
-            for multiple, max_steps in zip(multiples[:-1], steps[:-1])
-        }
-    )
+    points = {m: (s, protocol.decay_steps(m)) for s, m in zip(steps, multiples)}
+    done = runs.with_branches(work, f"scratch-s{seed}", main_config, points, threads, log)
+    main = done[multiples[-1]]
     budgets = []
     for multiple, max_steps in zip(multiples, steps):
-        run = branches.get(multiple, main)
+        run = done[multiple]
         flops = max_steps * protocol.step_flops(protocol.large)
-        _check_flops(run, flops)
+        runs.check_flops(run, flops)
         budgets.append(
             {
                 "multiple": multiple,
@@ -119,13 +103,6 @@ def _constant_part(
         for s, v in run.val
         if protocol.warmup_steps < s <= decay_start
     ]
-
-
-def _check_flops(run: runs.Run, planned: float) -> None:
-    if abs(run.flops_seen - planned) > 1e-9 * planned:
-        raise RuntimeError(
-            f"{run.folder}: the trainer counted {run.flops_seen:.6e} FLOPs, the plan {planned:.6e}"
-        )
 
 
 def frontiers(scratch_result: dict) -> tuple[list, list]:
@@ -174,7 +151,7 @@ def grown(
         config = run_config(protocol, shapes[0], seed, lr, total, decay_fraction=decay / total, growth=stages)
         run = runs.train(work, tag, config, threads, log)
     flops = phase_flops(protocol, phases)
-    _check_flops(run, sum(flops))
+    runs.check_flops(run, sum(flops))
     return {
         "multiple": multiple,
         "fraction": fraction,

@@ -3,7 +3,8 @@
 A ``Recipe`` says how the small model becomes the large one inside one run (``train.growth``): when
 (``fraction`` of the budget's FLOPs spent before the last growth, or the staged-training slope rule),
 in how many jumps, along which dimensions, with which LR schedule across the growth points and which
-operators. ``ABLATIONS`` changes one field at a time against the default recipe.
+operators. ``ABLATIONS`` (the large-only protocol's) and ``ENVELOPE_ABLATIONS`` change one thing at a time
+against the default recipe.
 """
 
 from __future__ import annotations
@@ -75,5 +76,32 @@ ABLATIONS: dict[str, list[tuple[str, dict]]] = {
 }
 
 
-def ablation_arms(name: str, base: Recipe = DEFAULT) -> list[tuple[str, Recipe]]:
-    return [("default recipe", base)] + [(label, base.changed(**fields)) for label, fields in ABLATIONS[name]]
+# The envelope protocol's (tools/bench_growth.py without --large-only): a change names a Recipe field, an
+# Envelope field (growth_at) or ``small`` (width: the small model has the large depth; depth: the large width).
+ENVELOPE_ABLATIONS: dict[str, list[tuple[str, dict]]] = {
+    "growth_point": [(f"grow at {u:g} units", {"growth_at": u}) for u in (0.25, 0.5, 1.5)],
+    "transition": [
+        ("re-warm the LR over 100 steps", {"rewarmup_steps": 100}),
+        ("reset Adam moments", {"optimizer": "reset"}),
+        ("no symmetry-breaking noise", {"noise_std": 0.0}),
+        ("noise 1e-2", {"noise_std": 1e-2}),
+        ("stacked depth (G_stack, not exact)", {"depth_operator": "stack"}),
+    ],
+    "dims": [
+        ("width only (small has the large depth)", {"small": "width"}),
+        ("depth only (small has the large width)", {"small": "depth"}),
+    ],
+}
+RECIPE_FIELDS = {f.name for f in dataclasses.fields(Recipe)}
+
+
+def ablation_arms(
+    name: str, base: Recipe = DEFAULT, table: dict[str, list[tuple[str, dict]]] = ABLATIONS
+) -> list[tuple[str, Recipe]]:
+    """The default recipe, then each arm of ``table[name]`` with its Recipe fields changed (the protocol
+    applies the others)."""
+    arms = [
+        (label, base.changed(**{k: v for k, v in fields.items() if k in RECIPE_FIELDS}))
+        for label, fields in table[name]
+    ]
+    return [("default recipe", base), *arms]

@@ -1,15 +1,10 @@
-"""What ``tools/bench_growth.py`` prints and plots."""
+"""What ``tools/bench_growth.py --large-only`` prints and plots (the JSON: ``harness.write_json``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def write_json(result: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
+from growth.bench.plotting import figure, save_figure
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -49,12 +44,7 @@ def ablation_lines(result: dict) -> list[str]:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax,) = figure(1, width=8, height=5)
     for index, (_seed, data) in enumerate(result["seeds"].items()):
         alpha, first = (1.0, True) if index == 0 else (0.35, False)
         budgets = data["scratch"]["budgets"]
@@ -100,18 +90,11 @@ def plot(result: dict, path: Path) -> None:
     losses = [b["loss"] for d in result["seeds"].values() for b in d["scratch"]["budgets"]]
     ax.set_ylim(min(losses + [small["loss"]]) - 0.1, max(losses) + 0.6)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_ablation(result: dict, scratch_budgets: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax,) = figure(1, width=8, height=5)
     ax.plot(
         [b["flops"] for b in scratch_budgets],
         [b["loss"] for b in scratch_budgets],
@@ -135,6 +118,4 @@ def plot_ablation(result: dict, scratch_budgets: list[dict], path: Path) -> None
         f"ablation: {result['ablation']} (budget {result['multiple']}x, seed {result['seed']})", fontsize=9
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
