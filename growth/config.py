@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from growth.errors import ConfigError
+
 if TYPE_CHECKING:
     from growth.registry import Registry
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be built; the message names the key and what to do."""
 
 
 # What "the same model" means (see ``model_field_role``). Every ModelConfig field has one role:

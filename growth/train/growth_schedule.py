@@ -28,8 +28,9 @@ import math
 
 from growth.checkpoint import consolidated_state_dict, tag_for
 from growth.checkpoint.layout import COMPLETE
-from growth.config import Config, ConfigError, GrowthStage, ModelConfig
+from growth.config import Config, GrowthStage, ModelConfig
 from growth.distributed.deepspeed_adapter import all_adam_moments, set_adam_moments
+from growth.errors import ConfigError
 from growth.expand import GrowthError, GrowthOptions, GrowthPlan, plan_growth
 from growth.expand.grow_state import GrownState, grow_state, materialize
 from growth.model.accounting import flops_per_token
