@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.config import DataConfig
+from growth.data.config import DataConfig
 from growth.data.packed import PackedCorpus, TokenCorpus, combine, load_tokens, too_short
 from growth.data.prepare import (
     Split,

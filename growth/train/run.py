@@ -21,7 +21,7 @@ import yaml
 
 from growth import checkpoint as ckpt
 from growth.checkpoint.atomic import atomic_path, write_atomic
-from growth.config import Config, load_config, model_config_from_dict, model_differences
+from growth.config import Config, load_config
 from growth.data.batches import BatchMaker
 from growth.data.packed import default_cache_dir
 from growth.data.pipeline import (
@@ -45,6 +45,7 @@ from growth.distributed import (
 from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
 from growth.errors import ConfigError, UserError
 from growth.model import GrowthLM, build_model
+from growth.model.config import model_config_from_dict, model_differences
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import (
