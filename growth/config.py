@@ -18,6 +18,7 @@ Errors are :class:`ConfigError` with a one-line message that names the key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,11 +169,20 @@ def validate(config: Config) -> None:
     validate_sampling(t, m.objective, c.objective)
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """Reads ``1e-3`` as a float, as YAML 1.2 does (PyYAML's 1.1 rules want a dot: a string)."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_Yaml12Floats)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
