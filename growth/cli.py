@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from growth.checkpoint.atomic import failed_write_line
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.errors import UserError
 
 T = TypeVar("T")
 
@@ -21,11 +20,11 @@ T = TypeVar("T")
 def run_reporting_errors(
     call: Callable[[], T], out: Path | str, errors: tuple[type[Exception], ...] = ()
 ) -> T | None:
-    """``call()``; a bad config or data (or one of ``errors``) and a failed write under ``out`` (a full
+    """``call()``; a user error (``growth/errors.py``: config, data, checkpoint; or one of ``errors``) and a failed write under ``out`` (a full
     disk, no permission) become one ``error:`` line on stderr and ``None`` (the tool exits 2)."""
     try:
         return call()
-    except (ConfigError, DataError, *errors) as err:
+    except (UserError, *errors) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
     except OSError as err:
         print(failed_write_line(err, out), file=sys.stderr, flush=True)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-# Only the error class: growth.config sits below every other module, and this one sits right above it.
-from growth.config import ConfigError
+# Only the error class (growth/errors.py sits below every module; this one right above it).
+from growth.errors import ConfigError
 
 T = TypeVar("T")
 

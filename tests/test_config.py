@@ -112,6 +112,49 @@ def test_bad_yaml_files(tmp_path, text, message):
     assert message in str(err.value)
 
 
+def test_yaml_reads_exponent_floats_at_any_depth(tmp_path):
+    # YAML 1.1 (PyYAML) reads 3e-4 as a string; the config reads it as YAML 1.2 does, also inside lists
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "train:\n  lr: 3e-4\n  growth:\n    - at_step: auto\n      model: {n_layers: 8}\n"
+        "      auto_law: [1e-3, 406.4, 0.34, 4.1e+2, 0.28]\n"
+    )
+    config = load_config(path)
+    assert config.train.lr == pytest.approx(3e-4, rel=1e-12)
+    assert config.train.growth[0].auto_law == pytest.approx([1e-3, 406.4, 0.34, 410.0, 0.28], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.growth=5", "train.growth expects a list, got 5 (from command line)"),
+        ("train.growth=[{model: {n_layers: 8}}]", "train.growth[0].at_step is required (from command line)"),
+        (
+            "train.growth=[{at_step: 5, model: {n_layers: 8}, seed: x}]",
+            "train.growth[0].seed expects int, got 'x'",
+        ),
+        ("data.sources=[{corpus: a, weight: x}]", "data.sources[0].weight expects float, got 'x'"),
+        ("data.sources=[3]", "data.sources[0] must be a mapping with keys corpus, weight, text_field, got 3"),
+        ("train.save_steps=[10, x]", "train.save_steps[1] expects int, got 'x'"),
+        ("model.d_model=true", "model.d_model expects int, got True"),
+    ],
+)
+def test_a_nested_value_error_names_its_element(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert str(err.value).startswith(message)
+
+
+def test_command_line_text_reads_as_the_key_wants():
+    config = load_config(overrides=["train.name=123", "train.max_steps=1e3", "train.sample_prompts=[1, x]"])
+    assert (config.train.name, config.train.max_steps, config.train.sample_prompts) == (
+        "123",
+        1000,
+        ["1", "x"],
+    )
+    assert isinstance(config.train.max_steps, int)
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/nonexistent/run.yaml")

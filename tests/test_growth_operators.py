@@ -17,9 +17,8 @@ import torch
 import yaml
 
 from growth import checkpoint as ckpt
-from growth.config import Config, GrowthStage, load_config
+from growth.config import Config, load_config
 from growth.expand import GrowthError, GrowthOptions, plan_growth, widen
-from growth.expand import options as operator_options
 from growth.expand.axes import cyclic_map, lemon_shares, tiled_map
 from growth.expand.grow_checkpoint import expand_checkpoint
 from growth.expand.grow_state import RAMP_STATE, grow_state
@@ -526,20 +525,6 @@ def test_interleaved_adam_moments_follow_the_gradient_map():
 
 
 # -- 6/7. one set of options for tools/expand.py and train.growth -----------------------------------
-def test_stage_fields_flags_and_options_agree():
-    stage_fields = {f.name: f.default for f in dataclasses.fields(GrowthStage)}
-    for field in dataclasses.fields(GrowthOptions):
-        assert stage_fields[field.name] == field.default, field.name
-    from growth.config import STAGE_CHOICES
-
-    assert STAGE_CHOICES == {
-        "depth_operator": operator_options.DEPTH_OPERATORS,
-        "noise": operator_options.NOISE_KINDS,
-        "split": operator_options.SPLITS,
-        "width_operator": operator_options.WIDTH_OPERATORS,
-    }
-
-
 @pytest.mark.parametrize(
     "stage, message",
     [

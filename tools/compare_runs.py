@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from growth.cli import run_reporting_errors
-from growth.config import ConfigError
+from growth.errors import ConfigError
 from growth.eval.run_curves import AXES, plot_runs, read_run
 
 

@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.errors import ConfigError, DataError
 from growth.eval.sts import evaluate_checkpoint
 
 

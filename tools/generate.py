@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from growth.config import ConfigError
-from growth.data.errors import DataError
+from growth.errors import ConfigError, DataError
 from growth.eval.generate import check_sampling, load_for_sampling, sample_texts
 from growth.model.sampling import SamplingOptions
 

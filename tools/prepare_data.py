@@ -11,10 +11,10 @@ with a progress bar on stderr; the last line printed is
 import argparse
 import sys
 
-from growth.config import ConfigError, load_config
-from growth.data.errors import DataError
+from growth.config import load_config
 from growth.data.packed import default_cache_dir
 from growth.data.pipeline import corpus_tokenizer, prepare_tokens, summary
+from growth.errors import ConfigError, DataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from growth.data.errors import DataError
 from growth.data.sources import resolve_files
 from growth.data.tokenizer import Tokenizer, train_tokenizer
+from growth.errors import DataError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from growth.config import ConfigError, run_folders
+from growth.config import run_folders
+from growth.errors import CheckpointError
 
 LATEST = "latest"
 COMPLETE = "complete"
@@ -59,9 +60,9 @@ def read_run_state(folder: Path) -> RunState:
     try:
         return RunState(**json.loads(path.read_text()))
     except FileNotFoundError:
-        raise ConfigError(f"{path} is missing: the checkpoint is damaged; {without_it(folder)}") from None
+        raise CheckpointError(f"{path} is missing: the checkpoint is damaged; {without_it(folder)}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
-        raise ConfigError(
+        raise CheckpointError(
             f"{path} is unreadable ({type(err).__name__}: {str(err)[:80]}): the checkpoint is damaged; "
             f"{without_it(folder)}"
         ) from None
@@ -115,7 +116,7 @@ def read_latest(root: Path) -> str | None:
     if tag is None or not tag or "/" in tag or not all(c.isprintable() for c in tag):
         newest = complete_folders(root)
         hint = f" (the newest complete one is {newest[-1].name})" if newest else ""
-        raise ConfigError(
+        raise CheckpointError(
             f"{pointer} is damaged (it holds {raw[:16]!r}, not a checkpoint tag); write the tag of a "
             f"complete checkpoint into it{hint}, or remove it to continue from the newest complete one"
         )
@@ -137,7 +138,7 @@ def latest_checkpoint(root: Path) -> Path | None:
         state = "is missing" if not folder.exists() else "is incomplete"
         newest = complete_folders(root)
         hint = f" (the newest complete one is {newest[-1].name})" if newest else ""
-        raise ConfigError(
+        raise CheckpointError(
             f"{root / LATEST} names {folder.name}, which {state}; point it at a complete checkpoint{hint}"
         )
     return folder
@@ -171,7 +172,9 @@ def resolve_checkpoint(path: Path, what: str = "checkpoint") -> Path:
             return resume_checkpoint(candidate)[0]
     if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
         return path
-    raise ConfigError(f"{what}={path} is not a checkpoint (no checkpoints/latest, or {WEIGHTS} + {CONFIG})")
+    raise CheckpointError(
+        f"{what}={path} is not a checkpoint (no checkpoints/latest, or {WEIGHTS} + {CONFIG})"
+    )
 
 
 def run_tokenizer(path: Path) -> Path | None:

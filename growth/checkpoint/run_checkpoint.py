@@ -44,9 +44,9 @@ from growth.checkpoint.moments import PARAM_NAMES
 from growth.checkpoint.rng import rng_state, set_rng_state
 from growth.checkpoint.universal import ensure_universal
 from growth.checkpoint.verify import manifest
-from growth.config import ConfigError
 from growth.distributed import World, barrier, run_on_main
 from growth.distributed.deepspeed_adapter import universal_checkpoint_info, zero0_parameter_names
+from growth.errors import CheckpointError
 
 
 def save_checkpoint(
@@ -116,7 +116,7 @@ def _disk_full(root: Path, err: Exception) -> bool:
 def _make_room(folder: Path) -> None:
     """Rank 0, before a save: never write into a complete checkpoint; clear what a killed save left."""
     if is_complete(folder):
-        raise ConfigError(
+        raise CheckpointError(
             f"{folder} is a complete checkpoint already; refusing to overwrite it (move it away, "
             "or continue from it with train.resume=auto)"
         )
@@ -157,23 +157,25 @@ def load_training_state(engine, folder: Path, world: World, universal: bool) -> 
         )
     except Exception as err:  # noqa: BLE001 - DeepSpeed's errors for damaged files are tracebacks
         first = (str(err).splitlines() or [""])[0][:160]
-        raise ConfigError(
+        raise CheckpointError(
             f"DeepSpeed could not load {load_folder} ({type(err).__name__}: {first}); {without_it(folder)}"
         ) from None
     if path is None:
-        raise ConfigError(f"DeepSpeed found no checkpoint in {load_folder}; {without_it(folder)}")
+        raise CheckpointError(f"DeepSpeed found no checkpoint in {load_folder}; {without_it(folder)}")
     if universal or read_run_state(folder).world_size != world.size:
         return  # another world size: each rank's dropout stream starts from the run's seed instead
     rng_file = folder / f"rng_rank{world.rank}.pt"
     if not rng_file.is_file():
-        raise ConfigError(
+        raise CheckpointError(
             f"{rng_file} is missing (rank {world.rank}'s RNG state, without which dropout does not "
             f"replay exactly); {without_it(folder)}"
         )
     try:
         saved = torch.load(rng_file, weights_only=False)
     except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"{rng_file} is unreadable ({type(err).__name__}); {without_it(folder)}") from None
+        raise CheckpointError(
+            f"{rng_file} is unreadable ({type(err).__name__}); {without_it(folder)}"
+        ) from None
     set_rng_state(saved)
 
 

@@ -18,12 +18,12 @@ import socket
 import time
 from pathlib import Path
 
-from growth.config import ConfigError
+from growth.errors import CheckpointError
 
 LOCK_FILE = ".lock"
 
 
-class RunDirInUse(ConfigError):
+class RunDirInUse(CheckpointError):
     """Another process holds the run directory's lock."""
 
 

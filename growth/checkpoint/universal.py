@@ -7,9 +7,9 @@ from pathlib import Path
 
 from growth.checkpoint.atomic import write_atomic
 from growth.checkpoint.layout import COMPLETE, RunState
-from growth.config import ConfigError
 from growth.distributed import World, barrier
 from growth.distributed.deepspeed_adapter import convert_to_universal
+from growth.errors import CheckpointError
 
 
 def needs_universal(state: RunState, world: World) -> bool:
@@ -22,7 +22,7 @@ def ensure_universal(folder: Path, world: World) -> Path:
     if world.is_main and not (universal / COMPLETE).is_file():
         error = convert_to_universal(folder, universal)
         if error is not None:
-            raise ConfigError(f"ds_to_universal could not convert {folder}: {error}")
+            raise CheckpointError(f"ds_to_universal could not convert {folder}: {error}")
         write_atomic(universal / COMPLETE, b"ok\n")
     if world.size > 1:  # a reader passing a world of one (tools/expand.py) is not a collective
         barrier()

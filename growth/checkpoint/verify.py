@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from growth.checkpoint.layout import COMPLETE, RUN_STATE, WEIGHTS, read_run_state, without_it
-from growth.config import ConfigError
 from growth.distributed import World, all_reduce_sum
 from growth.distributed.deepspeed_adapter import local_data
+from growth.errors import CheckpointError
 
 MANIFEST_VERSION = 1
 _CHUNK = 8 << 20
@@ -55,12 +55,12 @@ def read_manifest(folder: Path) -> dict[str, list[int]] | None:
     return data.get("files") if isinstance(data, dict) else None
 
 
-def _damaged(folder: Path, name: str, what: str) -> ConfigError:
-    return ConfigError(f"{folder / name} {what}: the checkpoint is damaged; {without_it(folder)}")
+def _damaged(folder: Path, name: str, what: str) -> CheckpointError:
+    return CheckpointError(f"{folder / name} {what}: the checkpoint is damaged; {without_it(folder)}")
 
 
 def verify_checkpoint(folder: Path, world_size: int | None = None) -> None:
-    """Raise a one-line ConfigError naming the first missing, truncated or altered file of ``folder``.
+    """Raise a one-line CheckpointError naming the first missing, truncated or altered file of ``folder``.
 
     ``world_size``: the world the checkpoint was saved by (from its run state), for the per-rank RNG
     files of a checkpoint without a manifest."""

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from growth.config import ContrastiveConfig
-from growth.data.errors import DataError
 from growth.data.sampler import WindowSampler
 from growth.data.sentence_pairs import READERS, Pair, data_path, read_sentences, read_sts
 from growth.data.tokenizer import PAD_ID, Tokenizer
+from growth.errors import DataError
+from growth.objectives.config import ContrastiveConfig
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from growth.data.errors import DataError
+from growth.errors import DataError
 
 BUNDLED_DIR = Path(__file__).parent / "corpus"
 

@@ -1,5 +1,5 @@
-"""One exception type for bad input data; launchers print its one-line message and exit non-zero."""
+"""Bad input data raises :class:`growth.errors.DataError` (re-exported here, where it was first defined)."""
 
+from growth.errors import DataError
 
-class DataError(ValueError):
-    """Input data that cannot be used; the message says what is wrong and what to do."""
+__all__ = ["DataError"]

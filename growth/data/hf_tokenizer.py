@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from growth.data.errors import DataError
+from growth.errors import DataError
 
 BUNDLE_FORMAT = "growth-hf-tokenizer/1"
 TOKENIZER_JSON = "tokenizer.json"

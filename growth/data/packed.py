@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.data.errors import DataError
 from growth.data.mixture import MixtureSampler, WindowedTokens, interleave_validation
 from growth.data.sampler import WindowSampler
+from growth.errors import DataError
 
 SPLITS = ("train", "val")
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.config import DataConfig
-from growth.data.errors import DataError
+from growth.data.config import DataConfig
 from growth.data.packed import PackedCorpus, TokenCorpus, combine, load_tokens, too_short
 from growth.data.prepare import (
     Split,
@@ -28,6 +27,7 @@ from growth.data.prepare import (
 )
 from growth.data.sources import corpus_digest, iter_texts, resolve_files
 from growth.data.tokenizer import Tokenizer, sample_sentences, train_on_sentences
+from growth.errors import DataError
 
 TOKENIZER_SAMPLE_VERSION = 2
 

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.data.errors import DataError
 from growth.data.sources import (
     Unit,
     content_digest,
@@ -47,6 +46,7 @@ from growth.data.sources import (
     resolve_files,
 )
 from growth.data.worker import encode_unit, load_processor, part_paths
+from growth.errors import DataError
 
 FORMAT_VERSION = 2
 UNIT_BYTES = 4 << 20

@@ -8,8 +8,8 @@ not). An empty prompt starts at a document boundary (EOS: documents are separate
 
 from __future__ import annotations
 
-from growth.data.errors import DataError
 from growth.data.tokenizer import Tokenizer
+from growth.errors import DataError
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str, what: str) -> list[int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from growth.data.corpus import BUNDLED_DIR as CORPUS_DIR
-from growth.data.errors import DataError
+from growth.errors import DataError
 
 STS_DIR = Path(__file__).parent / "sts"
 STS_FIELDS = ("genre", "file", "year", "id", "score", "sentence1", "sentence2")

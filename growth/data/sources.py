@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from growth.data.corpus import corpus_path
-from growth.data.errors import DataError
+from growth.errors import DataError
 
 CHUNK = 1 << 20  # bytes read at a time, and the text handed to one encode call
 DIGEST_CHUNK = 8 << 20

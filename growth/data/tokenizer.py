@@ -18,8 +18,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from growth.data.errors import DataError
 from growth.data.sources import iter_documents
+from growth.errors import DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MASK_PIECE = "<mask>"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from growth.data.errors import DataError
 from growth.data.sources import Unit, read_piece
+from growth.errors import DataError
 
 FLUSH_TOKENS = 1 << 18
 Report = Callable[[int, int, int], None]  # (input bytes, documents, tokens) since the last report

@@ -20,9 +20,11 @@ from safetensors import SafetensorError
 from growth import checkpoint as ckpt
 from growth.checkpoint.depth_gates import saved_depth_gates
 from growth.checkpoint.hf import find_tokenizer, read_hf_model
-from growth.config import ConfigError, ModelConfig, load_config
+from growth.config import load_config
 from growth.data.prompt import encode_prompt, sample_text
 from growth.data.tokenizer import Tokenizer
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig
 from growth.model.mask import OBJECTIVES
 from growth.model.sampling import SamplingOptions, generate, inference_model
 from growth.model.transformer import GrowthLM

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from growth import checkpoint as ckpt
-from growth.config import Config, ConfigError, load_config
+from growth.config import Config, load_config
 from growth.data.batches import BatchMaker
 from growth.data.packed import default_cache_dir
 from growth.data.pipeline import find_prepared, load_token_corpus
 from growth.data.tokenizer import Tokenizer
+from growth.errors import ConfigError
 from growth.model import GrowthLM, build_model
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from growth.checkpoint.atomic import atomic_path
-from growth.config import ConfigError
+from growth.errors import ConfigError
 
 AXES = {"steps": None, "tokens": "train/tokens_seen", "flops": "train/flops_seen"}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from growth import checkpoint as ckpt
-from growth.config import ConfigError, load_config
+from growth.config import load_config
 from growth.data.contrastive_batches import sts_examples
-from growth.data.errors import DataError
 from growth.data.tokenizer import Tokenizer
+from growth.errors import ConfigError, DataError
 from growth.model import build_model
 from growth.objectives.spearman import sts_spearman
 

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 
 import torch
 
-from growth.config import ModelConfig
 from growth.expand.axes import (
     AxisMap,
     cyclic_map,
@@ -59,6 +58,7 @@ from growth.expand.axes import (
     su_stream,
     tiled_map,
 )
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import layer_kind
 
 NORM = re.compile(r"(norm|final_norm)\.(weight|bias)$")

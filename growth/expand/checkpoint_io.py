@@ -25,8 +25,9 @@ from safetensors import SafetensorError
 from growth import checkpoint as ckpt
 from growth.checkpoint.ema_file import EMA_FILE
 from growth.checkpoint.moments import GROWN_MOMENTS
-from growth.config import Config, ConfigError, config_from_dict
+from growth.config import Config, config_from_dict
 from growth.distributed.deepspeed_adapter import Moments
+from growth.errors import ConfigError
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 
 from growth.checkpoint import RunState
 from growth.config import Config, load_config
-from growth.data.errors import DataError
+from growth.errors import DataError
 from growth.expand.checkpoint_io import read_source, write_grown
 from growth.expand.grow_state import RAMP_STATE, grow_state, ramp_state
 from growth.expand.options import GrowthOptions

@@ -22,13 +22,13 @@ import torch
 from accelerate import init_empty_weights
 
 from growth.checkpoint.depth_gates import RAMP_STATE as DEPTH_RAMP_STATE
-from growth.config import ModelConfig
 from growth.distributed.deepspeed_adapter import Moments
 from growth.expand import blocks
 from growth.expand.optimizer_state import grow_optimizer_state
 from growth.expand.options import GrowthOptions
 from growth.expand.width import GrowthError, GrowthPlan, grow_state_dict, plan_growth
 from growth.model import build_model
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import layer_kind
 from growth.model.transformer import GrowthLM, init_layer, set_depth_gate
 from growth.objectives.token_loss import token_loss_sum

@@ -1,6 +1,7 @@
 """What one growth may choose besides the target model: the operators (docs/growth_operators.md "How each
 block grows", docs/design.md Sec. 4). The same options come from ``tools/expand.py`` flags and from a ``train.growth``
-stage (``growth.config.GrowthStage``, same names and defaults), so both paths grow alike.
+stage (``growth.train.config.GrowthStage``, a subclass: the fields are declared once, here), so both
+paths grow alike.
 
     width_operator   tiled (default)  the stream [h; h; ...; h; 0_r]; readers W/k; any D >= d; heads grow
                                       in number or in size (head_dim)
@@ -33,9 +34,18 @@ DEPTH_OPERATORS = ("auto", "ramp", "zero", "stack")
 NOISE_KINDS = ("absolute", "relative")
 SPLITS = ("equal", "lemon")
 OPTIMIZER_STATES = ("grown", "reset")
+# The string options and what each accepts (a train.growth stage's validator names its key with them).
+OPERATOR_CHOICES = {
+    "optimizer": OPTIMIZER_STATES,
+    "noise": NOISE_KINDS,
+    "split": SPLITS,
+    "width_operator": WIDTH_OPERATORS,
+    "depth_operator": DEPTH_OPERATORS,
+}
 
 
-@dataclass(frozen=True)
+# Not frozen: a train.growth stage subclasses it and auto-growth sets the stage's at_step when it decides.
+@dataclass
 class GrowthOptions:
     noise_std: float = 1e-3  # zero-sum symmetry-breaking noise (exact at any value); 0: none
     seed: int = 0  # seeds the noise and new layers
@@ -48,13 +58,7 @@ class GrowthOptions:
     ramp_steps: int = 100  # ramp: optimizer steps over which m rises linearly from 0 to 1
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("optimizer", OPTIMIZER_STATES),
-            ("noise", NOISE_KINDS),
-            ("split", SPLITS),
-            ("width_operator", WIDTH_OPERATORS),
-            ("depth_operator", DEPTH_OPERATORS),
-        ):
+        for name, allowed in OPERATOR_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise GrowthError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from growth.config import ModelConfig, fields_with_role, model_config_from_dict, model_differences
 from growth.expand import blocks
 from growth.expand.axes import remap
 from growth.expand.errors import GrowthError
 from growth.expand.options import GrowthOptions
+from growth.model.config import ModelConfig, fields_with_role, model_config_from_dict, model_differences
 from growth.model.layer_kind import layer_kind
 from growth.model.residual import RESIDUALS
 

@@ -6,10 +6,9 @@ importing this package loads them all.
 
 from __future__ import annotations
 
-from growth.config import ModelConfig
-
 # The kinds register themselves on import (growth/model/layer_kind.py); one line per kind's file.
 from growth.model import attention, gau, nystrom, performer, transformer_layer  # noqa: F401
+from growth.model.config import ModelConfig
 from growth.model.transformer import GrowthLM
 
 

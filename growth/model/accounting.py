@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import layer_kind
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growth.config import ModelConfig
 from growth.model.attention_scale import scale_queries
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import ATTENTIONS, AttentionKind
 from growth.model.mask import Visibility
 from growth.model.rope import POSITIONS

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.registry import Registry
 
 FFNS: Registry[type[nn.Module]] = Registry("model.ffn")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growth.config import ConfigError, ModelConfig
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig
 from growth.model.flash import mixed_chunk_attention, mixed_chunk_flops
 from growth.model.gau_kernels import GAU_KERNELS
 from growth.model.layer_kind import LAYERS, LayerKind, require_positive

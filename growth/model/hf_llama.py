@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from growth.config import ConfigError, ModelConfig, model_config_from_dict
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig, model_config_from_dict
 
 LLAMA_SHAPE = {
     "layer": "transformer",

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from growth.config import ModelConfig, model_config_from_dict
+from growth.model.config import ModelConfig, model_config_from_dict
 from growth.model.hf_llama import hf_shape_kwargs
 from growth.model.kv_cache import decoding_visibility, supports_kv_cache
 from growth.model.rope import RotaryEmbedding

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import layer_kind
 from growth.model.mask import OBJECTIVES, Visibility, visibility
 

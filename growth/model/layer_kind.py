@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from growth.config import ConfigError, ModelConfig
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig
 from growth.registry import Registry
 
 

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from growth.config import ConfigError, ModelConfig
+from growth.errors import ConfigError
 from growth.model.attention import MultiHeadAttention
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import ATTENTIONS
 from growth.model.mask import OBJECTIVES, Visibility
 

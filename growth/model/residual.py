@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.model.layer_kind import layer_kind
 from growth.model.norm import build_norm
 from growth.registry import Registry

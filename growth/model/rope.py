@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.registry import Registry
 
 

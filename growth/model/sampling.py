@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from growth.config import ModelConfig
+from growth.model.config import ModelConfig
 from growth.model.kv_cache import KVCache, supports_kv_cache
 from growth.model.transformer import GrowthLM, set_depth_gate
 

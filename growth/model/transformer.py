@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from growth.config import ModelConfig
 from growth.model import accounting
+from growth.model.config import ModelConfig
 from growth.model.heads import LMHead, pool
 from growth.model.kv_cache import KVCache, supports_kv_cache
 from growth.model.layer_kind import LAYERS

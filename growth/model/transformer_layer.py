@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from growth.config import ConfigError, ModelConfig
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig
 from growth.model.ffn import FFNS, build_ffn
 from growth.model.layer_kind import LAYERS, LayerKind, attention_kind, require_positive
 from growth.model.mask import Visibility

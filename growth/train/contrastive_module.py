@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from growth.config import Config, ConfigError
+from growth.config import Config
 from growth.data.contrastive_batches import (
     ContrastiveExamples,
     example_sampler,
@@ -35,6 +35,7 @@ from growth.data.contrastive_batches import (
 from growth.data.sampler import WindowSampler
 from growth.data.tokenizer import Tokenizer
 from growth.distributed import World, all_reduce_sum
+from growth.errors import ConfigError
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.objectives.cached_accumulation import Batch, cached_step
 from growth.objectives.contrastive_losses import LossFn, contrastive_loss, similarity_logits

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from growth.config import ConfigError, TrainConfig
 from growth.distributed import deepspeed_adapter
 from growth.distributed.deepspeed_adapter import SkippingAdamW, zero_stage
+from growth.errors import ConfigError
 from growth.model.layer_kind import LAYERS
+from growth.train.config import TrainConfig
 from growth.train.schedule import build_scheduler
 
 

@@ -28,17 +28,20 @@ import math
 
 from growth.checkpoint import consolidated_state_dict, tag_for
 from growth.checkpoint.layout import COMPLETE
-from growth.config import Config, ConfigError, GrowthStage, ModelConfig
+from growth.config import Config
 from growth.distributed.deepspeed_adapter import all_adam_moments, set_adam_moments
+from growth.errors import ConfigError
 from growth.expand import GrowthError, GrowthOptions, GrowthPlan, plan_growth
 from growth.expand.grow_state import GrownState, grow_state, materialize
 from growth.model.accounting import flops_per_token
+from growth.model.config import ModelConfig
 from growth.train import auto_growth
 from growth.train.auto_growth import AUTO
 from growth.train.callback import Callback
 from growth.train.callbacks.checkpointer import Checkpointer
 from growth.train.callbacks.depth_ramp import DepthRamp
 from growth.train.callbacks.ema import EMAUpdater, averaged_weights
+from growth.train.config import GrowthStage
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
 

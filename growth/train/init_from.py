@@ -16,8 +16,9 @@ import yaml
 
 from growth import checkpoint as ckpt
 from growth.checkpoint.moments import GROWN_MOMENTS
-from growth.config import ConfigError, ModelConfig, model_config_from_dict, model_differences
 from growth.distributed.deepspeed_adapter import set_adam_moments
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig, model_config_from_dict, model_differences
 
 
 def load_init_weights(model: torch.nn.Module, source: str) -> tuple[Path, ckpt.RunState]:

@@ -16,8 +16,10 @@ import shlex
 from pathlib import Path
 
 from growth.checkpoint.atomic import write_atomic
-from growth.config import Config, ConfigError, ModelConfig, config_from_dict
+from growth.config import Config, config_from_dict
+from growth.errors import ConfigError
 from growth.expand import GrowthError, plan_growth
+from growth.model.config import ModelConfig
 
 GROW_TARGET = "grow_2x.yaml"
 

@@ -21,9 +21,8 @@ import yaml
 
 from growth import checkpoint as ckpt
 from growth.checkpoint.atomic import atomic_path, write_atomic
-from growth.config import Config, ConfigError, load_config, model_config_from_dict, model_differences
+from growth.config import Config, load_config
 from growth.data.batches import BatchMaker
-from growth.data.errors import DataError
 from growth.data.packed import default_cache_dir
 from growth.data.pipeline import (
     load_token_corpus,
@@ -44,7 +43,9 @@ from growth.distributed import (
     watch_peers,
 )
 from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
+from growth.errors import ConfigError, UserError
 from growth.model import GrowthLM, build_model
+from growth.model.config import model_config_from_dict, model_differences
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import (
@@ -77,7 +78,7 @@ from growth.train.next_steps import next_step_lines, write_grow_target
 from growth.train.os_errors import os_error_line as failed_io_line
 from growth.train.trainer import Trainer, TrainingDiverged
 
-USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
+USER_ERRORS = (UserError, TrainingDiverged)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

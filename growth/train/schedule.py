@@ -19,7 +19,7 @@ from transformers import (
     get_wsd_schedule,
 )
 
-from growth.config import TrainConfig
+from growth.train.config import TrainConfig
 
 Factor = Callable[[int], float]
 

@@ -32,7 +32,9 @@ import yaml
 from growth.checkpoint.hf.files import HFWeights, read_hf_config
 from growth.checkpoint.layout import CONFIG, TOKENIZER, WEIGHTS, resolve_checkpoint, run_tokenizer
 from growth.checkpoint.safetensors_io import LazyWeights, save_safetensors_streaming
-from growth.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
+from growth.config import Config, config_from_dict
+from growth.errors import ConfigError
+from growth.model.config import ModelConfig, model_config_from_dict
 from growth.model.hf_llama import (
     HFConversionError,
     from_hf_names,

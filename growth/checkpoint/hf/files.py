@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from growth.config import ConfigError
+from growth.errors import CheckpointError
 
 CONFIG_JSON = "config.json"
 # (single file, index of shards), in order of preference
@@ -27,11 +27,11 @@ WEIGHT_LAYOUTS = (
 def read_hf_config(folder: Path) -> dict:
     path = Path(folder) / CONFIG_JSON
     if not path.is_file():
-        raise ConfigError(f"--from {folder}: no {CONFIG_JSON}; pass a folder written by save_pretrained")
+        raise CheckpointError(f"--from {folder}: no {CONFIG_JSON}; pass a folder written by save_pretrained")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--from {folder}: {CONFIG_JSON} is not valid JSON ({err})") from None
+        raise CheckpointError(f"--from {folder}: {CONFIG_JSON} is not valid JSON ({err})") from None
 
 
 class HFWeights(Mapping):
@@ -50,10 +50,10 @@ class HFWeights(Mapping):
                 break
         if not self._file:
             names = ", ".join(n for layout in WEIGHT_LAYOUTS for n in layout)
-            raise ConfigError(f"--from {self.folder}: no weights ({names})")
+            raise CheckpointError(f"--from {self.folder}: no weights ({names})")
         missing = sorted({str(p.name) for p in self._file.values() if not p.is_file()})
         if missing:
-            raise ConfigError(
+            raise CheckpointError(
                 f"--from {self.folder}: the weight index names missing shards: {', '.join(missing)}"
             )
         self._loaded: tuple[Path, dict] | None = None  # the current .bin shard
