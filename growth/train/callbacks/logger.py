@@ -10,6 +10,8 @@ from growth.train.metrics import Metrics
 
 
 class TensorBoardLogger(Callback):
+    priority = 90  # the first that reports: it opens the writer in pre_train, before the others log
+
     def __init__(self, log_dir: Path, log_interval: int, show_stage: bool = False):
         self.log_dir, self.log_interval, self.show_stage = log_dir, log_interval, show_stage
         self.metrics: Metrics | None = None

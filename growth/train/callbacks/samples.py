@@ -29,6 +29,8 @@ OPTIONS = SamplingOptions(max_new_tokens=64, temperature=0.8)
 
 
 class TextSamples(Callback):
+    priority = 20  # pre_step after GrowthSchedule and DepthRamp: it samples the model they leave
+
     def __init__(self, config: Config, tokenizer: Path):
         self.interval, self.prompts = config.train.sample_interval, config.train.sample_prompts
         self.growth_steps = [stage.at_step for stage in config.train.growth]
@@ -54,7 +56,7 @@ class TextSamples(Callback):
             self.sample(trainer, "samples", "")
 
     def pre_step(self, trainer) -> None:
-        """After ``GrowthSchedule.pre_step`` (this callback comes later in the list): the grown model."""
+        """After ``GrowthSchedule.pre_step`` (a lower priority): the grown model."""
         step = trainer.state.step
         if step in self.growth_steps:
             self.sample(
