@@ -60,6 +60,10 @@ class Callback:
     def log_metrics(self, trainer: Trainer, step: int, scalars: dict[str, float]) -> None:
         """Scalars any part of the run reports through ``trainer.log`` (loggers write them)."""
 
+    def log_text(self, trainer: Trainer, step: int, texts: dict[str, str], line: str) -> None:
+        """Texts by tag (e.g. sampled continuations) and a console ``line`` about them, reported through
+        ``trainer.log_text`` (loggers write them)."""
+
     def on_model_replaced(self, trainer: Trainer, replacement: ModelReplacement) -> None:
         """After ``trainer.replace_model``: ``trainer.module.network`` and ``trainer.engine`` are new, so
         anything held about the old ones (averaged weights, gates, cached modules) must follow."""

@@ -53,6 +53,9 @@ class Trainer:
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.call("log_metrics", step, scalars)
 
+    def log_text(self, step: int, texts: dict[str, str], line: str) -> None:
+        self.call("log_text", step, texts, line)
+
     def callback(self, kind: type[C]) -> C | None:
         return next((c for c in self.callbacks if isinstance(c, kind)), None)
 

@@ -31,6 +31,14 @@ class TensorBoardLogger(Callback):
         if self.metrics is not None:
             self.metrics.log(step, scalars)
 
+    def log_text(self, trainer, step: int, texts: dict[str, str], line: str) -> None:
+        """TensorBoard's text tab (one entry per tag) and the console."""
+        if self.metrics is None:
+            return
+        for tag, text in texts.items():
+            self.metrics.text(tag, text, step)
+        self.metrics.say(line)
+
     def post_step(self, trainer, result) -> None:
         step = trainer.state.step
         if not result.applied:

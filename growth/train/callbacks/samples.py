@@ -22,7 +22,6 @@ from growth.data.tokenizer import Tokenizer
 from growth.model.sampling import SamplingOptions, generate, inference_model
 from growth.model.transformer import depth_gates
 from growth.train.callback import Callback
-from growth.train.callbacks.logger import TensorBoardLogger
 
 # A short look at the model, not a benchmark of it: the settings tools/generate.py defaults to, fewer tokens.
 OPTIONS = SamplingOptions(max_new_tokens=64, temperature=0.8)
@@ -84,13 +83,12 @@ class TextSamples(Callback):
         return texts
 
     def write(self, trainer, tag: str, when: str, texts: list[str]) -> None:
-        """TensorBoard's text tab (``<tag>/<prompt index>``) and the log, through the run's logger."""
-        logger = trainer.callback(TensorBoardLogger)
-        if logger is None or logger.metrics is None:
-            return
+        """TensorBoard's text tab (``<tag>/<prompt index>``) and the log, through the run's loggers."""
         step = trainer.state.step
-        for index, text in enumerate(texts):
-            logger.metrics.text(f"{tag}/{index}", text, step)
         heading = f"samples at step {step}" + (f" ({when})" if when else "")
         blocks = ["\n".join(f"  {line}" for line in text.splitlines()) for text in texts]
-        logger.metrics.say(f"{heading}:\n" + "\n  --\n".join(blocks))
+        trainer.log_text(
+            step,
+            {f"{tag}/{index}": text for index, text in enumerate(texts)},
+            f"{heading}:\n" + "\n  --\n".join(blocks),
+        )
