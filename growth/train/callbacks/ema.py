@@ -28,5 +28,7 @@ class EMAUpdater(Callback):
 
 
 def averaged_weights(trainer) -> EMA | None:
+    """The run's EMA, or None. The one place a callback looks another up by type: reading the averaged
+    weights (to evaluate, save or grow them) is a question, which a hook or the order cannot answer."""
     owner = trainer.callback(EMAUpdater)
     return owner.ema if owner is not None else None
