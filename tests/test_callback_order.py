@@ -120,3 +120,20 @@ def test_a_replacement_without_ramped_layers_leaves_the_depth_ramp_idle():
     )
     trainer.replace_model(network, lambda net: SimpleNamespace(module=net), ModelReplacement())
     assert depth_gates(network.layers) == {} and trainer.callbacks[0].state_dict() == {"ramps": []}
+
+
+def test_growth_points_follow_an_auto_stage_once_it_is_decided(tmp_path):
+    """The checkpointer saves (and keeps) the small model at every growth point; an ``at_step: auto`` stage
+    becomes one when the run decides it (``GrowthSchedule.post_eval``/``load_state_dict`` set ``at_step``)."""
+    from growth.config import GrowthStage, load_config
+    from growth.train.callbacks import Checkpointer
+
+    config = load_config(overrides=["train.max_steps=20"])
+    config.train.growth = [
+        GrowthStage(at_step=4, model={"n_layers": 6}),
+        GrowthStage(at_step="auto", model={"n_layers": 8}),
+    ]
+    checkpointer = Checkpointer(tmp_path, 2, config)
+    assert checkpointer.growth_points == [4]
+    config.train.growth[1].at_step = 11
+    assert checkpointer.growth_points == [4, 11]
