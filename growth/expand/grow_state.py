@@ -2,7 +2,7 @@
 larger model built on the meta device (accelerate's ``init_empty_weights``) so it is never
 allocated twice; then check on a probe batch that the grown model computes the small one's
 function. One code path for ``tools/expand.py`` (a checkpoint on disk, ``grow_checkpoint.py``) and
-for a growth stage inside a run (``growth/train/growth_schedule.py``); the operators: docs/design.md Sec. 4,
+for a growth stage inside a run (``growth/train/callbacks/growth_schedule.py``); the operators: docs/design.md Sec. 4,
 chosen by a ``GrowthOptions`` (``options.py``).
 
 The check is exactness, except for ``depth_operator=stack`` (G_stack), which is not function-preserving:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from growth import checkpoint as ckpt
 from growth.checkpoint.atomic import atomic_path, write_atomic
@@ -42,31 +41,31 @@ from growth.distributed import (
     stop_watching_peers,
     watch_peers,
 )
-from growth.distributed.deepspeed_adapter import is_partitioned, zero_stage
+from growth.distributed.deepspeed_adapter import zero_stage
 from growth.errors import ConfigError, UserError
 from growth.model import GrowthLM, build_model
-from growth.model.config import model_config_from_dict, model_differences
+from growth.model.config import model_differences
 from growth.model.sentence_encoder import SentenceEncoder
 from growth.train.callback import Callback
 from growth.train.callbacks import (
     Checkpointer,
+    DepthRamp,
     EMAUpdater,
     Evaluator,
     FeatureRedraw,
+    GracefulStop,
     GrowthEventLogger,
+    GrowthSchedule,
     TensorBoardLogger,
+    TextSamples,
 )
-from growth.train.callbacks.depth_ramp import DepthRamp
-from growth.train.callbacks.graceful_stop import GracefulStop
-from growth.train.callbacks.samples import TextSamples
+from growth.train.callbacks.growth_schedule import resolve_auto_stage
 from growth.train.contrastive_module import ContrastiveModule, contrastive_sampler, load_contrastive_data
 from growth.train.ema import EMA
 from growth.train.engine import build_engine, deepspeed_config
-from growth.train.growth_schedule import (
-    GrowthSchedule,
+from growth.train.growth_stages import (
     model_at,
     needs_depth_ramp,
-    resolve_auto_stage,
     rewarmup_in_effect,
     schedule_position,
     stage_models,
@@ -281,28 +280,18 @@ def build_network(config: Config, resume_step: int) -> tuple[GrowthLM, ckpt.RunS
     return lm, state, init_folder
 
 
-def restore_extra_weights(module: TrainModule, folder: Path) -> None:
-    """Tensors outside the engine (DeepSpeed did not save them) come from the consolidated weights."""
-    extras = {name: t for name, t in module.extra_weights().items() if not is_partitioned(t)}
-    if extras:
-        saved = ckpt.LazyWeights(folder / ckpt.WEIGHTS)
-        with torch.no_grad():
-            for name, tensor in extras.items():
-                tensor.copy_(saved[name])
-
-
 def build_callbacks(
-    config: Config, out_dir: Path, ema: EMA | None, extra: Sequence[Callback]
+    config: Config, out_dir: Path, checkpointer: Checkpointer, ema: EMA | None, extra: Sequence[Callback]
 ) -> list[Callback]:
-    """Order matters: the EMA is updated before it is evaluated and saved; the logger comes first of
-    those that report, so everything they log reaches TensorBoard."""
+    """The callbacks the config asks for; each declares its place in the order (its ``priority``; the table
+    is in docs/architecture.md), so the list's order here does not matter."""
     t = config.train
     callbacks: list[Callback] = [EMAUpdater(ema)] if ema is not None else []
     callbacks += [
         TensorBoardLogger(out_dir / "tensorboard", t.log_interval, show_stage=bool(t.growth)),
         GrowthEventLogger(),
         Evaluator(t.eval_interval),
-        Checkpointer(out_dir / "checkpoints", t.save_interval, config),
+        checkpointer,
     ]
     if t.growth:
         callbacks.append(GrowthSchedule(config))
@@ -310,98 +299,9 @@ def build_callbacks(
         callbacks.append(FeatureRedraw(config.model.performer_redraw_interval, t.seed))
     if needs_depth_ramp(config):  # ramped depth growth: new layers' gates 0 -> 1 (in-run or from init_from)
         callbacks.append(DepthRamp(t.init_from))
-    if t.sample_interval:  # after GrowthSchedule and DepthRamp: it samples the model they leave
+    if t.sample_interval:
         callbacks.append(TextSamples(config, out_dir / ckpt.TOKENIZER))
     return [*callbacks, *extra]
-
-
-def find_resume(
-    config: Config, checkpoint_dir: Path, world: World
-) -> tuple[Path | None, ckpt.RunState | None]:
-    """With ``train.resume=auto``: the newest complete checkpoint (``ckpt.resume_checkpoint``), its
-    files verified against the manifest on rank 0, and its run state; (None, None) to start afresh."""
-    if config.train.resume != "auto":
-        return None, None
-
-    def find() -> tuple[Path | None, str]:
-        folder, note = ckpt.resume_checkpoint(checkpoint_dir)
-        if folder is not None:
-            ckpt.verify_checkpoint(folder, ckpt.read_run_state(folder).world_size)
-        return folder, note
-
-    folder, note = run_on_main(world, find)
-    if folder is None:
-        return None, None
-    if note and world.is_main:
-        print(note, flush=True)
-    return folder, ckpt.read_run_state(folder)
-
-
-def check_resume(
-    config: Config, folder: Path, state: ckpt.RunState, ds_config: dict, module: TrainModule
-) -> None:
-    """What a resume must keep: the model the checkpoint holds, its ZeRO stage, and its data stream."""
-    here = model_at(config, state.step)
-    try:
-        there = model_config_from_dict(yaml.safe_load((folder / ckpt.CONFIG).read_text())["model"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError) as err:
-        raise ConfigError(
-            f"{folder / ckpt.CONFIG} is unreadable ({type(err).__name__}); the checkpoint is damaged"
-        ) from None
-    for name, before, now in model_differences(there, here, ("fixed", "growable")):
-        raise ConfigError(
-            f"{folder} holds a different model (model.{name}={before!r} there, {now!r} now); resume "
-            f"with that model, or use a new train.out_dir (train.init_from={folder} starts from its weights)"
-        )
-    stage = zero_stage(ds_config)
-    if state.zero_stage != stage:
-        raise ConfigError(
-            f"train.zero_stage={stage}, but {folder} was saved under ZeRO-{state.zero_stage}; resume with "
-            f"train.zero_stage={state.zero_stage} (or start a new run from its weights: "
-            f"train.init_from={folder} with a new train.out_dir)"
-        )
-    sampler = getattr(module, "sampler", None)
-    if (
-        state.sampler
-        and sampler is not None
-        and hasattr(sampler, "same_stream")
-        and not sampler.same_stream(state.sampler)
-    ):
-        mine = sampler.state_dict()
-        changed = ", ".join(
-            f"{key} {state.sampler.get(key)} there, {mine[key]} now"
-            for key in mine
-            if key != "consumed" and state.sampler.get(key) != mine[key]
-        )
-        raise ConfigError(
-            f"{folder} was trained on another data stream ({changed}): data.corpus, data.seq_len or "
-            f"train.seed changed, so its data position means nothing here; restore them to resume, or "
-            f"start a new run from its weights (train.init_from={folder}, a new train.out_dir)"
-        )
-
-
-def use_configured_lr(engine, lr: float, world: World) -> None:
-    """A resume restores the schedule with the peak LR it was saved with; a changed ``train.lr`` (e.g.
-    lowered after a divergence) takes effect from here on, at the schedule's position."""
-    scheduler = getattr(engine, "lr_scheduler", None)
-    if (
-        scheduler is None
-        or not hasattr(scheduler, "lr_lambdas")
-        or all(base == lr for base in scheduler.base_lrs)
-    ):
-        return
-    before = scheduler.base_lrs[0]
-    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
-    for group, base, factor in zip(
-        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
-    ):
-        group["lr"] = base * factor(scheduler.last_epoch)
-    if world.is_main:
-        print(
-            f"train.lr={lr:g} (the checkpoint's schedule peaked at {before:g}): the schedule continues at the "
-            "configured LR",
-            flush=True,
-        )
 
 
 def record_run(config: Config, out_dir: Path, tokenizer: Tokenizer, world: World) -> None:
@@ -426,15 +326,17 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     task = TASKS[task_name(config)]
     data = task.load_data(config, tokenizer, cache, world)
 
-    checkpoint_dir = out_dir / "checkpoints"
-    resume_from, resumed_state = find_resume(config, checkpoint_dir, world)
+    checkpointer = Checkpointer(out_dir / "checkpoints", config.train.save_interval, config)
+    resume = checkpointer.loader.find(world)
+    resumed_state = resume.state if resume is not None else None
     resolve_auto_stage(config, resumed_state)  # at_step: auto keeps the step the interrupted run decided
     lm, state, init_folder = build_network(config, resumed_state.step if resumed_state else 0)
-    universal = resumed_state is not None and ckpt.needs_universal(resumed_state, world)
-    ds_config = deepspeed_config(config.train, world.size, load_universal=universal)
+    ds_config = deepspeed_config(
+        config.train, world.size, load_universal=resume is not None and resume.universal
+    )
     module = task.build_module(config, data, lm, tokenizer, world)
-    if resume_from is not None:
-        check_resume(config, resume_from, resumed_state, ds_config, module)
+    if resume is not None:
+        checkpointer.loader.check(resume, ds_config, module)
     # A new run starts the schedule at its (continued) step; a resume gets the position from DeepSpeed.
     engine = build_engine(
         module.network,
@@ -450,27 +352,12 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
     )
     torch.manual_seed(config.train.seed + 1 + world.rank)  # dropout differs per rank, replays on resume
 
-    if init_folder is not None and resume_from is None:
+    if init_folder is not None and resume is None:
         load_init_training_state(engine, ema, init_folder)
         if isinstance(module.sampler, WindowSampler) and module.sampler.same_stream(state.sampler):
             module.load_state_dict(state.sampler)  # continue the data order where the small model stopped
-    if resume_from is not None:
-        ckpt.load_training_state(engine, resume_from, world, universal)
-        use_configured_lr(engine, config.train.lr, world)
-        restore_extra_weights(module, resume_from)
-        state = resumed_state
-        module.load_state_dict(state.sampler)
-        saved_ema = ckpt.read_ema(resume_from)
-        if ema is not None and saved_ema is None:
-            raise ConfigError(
-                f"{resume_from} has no EMA weights (ema.safetensors) but train.ema_decay="
-                f"{config.train.ema_decay}: the file was deleted, or the run trained without EMA; restore "
-                f"it, or resume with train.ema_decay=0"
-            )
-        if ema is not None:
-            ema.load_state_dict(saved_ema)
-        if world.is_main:
-            print(f"resumed from {resume_from} at step {state.step}", flush=True)
+    if resume is not None:
+        state = checkpointer.loader.restore(resume, engine, module, ema, world)
     state.world_size, state.zero_stage = world.size, zero_stage(ds_config)
     record_run(config, out_dir, tokenizer, world)
 
@@ -482,7 +369,7 @@ def train(config: Config, world: World, callbacks: Sequence[Callback] = ()) -> T
         world,
         config.train.max_steps,
         config.train.max_bad_steps,
-        [*build_callbacks(config, out_dir, ema, callbacks), GracefulStop(resume_line)],
+        [*build_callbacks(config, out_dir, checkpointer, ema, callbacks), GracefulStop(resume_line)],
     )
     trainer.load_callback_states(state.callbacks)
     started, first_step = time.perf_counter(), state.step

@@ -6,12 +6,15 @@ callbacks evaluate, save, average and log (``growth/train/callbacks/``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
 
 from growth.checkpoint import RunState
 from growth.distributed import World
-from growth.train.callback import Callback
+from growth.train.callback import Callback, ModelReplacement
 from growth.train.module import StepResult, TrainModule
 
 C = TypeVar("C", bound=Callback)
@@ -34,10 +37,12 @@ class Trainer:
     ):
         self.engine, self.module, self.state, self.world = engine, module, state, world
         self.max_steps, self.max_bad_steps = max_steps, max_bad_steps
-        self.callbacks = list(callbacks)
+        # Highest priority first; sorted() is stable, so equal priorities keep the order given.
+        self.callbacks = sorted(callbacks, key=lambda callback: -callback.priority)
         self.losses: list[float] = []  # every applied step's global loss, for summaries and tests
         self.bad_in_a_row = 0
         self.recovery_note = ""  # what a user can go back to (the checkpointer keeps it true); "" = nothing
+        self.last_checkpoint: Path | None = None  # the newest good checkpoint (kept true by the checkpointer)
         self.stopped = None  # set by GracefulStop (callbacks/graceful_stop.py) to end the loop after a step
 
     # -- callbacks ------------------------------------------------------------------------------
@@ -47,6 +52,9 @@ class Trainer:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.call("log_metrics", step, scalars)
+
+    def log_text(self, step: int, texts: dict[str, str], line: str) -> None:
+        self.call("log_text", step, texts, line)
 
     def callback(self, kind: type[C]) -> C | None:
         return next((c for c in self.callbacks if isinstance(c, kind)), None)
@@ -58,6 +66,18 @@ class Trainer:
         for callback in self.callbacks:
             if callback.name in states:
                 callback.load_state_dict(states[callback.name])
+
+    # -- the model --------------------------------------------------------------------------------
+    def replace_model(
+        self, network: nn.Module, build_engine: Callable[[nn.Module], Any], replacement: ModelReplacement
+    ) -> None:
+        """Train ``network`` from here on (a growth stage's grown model): the old engine is destroyed first
+        (its memory is freed before the new one is allocated), ``build_engine(network)`` makes the new one,
+        and every callback hears ``on_model_replaced`` so what it holds about the model follows."""
+        self.engine.destroy()
+        self.module.network = network
+        self.engine = build_engine(network)
+        self.call("on_model_replaced", replacement)
 
     @property
     def is_last_step(self) -> bool:

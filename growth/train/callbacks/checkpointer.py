@@ -9,6 +9,11 @@ make a resume diverge at once, so it is not written, and ``latest`` stays on the
 ``val/loss`` counts only if it was finite at the start of the run (a validation split too small
 for a loss gives NaN there from the start). ``train.keep_checkpoints`` > 0 keeps the newest N, and
 the checkpoints of the growth points (``train.growth[i].at_step``: the small models) besides.
+
+The step of each growth point is saved (applied or not): the small model, which a user can go back to and
+which the growth stage's errors name. A run told to stop (``GracefulStop``) is saved at the step it stops at
+(``on_stop_requested``). Loading — finding the checkpoint a run resumes from, checking and restoring it — is
+this callback's ``loader`` (``checkpoint_loader.py``): one owner for the folder and its format.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import math
 import sys
 from pathlib import Path
 
-from growth.checkpoint import non_finite_weights, resume_checkpoint, save_checkpoint
+from growth.checkpoint import non_finite_weights, resume_checkpoint, save_checkpoint, tag_for
+from growth.checkpoint.layout import is_complete
 from growth.config import Config
+from growth.train.auto_growth import AUTO
 from growth.train.callback import Callback
+from growth.train.callbacks.checkpoint_loader import CheckpointLoader
 from growth.train.callbacks.ema import averaged_weights
 from growth.train.trainer import TrainingDiverged
 
@@ -28,15 +36,25 @@ PROBE = "val/loss"
 
 
 class Checkpointer(Callback):
+    # After the EMA's update and the evaluator (whose val/loss it reuses); before GrowthSchedule's
+    # pre_step needs the small model saved, and before GracefulStop asks for this step's checkpoint.
+    priority = 60
+
     def __init__(self, root: Path, interval: int, config: Config):
         self.root, self.interval, self.config = root, interval, config
         self.keep = config.train.keep_checkpoints
-        self.growth_points = [stage.at_step for stage in config.train.growth]  # exempt from ``keep``
+        self.loader = CheckpointLoader(root, config)
         self.probe_counts: bool | None = None  # whether PROBE was finite for the weights the run started from
         self.evaluated: tuple[int, dict[str, float]] | None = None  # the evaluator's latest (step, scalars)
 
+    @property
+    def growth_points(self) -> list[int]:
+        """Steps after which a stage grows (an ``auto`` stage once decided): saved, and exempt from ``keep``."""
+        return [stage.at_step for stage in self.config.train.growth if stage.at_step != AUTO]
+
     def pre_train(self, trainer) -> None:
-        trainer.recovery_note = self.note(resume_checkpoint(self.root)[0])
+        trainer.last_checkpoint = resume_checkpoint(self.root)[0]
+        trainer.recovery_note = self.note(trainer.last_checkpoint)
         if self.probe_counts is None:
             self.probe_counts = math.isfinite(
                 trainer.module.eval_metrics(trainer.engine).get(PROBE, math.nan)
@@ -56,9 +74,18 @@ class Checkpointer(Callback):
 
     def post_step(self, trainer, result) -> None:
         step = trainer.state.step
-        if result.applied and (
-            step % self.interval == 0 or step in self.config.train.save_steps or trainer.is_last_step
-        ):
+        due = step % self.interval == 0 or step in self.config.train.save_steps or trainer.is_last_step
+        grows_next = step in self.growth_points and not trainer.is_last_step
+        if (result.applied and due) or grows_next:
+            self.save(trainer)
+
+    def on_stop_requested(self, trainer) -> None:
+        """The run stops after this step: save it, unless a checkpoint of it exists already (this step was
+        due, or a growth point). Collective."""
+        here = self.root / tag_for(trainer.state.step)
+        if is_complete(here):
+            trainer.last_checkpoint = here
+        else:
             self.save(trainer)
 
     def unsound(self, trainer) -> str:
@@ -112,6 +139,7 @@ class Checkpointer(Callback):
             keep=self.keep,
             keep_steps=self.growth_points,
         )
+        trainer.last_checkpoint = folder
         trainer.recovery_note = self.note(folder)
         trainer.call("post_checkpoint", folder)
         return folder

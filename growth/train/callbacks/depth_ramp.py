@@ -8,7 +8,7 @@ with no leftover gate.
 
 A ramp is ``{"layers": [...], "steps": R, "start": s}``: m = (step - s) / R. Ramps are this callback's
 state (``run_state.json``), so a resume mid-ramp gives the same m at every step (the gate itself is not
-in the weights). They begin at an in-run growth (``GrowthSchedule`` calls ``begin``) or come with
+in the weights). They begin at an in-run growth (``on_model_replaced``: the grown model's new layers) or come with
 ``train.init_from``: ``tools/expand.py`` writes one into the grown folder's run state (``ramp_state``), and a
 training checkpoint saved mid-ramp carries its own; a fresh run started from either continues it.
 """
@@ -20,10 +20,12 @@ from pathlib import Path
 from growth import checkpoint as ckpt
 from growth.expand.grow_state import RAMP_STATE
 from growth.model.transformer import depth_gates, fold_depth_gate, set_depth_gate
-from growth.train.callback import Callback
+from growth.train.callback import Callback, ModelReplacement
 
 
 class DepthRamp(Callback):
+    priority = 30  # pre_step after GrowthSchedule (a grown model's gates), before TextSamples samples them
+
     def __init__(self, init_from: str = ""):
         self.init_from = init_from
         self.ramps: list[dict] = []
@@ -47,6 +49,10 @@ class DepthRamp(Callback):
             {"layers": [int(i) for i in layers], "steps": int(steps), "start": int(trainer.state.step)}
         )
         self._apply(trainer)
+
+    def on_model_replaced(self, trainer, replacement: ModelReplacement) -> None:
+        if replacement.ramp_layers:
+            self.begin(trainer, list(replacement.ramp_layers), replacement.ramp_steps)
 
     def active(self, trainer) -> bool:
         return any(trainer.state.step - ramp["start"] < ramp["steps"] for ramp in self.ramps)

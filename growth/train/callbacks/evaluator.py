@@ -9,6 +9,10 @@ from growth.train.callbacks.ema import averaged_weights
 
 
 class Evaluator(Callback):
+    # After the EMA's update; before the checkpointer, which reuses this step's val/loss, and whose
+    # growth points include an ``at_step: auto`` stage decided in this evaluation's post_eval.
+    priority = 70
+
     def __init__(self, interval: int):
         self.interval = interval
         self.last: dict[str, float] = {}  # the latest evaluation, for the run's summary

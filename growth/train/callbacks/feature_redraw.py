@@ -20,6 +20,8 @@ def redraw_seed(seed: int, step: int, index: int) -> int:
 
 
 class FeatureRedraw(Callback):
+    priority = 40  # pre_step after GrowthSchedule: a grown model's features are redrawn too
+
     def __init__(self, interval: int, seed: int):
         self.interval, self.seed = interval, seed
 

@@ -2,9 +2,9 @@
 ``growth/distributed/stop_request.py``), on every rank at the same step, with a checkpoint of it.
 
 After each step every rank asks ``agree_on_stop`` (one all-reduce of a single number), so a signal
-that reached one rank stops them all after the same step. The step is saved unless a checkpoint of
-it exists already (the checkpointer's own save at a save interval, or a growth point); the
-checkpointer's checks apply (a step with non-finite weights is not saved, and ``latest`` stays on
+that reached one rank stops them all after the same step. The callbacks hear ``on_stop_requested``: the
+checkpointer saves the step unless a checkpoint of it exists already (its own save at a save interval,
+or a growth point); the checkpointer's checks apply (a step with non-finite weights is not saved, and ``latest`` stays on
 the last good checkpoint, which the run then names). The loop ends; ``train()`` prints the line and
 ``main()`` exits with the request's code. Requests stay deferred after the loop (a signal while the
 summary prints changes nothing: the run is complete) until ``main()`` gives the signals back.
@@ -15,12 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from growth.checkpoint import resume_checkpoint, tag_for
-from growth.checkpoint.layout import is_complete
 from growth.distributed import stop_request
 from growth.distributed.stop_request import StopRequest
 from growth.train.callback import Callback
-from growth.train.callbacks.checkpointer import Checkpointer
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,8 @@ class Stopped:
 
 
 class GracefulStop(Callback):
+    priority = -100  # last: the step it stops at is logged and saved by the others first
+
     def __init__(self, continue_with: str):
         self.continue_with = continue_with
 
@@ -49,14 +48,5 @@ class GracefulStop(Callback):
         request = stop_request.agree_on_stop(trainer.engine.device)
         if request is None or trainer.is_last_step:  # the last step ends the run anyway, saved
             return
-        trainer.stopped = Stopped(request, trainer.state.step, self.checkpoint(trainer))
-
-    def checkpoint(self, trainer) -> Path | None:
-        """A complete checkpoint of this step: the one saved already, or a new one (collective)."""
-        checkpointer = trainer.callback(Checkpointer)
-        if checkpointer is None:
-            return None
-        here = checkpointer.root / tag_for(trainer.state.step)
-        if is_complete(here):
-            return here
-        return checkpointer.save(trainer) or resume_checkpoint(checkpointer.root)[0]
+        trainer.call("on_stop_requested")  # the checkpointer saves this step (collective)
+        trainer.stopped = Stopped(request, trainer.state.step, trainer.last_checkpoint)

@@ -9,6 +9,8 @@ GROWTH_SCALARS = ("loss_before", "loss_after", "params_before", "params_after", 
 
 
 class GrowthEventLogger(Callback):
+    priority = 80  # after the logger it writes through
+
     def pre_train(self, trainer) -> None:
         for event in trainer.state.growth_events:
             trainer.log(

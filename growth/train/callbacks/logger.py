@@ -10,6 +10,8 @@ from growth.train.metrics import Metrics
 
 
 class TensorBoardLogger(Callback):
+    priority = 90  # the first that reports: it opens the writer in pre_train, before the others log
+
     def __init__(self, log_dir: Path, log_interval: int, show_stage: bool = False):
         self.log_dir, self.log_interval, self.show_stage = log_dir, log_interval, show_stage
         self.metrics: Metrics | None = None
@@ -28,6 +30,14 @@ class TensorBoardLogger(Callback):
     def log_metrics(self, trainer, step: int, scalars: dict[str, float]) -> None:
         if self.metrics is not None:
             self.metrics.log(step, scalars)
+
+    def log_text(self, trainer, step: int, texts: dict[str, str], line: str) -> None:
+        """TensorBoard's text tab (one entry per tag) and the console."""
+        if self.metrics is None:
+            return
+        for tag, text in texts.items():
+            self.metrics.text(tag, text, step)
+        self.metrics.say(line)
 
     def post_step(self, trainer, result) -> None:
         step = trainer.state.step

@@ -22,13 +22,14 @@ from growth.data.tokenizer import Tokenizer
 from growth.model.sampling import SamplingOptions, generate, inference_model
 from growth.model.transformer import depth_gates
 from growth.train.callback import Callback
-from growth.train.callbacks.logger import TensorBoardLogger
 
 # A short look at the model, not a benchmark of it: the settings tools/generate.py defaults to, fewer tokens.
 OPTIONS = SamplingOptions(max_new_tokens=64, temperature=0.8)
 
 
 class TextSamples(Callback):
+    priority = 20  # pre_step after GrowthSchedule and DepthRamp: it samples the model they leave
+
     def __init__(self, config: Config, tokenizer: Path):
         self.interval, self.prompts = config.train.sample_interval, config.train.sample_prompts
         self.growth_steps = [stage.at_step for stage in config.train.growth]
@@ -54,7 +55,7 @@ class TextSamples(Callback):
             self.sample(trainer, "samples", "")
 
     def pre_step(self, trainer) -> None:
-        """After ``GrowthSchedule.pre_step`` (this callback comes later in the list): the grown model."""
+        """After ``GrowthSchedule.pre_step`` (a lower priority): the grown model."""
         step = trainer.state.step
         if step in self.growth_steps:
             self.sample(
@@ -82,13 +83,12 @@ class TextSamples(Callback):
         return texts
 
     def write(self, trainer, tag: str, when: str, texts: list[str]) -> None:
-        """TensorBoard's text tab (``<tag>/<prompt index>``) and the log, through the run's logger."""
-        logger = trainer.callback(TensorBoardLogger)
-        if logger is None or logger.metrics is None:
-            return
+        """TensorBoard's text tab (``<tag>/<prompt index>``) and the log, through the run's loggers."""
         step = trainer.state.step
-        for index, text in enumerate(texts):
-            logger.metrics.text(f"{tag}/{index}", text, step)
         heading = f"samples at step {step}" + (f" ({when})" if when else "")
         blocks = ["\n".join(f"  {line}" for line in text.splitlines()) for text in texts]
-        logger.metrics.say(f"{heading}:\n" + "\n  --\n".join(blocks))
+        trainer.log_text(
+            step,
+            {f"{tag}/{index}": text for index, text in enumerate(texts)},
+            f"{heading}:\n" + "\n  --\n".join(blocks),
+        )
