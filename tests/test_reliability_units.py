@@ -232,6 +232,36 @@ def test_before_the_process_group_only_rank_0_prints(capsys, monkeypatch):
     assert capsys.readouterr().err == "error: bad key\n"
 
 
+QUIET_RANK = """
+import os, time
+from growth.distributed import agree_on_failure, stop_request
+os.environ.update(RANK="1", WORLD_SIZE="2")
+stop_request.install()
+sleep = time.sleep
+def announced_sleep(seconds):  # the parent signals once this rank waits
+    print("waiting", flush=True)
+    sleep(seconds)
+time.sleep = announced_sleep
+agree_on_failure(None, "error: rank 1 stays quiet")
+print("returned", flush=True)
+"""
+
+
+def test_a_sigterm_while_a_rank_waits_out_a_failure_prints_no_traceback(tmp_path):
+    """The launcher SIGTERMs the other ranks once rank 0 has failed; one waiting in agree_on_failure (before
+    the process group, it sleeps 1 s so rank 0 prints first) must end quietly, not with a traceback."""
+    script = tmp_path / "quiet_rank.py"
+    script.write_text(QUIET_RANK)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout.readline() == "waiting\n"
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+    assert (child.returncode, out, err) == (0, "returned\n", "")
+
+
 def test_the_peer_watcher_has_ended_when_stop_watching_peers_returns(monkeypatch):
     """A watcher thread left inside a store call at interpreter exit aborts a finished run (exit -6,
     "terminate called without an active exception"): stopping must wait for it."""

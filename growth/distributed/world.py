@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from growth.distributed import stop_request
+
 
 @dataclass(frozen=True)
 class World:
@@ -204,6 +206,9 @@ def agree_on_failure(world: World | None, line: str | None, wait_s: float = 10.0
     import sys
     import time
 
+    # Once a rank has failed, the launcher ends the others with SIGTERM, maybe while this one waits below:
+    # from here on a stop signal is only noted (stop_request), not raised as a traceback over the one line.
+    stop_request.defer(True)
     said = []
 
     def say() -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from growth.config import Config, ConfigError, GrowthStage, ModelConfig
+from growth.config import Config
+from growth.errors import ConfigError
 from growth.expand import GrowthError, GrowthOptions, GrowthPlan, plan_growth
+from growth.model.config import ModelConfig
 from growth.train.auto_growth import AUTO
+from growth.train.config import GrowthStage
 
 
 def stage_models(config: Config) -> list[ModelConfig]:
