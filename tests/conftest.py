@@ -29,8 +29,8 @@ def _seed():
 
 def pytest_collection_modifyitems(config, items):
     """Keep ``-m "not distributed and not slow"`` a unit subset: a test module that spawns ranks through
-    ``tests.distributed.run_distributed`` must carry the ``distributed`` marker."""
-    from tests.distributed import run_distributed
+    ``tests.support.distributed.run_distributed`` must carry the ``distributed`` marker."""
+    from tests.support.distributed import run_distributed
 
     unmarked = sorted(
         {

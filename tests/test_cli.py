@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.distributed import free_port
-from tests.jobs import tiny_run_overrides
+from tests.support.distributed import free_port
+from tests.support.jobs import tiny_run_overrides
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

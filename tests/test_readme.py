@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed import free_port
+from tests.support.distributed import free_port
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: spawning ranks, the jobs ranks run, fault injection."""
