@@ -10,6 +10,7 @@ from growth.distributed.world import (
     init_distributed,
     lost_peer,
     run_on_main,
+    shutdown_distributed,
     stop_watching_peers,
     watch_peers,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "init_distributed",
     "lost_peer",
     "run_on_main",
+    "shutdown_distributed",
     "stop_request",
     "stop_watching_peers",
     "watch_peers",

@@ -70,7 +70,9 @@ def test_a_rank_exception_is_reported_with_its_message(capfd):
 
 def test_the_timeout_kills_every_rank_and_names_the_function(tmp_path):
     start = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"tests\.test_harness\.sleeping_job.*timed out after 5 s"):
+    with pytest.raises(
+        TimeoutError, match=r"tests\.distributed\.test_harness\.sleeping_job.*timed out after 5 s"
+    ):
         run_distributed(sleeping_job, 2, str(tmp_path), timeout_s=5)
     assert time.monotonic() - start < 30
     for pid_file in tmp_path.glob("rank*.pid"):  # the ranks that got as far as fn are gone

@@ -22,7 +22,7 @@ def train_with_faults(spec: dict) -> int:
     """``launch/pretrain.py``'s ``main`` (signals, errors and exit codes as the command has them) with
     the fault callbacks added."""
     from growth.train.run import main
-    from tests import faults
+    from tests.support import faults
 
     callbacks = [getattr(faults, name)(**kwargs) for name, kwargs in spec.get("faults", [])]
     return main(spec["overrides"], callbacks=callbacks)
