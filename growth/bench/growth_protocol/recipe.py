@@ -87,6 +87,14 @@ ENVELOPE_ABLATIONS: dict[str, list[tuple[str, dict]]] = {
         ("noise 1e-2", {"noise_std": 1e-2}),
         ("stacked depth (G_stack, not exact)", {"depth_operator": "stack"}),
     ],
+    # How hard to break the copies' symmetry after a block-tiled widening (the zero-sum noise keeps the function
+    # exact at any size): the transition ablation measured 0 < 1e-3 < 1e-2 in loss at every budget.
+    "symmetry": [
+        ("noise 1e-1", {"noise_std": 1e-1}),
+        ("noise 1e-2 + stacked depth", {"noise_std": 1e-2, "depth_operator": "stack"}),
+        ("noise 3e-2", {"noise_std": 3e-2}),
+        ("noise 1e-2", {"noise_std": 1e-2}),
+    ],
     "dims": [
         ("width only (small has the large depth)", {"small": "width"}),
         ("depth only (small has the large width)", {"small": "depth"}),
