@@ -29,3 +29,15 @@ def run_reporting_errors(
     except OSError as err:
         print(failed_write_line(err, out), file=sys.stderr, flush=True)
     return None
+
+
+def exit_after_run(code: int) -> None:
+    """End a finished training process now, with ``code``: the run has saved, closed and printed everything, and
+    what remains is interpreter finalization, where the teardown of gloo and DeepSpeed state in whatever order it
+    picks has aborted a rank that finished cleanly (exit -6, "terminate called without an active exception", in
+    about 3% of 2-rank CPU runs in CI)."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,9 +4,8 @@
 Also runs under `torchrun`, `accelerate launch`, plain `python`, and multi-node DeepSpeed.
 """
 
-import sys
-
+from growth.cli import exit_after_run
 from growth.train.run import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_after_run(main())

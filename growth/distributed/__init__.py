@@ -10,7 +10,6 @@ from growth.distributed.world import (
     init_distributed,
     lost_peer,
     run_on_main,
-    shutdown_distributed,
     stop_watching_peers,
     watch_peers,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "init_distributed",
     "lost_peer",
     "run_on_main",
-    "shutdown_distributed",
     "stop_request",
     "stop_watching_peers",
     "watch_peers",

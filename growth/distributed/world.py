@@ -62,15 +62,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def shutdown_distributed(world: World) -> None:
-    """End the process group while the process is whole, as torchtitan and OLMo-core do at the end of a run:
-    left to the interpreter's exit, gloo's contexts and the rendezvous store are torn down in whatever order
-    finalization picks, and a rank that trained and saved everything can still abort (exit -6, "terminate
-    called without an active exception"). A world of one keeps its group (tests train in-process again)."""
-    if world.size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)

@@ -37,7 +37,6 @@ from growth.distributed import (
     init_distributed,
     lost_peer,
     run_on_main,
-    shutdown_distributed,
     stop_request,
     stop_watching_peers,
     watch_peers,
@@ -443,8 +442,6 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> i
         world = init_distributed()
         watch_peers(world)
         trainer = train(config, world, callbacks)
-        stop_watching_peers()  # it polls the store that the process group's end closes
-        shutdown_distributed(world)
         if trainer.stopped is not None:
             return trainer.stopped.request.exit_code
     except stop_request.StopRequested as stop:
