@@ -7,7 +7,7 @@ to 0 over the last ``decay_fraction`` of the steps) at every smaller budget. The
 all those (FLOPs, final loss) points (``scaling.envelope``). The grown path is one run with ``train.growth``
 (the small model until ``growth_at`` budget units of FLOPs, then the large one) on the same WSD shape, with a
 fully decayed branch at each grown budget, on the same data order (``train.seed``). Its saving is
-``1 - C_envelope(L_grown) / C_grown``, the small model counted; against the large model alone, as the
+``1 - C_grown / C_envelope(L_grown)``, the small model counted; against the large model alone, as the
 growth papers report, is kept as a secondary column.
 
 Sizes and budgets: ``envelope_plan.py``; reading the runs: ``envelope_read.py``.

@@ -65,8 +65,8 @@ def loss_for_cost(front: list[Point], cost: float) -> float:
 
 
 def saving_vs_envelope(front: list[Point], loss: float, flops: float) -> dict:
-    """1 - C_envelope(loss) / flops: the share of compute the best scratch choice would need beyond what the
-    path spent (negative: the path cost more than the best-sized model trained from scratch)."""
+    """1 - flops / C_envelope(loss): the share of the best scratch choice's compute for ``loss`` that the path
+    saved (negative: the path cost more than the best-sized model trained from scratch)."""
     needed, inside = cost_for_loss(front, loss)
     return {
         "envelope_flops_for_loss": needed,
